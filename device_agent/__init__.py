@@ -1,0 +1,1 @@
+"""LoLa-DEFT device agent: fine-tunes its assigned LoRA block with PyTorch on local data."""

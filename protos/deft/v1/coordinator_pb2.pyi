@@ -1,0 +1,143 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class RegisterRequest(_message.Message):
+    __slots__ = ("device_id", "hardware", "agent_version", "capabilities")
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    HARDWARE_FIELD_NUMBER: _ClassVar[int]
+    AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
+    device_id: str
+    hardware: str
+    agent_version: str
+    capabilities: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, device_id: _Optional[str] = ..., hardware: _Optional[str] = ..., agent_version: _Optional[str] = ..., capabilities: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class RegisterResponse(_message.Message):
+    __slots__ = ("session", "heartbeat_interval_s", "model_name", "lora_rank", "lora_target_modules", "blocks")
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    LORA_RANK_FIELD_NUMBER: _ClassVar[int]
+    LORA_TARGET_MODULES_FIELD_NUMBER: _ClassVar[int]
+    BLOCKS_FIELD_NUMBER: _ClassVar[int]
+    session: str
+    heartbeat_interval_s: float
+    model_name: str
+    lora_rank: int
+    lora_target_modules: _containers.RepeatedScalarFieldContainer[str]
+    blocks: int
+    def __init__(self, session: _Optional[str] = ..., heartbeat_interval_s: _Optional[float] = ..., model_name: _Optional[str] = ..., lora_rank: _Optional[int] = ..., lora_target_modules: _Optional[_Iterable[str]] = ..., blocks: _Optional[int] = ...) -> None: ...
+
+class Heartbeat(_message.Message):
+    __slots__ = ("session",)
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    session: str
+    def __init__(self, session: _Optional[str] = ...) -> None: ...
+
+class HeartbeatAck(_message.Message):
+    __slots__ = ("round",)
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    round: int
+    def __init__(self, round: _Optional[int] = ...) -> None: ...
+
+class BlockCost(_message.Message):
+    __slots__ = ("block", "seconds_per_iteration", "peak_memory_bytes")
+    BLOCK_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_PER_ITERATION_FIELD_NUMBER: _ClassVar[int]
+    PEAK_MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    block: int
+    seconds_per_iteration: float
+    peak_memory_bytes: float
+    def __init__(self, block: _Optional[int] = ..., seconds_per_iteration: _Optional[float] = ..., peak_memory_bytes: _Optional[float] = ...) -> None: ...
+
+class ChannelState(_message.Message):
+    __slots__ = ("channel_gain", "snr_db", "spectral_efficiency", "measured_uplink_bps")
+    CHANNEL_GAIN_FIELD_NUMBER: _ClassVar[int]
+    SNR_DB_FIELD_NUMBER: _ClassVar[int]
+    SPECTRAL_EFFICIENCY_FIELD_NUMBER: _ClassVar[int]
+    MEASURED_UPLINK_BPS_FIELD_NUMBER: _ClassVar[int]
+    channel_gain: float
+    snr_db: float
+    spectral_efficiency: float
+    measured_uplink_bps: float
+    def __init__(self, channel_gain: _Optional[float] = ..., snr_db: _Optional[float] = ..., spectral_efficiency: _Optional[float] = ..., measured_uplink_bps: _Optional[float] = ...) -> None: ...
+
+class ResourceReport(_message.Message):
+    __slots__ = ("session", "round", "available_memory_bytes", "compute_factor", "channel", "block_costs")
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    AVAILABLE_MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    COMPUTE_FACTOR_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    BLOCK_COSTS_FIELD_NUMBER: _ClassVar[int]
+    session: str
+    round: int
+    available_memory_bytes: float
+    compute_factor: float
+    channel: ChannelState
+    block_costs: _containers.RepeatedCompositeFieldContainer[BlockCost]
+    def __init__(self, session: _Optional[str] = ..., round: _Optional[int] = ..., available_memory_bytes: _Optional[float] = ..., compute_factor: _Optional[float] = ..., channel: _Optional[_Union[ChannelState, _Mapping]] = ..., block_costs: _Optional[_Iterable[_Union[BlockCost, _Mapping]]] = ...) -> None: ...
+
+class RoundInstruction(_message.Message):
+    __slots__ = ("round", "block", "bandwidth_hz", "local_iterations", "deadline_unix_s")
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    BLOCK_FIELD_NUMBER: _ClassVar[int]
+    BANDWIDTH_HZ_FIELD_NUMBER: _ClassVar[int]
+    LOCAL_ITERATIONS_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_UNIX_S_FIELD_NUMBER: _ClassVar[int]
+    round: int
+    block: int
+    bandwidth_hz: float
+    local_iterations: int
+    deadline_unix_s: float
+    def __init__(self, round: _Optional[int] = ..., block: _Optional[int] = ..., bandwidth_hz: _Optional[float] = ..., local_iterations: _Optional[int] = ..., deadline_unix_s: _Optional[float] = ...) -> None: ...
+
+class WeightsRequest(_message.Message):
+    __slots__ = ("session", "round")
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    session: str
+    round: int
+    def __init__(self, session: _Optional[str] = ..., round: _Optional[int] = ...) -> None: ...
+
+class TensorChunk(_message.Message):
+    __slots__ = ("session", "round", "block", "name", "shape", "dtype", "offset", "total_bytes", "data", "crc32")
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    BLOCK_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    CRC32_FIELD_NUMBER: _ClassVar[int]
+    session: str
+    round: int
+    block: int
+    name: str
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    dtype: str
+    offset: int
+    total_bytes: int
+    data: bytes
+    crc32: int
+    def __init__(self, session: _Optional[str] = ..., round: _Optional[int] = ..., block: _Optional[int] = ..., name: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., dtype: _Optional[str] = ..., offset: _Optional[int] = ..., total_bytes: _Optional[int] = ..., data: _Optional[bytes] = ..., crc32: _Optional[int] = ...) -> None: ...
+
+class UploadAck(_message.Message):
+    __slots__ = ("round", "block", "received_bytes", "duplicate")
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    BLOCK_FIELD_NUMBER: _ClassVar[int]
+    RECEIVED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    round: int
+    block: int
+    received_bytes: int
+    duplicate: bool
+    def __init__(self, round: _Optional[int] = ..., block: _Optional[int] = ..., received_bytes: _Optional[int] = ..., duplicate: _Optional[bool] = ...) -> None: ...

@@ -1,0 +1,187 @@
+"""`deft schedule` and `deft scheduler serve`.
+
+Exit status of `deft schedule`: 0 success, 2 malformed input (message names the field),
+3 no feasible allocation (message says why).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any, TextIO
+
+from scheduler.errors import InfeasibleError, InstanceError
+from scheduler.policies import DEFAULT_POLICY, POLICIES, POLICY_HELP
+
+EXIT_OK, EXIT_MALFORMED, EXIT_INFEASIBLE = 0, 2, 3
+EXAMPLE = Path(__file__).with_name("examples") / "paper_round.json"
+
+
+def add_schedule_command(subparsers: Any) -> None:
+    policies = "\n".join(f"  {name:12s} {POLICY_HELP[name]}" for name in POLICIES)
+    parser = subparsers.add_parser(
+        "schedule",
+        help="allocate blocks and bandwidth for one round read as JSON",
+        description="Read a scheduling instance as JSON and print the allocation as JSON.",
+        epilog=f"policies:\n{policies}\n\nexit status: 0 ok, 2 malformed input, 3 infeasible",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("instance", help="instance JSON file, or - for standard input")
+    parser.add_argument("--policy", default=DEFAULT_POLICY, choices=sorted(POLICIES))
+    parser.add_argument("--seed", type=int, default=None, help="seed for the random policy")
+    parser.add_argument(
+        "--remote", metavar="HOST:PORT", help="ask a running scheduler service instead of solving here"
+    )
+    parser.set_defaults(handler=run_schedule)
+
+
+def add_compare_command(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "compare",
+        help="solve one round with every policy and print a table",
+        description="Solve one round with every policy; defaults to the embedded paper round.",
+    )
+    parser.add_argument(
+        "instance", nargs="?", default=None, help="instance JSON file or - (default: embedded)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed for the random policy")
+    parser.set_defaults(handler=run_compare)
+
+
+def add_scheduler_command(subparsers: Any) -> None:
+    parser = subparsers.add_parser("scheduler", help="the scheduler microservice")
+    commands = parser.add_subparsers(dest="scheduler_command", required=True)
+    serve = commands.add_parser("serve", help="serve the Allocate RPC over gRPC")
+    serve.add_argument("--host", default="[::]", help="address to bind (default: all)")
+    serve.add_argument("--port", type=int, default=50051, help="port (0 picks a free one)")
+    serve.add_argument("--workers", type=int, default=4, help="concurrent requests")
+    serve.add_argument(
+        "--max-message-mb", type=int, default=64, help="gRPC message size limit in MiB"
+    )
+    serve.set_defaults(handler=run_serve)
+
+
+def _fail(code: int, message: str, stream: TextIO) -> int:
+    print(f"deft schedule: error: {message}", file=stream)
+    return code
+
+
+def _read_instance(path: str | None) -> Any:
+    if path is None:
+        return json.loads(EXAMPLE.read_text(encoding="utf-8"))
+    if path == "-":
+        text = sys.stdin.read()
+    else:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    return json.loads(text)
+
+
+def _load(path: str | None) -> tuple[Any, int | None]:
+    """The instance document, or (None, exit status) after printing why it could not be read."""
+    try:
+        return _read_instance(path), None
+    except OSError as error:
+        return None, _fail(EXIT_MALFORMED, f"cannot read {path}: {error.strerror}", sys.stderr)
+    except json.JSONDecodeError as error:
+        message = f"instance: invalid JSON at line {error.lineno} column {error.colno}: {error.msg}"
+        return None, _fail(EXIT_MALFORMED, message, sys.stderr)
+
+
+def run_schedule(args: argparse.Namespace) -> int:
+    doc, status = _load(args.instance)
+    if status is not None:
+        return status
+    if args.remote:
+        return _schedule_remote(doc, args)
+    from scheduler.instance import parse_instance
+    from scheduler.policies import solve
+
+    try:
+        allocation = solve(parse_instance(doc), args.policy, seed=args.seed)
+    except InstanceError as error:
+        return _fail(EXIT_MALFORMED, str(error), sys.stderr)
+    except InfeasibleError as error:
+        return _fail(EXIT_INFEASIBLE, f"infeasible: {error}", sys.stderr)
+    json.dump(allocation.to_json(), sys.stdout, indent=2)
+    print()
+    return EXIT_OK
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from scheduler.instance import parse_instance
+    from scheduler.policies import solve
+
+    doc, status = _load(args.instance)
+    if status is not None:
+        return status
+    try:
+        instance = parse_instance(doc)
+    except InstanceError as error:
+        return _fail(EXIT_MALFORMED, str(error), sys.stderr)
+    source = args.instance or f"embedded {EXAMPLE.name}"
+    print(f"{instance.num_devices} devices, {instance.num_blocks} blocks ({source})")
+    print(f"{'policy':12s} {'round latency s':>16s} {'solve ms':>9s}  devices by block")
+    for policy in POLICIES:
+        try:
+            allocation = solve(instance, policy, seed=args.seed)
+        except (InstanceError, InfeasibleError) as error:
+            print(f"{policy:12s} {'-':>16s} {'-':>9s}  {error}")
+            continue
+        devices = " ".join(instance.device_ids[k] for k in allocation.devices)
+        print(
+            f"{policy:12s} {allocation.latency_s:16.4f} {allocation.solve_seconds * 1e3:9.2f}"
+            f"  {devices}"
+        )
+    return EXIT_OK
+
+
+def _schedule_remote(doc: Any, args: argparse.Namespace) -> int:
+    import grpc
+    from google.protobuf import json_format
+
+    from scheduler.client import SchedulerClient
+    from scheduler.convert import request_from_instance_doc, response_to_json
+
+    try:
+        request = request_from_instance_doc(doc, args.policy, args.seed)
+    except (json_format.ParseError, TypeError, AttributeError) as error:
+        return _fail(EXIT_MALFORMED, f"instance: {error}", sys.stderr)
+    try:
+        with SchedulerClient(args.remote) as client:
+            response = client.allocate(request)
+    except grpc.RpcError as error:
+        code = error.code()  # type: ignore[attr-defined]
+        details = error.details()  # type: ignore[attr-defined]
+        if code == grpc.StatusCode.INVALID_ARGUMENT:
+            return _fail(EXIT_MALFORMED, details, sys.stderr)
+        if code == grpc.StatusCode.FAILED_PRECONDITION:
+            return _fail(EXIT_INFEASIBLE, details, sys.stderr)
+        return _fail(1, f"scheduler at {args.remote}: {code.name}: {details}", sys.stderr)
+    json.dump(response_to_json(response), sys.stdout, indent=2)
+    print()
+    return EXIT_OK
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from scheduler.service import start_scheduler
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    running = start_scheduler(
+        args.host,
+        args.port,
+        max_message_bytes=args.max_message_mb * 2**20,
+        workers=args.workers,
+    )
+    print(f"scheduler listening on {args.host}:{running.port}", flush=True)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    stop.wait()
+    running.stop()
+    return EXIT_OK

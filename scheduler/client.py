@@ -1,0 +1,35 @@
+"""A small client for the scheduler microservice (used by the coordinator and `deft schedule --remote`)."""
+
+from __future__ import annotations
+
+import grpc
+
+from protos.deft.v1 import scheduler_pb2, scheduler_pb2_grpc
+from protos.grpc_options import DEFAULT_MAX_MESSAGE_BYTES, message_size_options
+
+
+class SchedulerClient:
+    def __init__(
+        self,
+        address: str,
+        *,
+        timeout_s: float = 30.0,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    ) -> None:
+        self.address = address
+        self.timeout_s = timeout_s
+        self._channel = grpc.insecure_channel(address, options=message_size_options(max_message_bytes))
+        self._stub = scheduler_pb2_grpc.SchedulerStub(self._channel)
+
+    def allocate(self, request: scheduler_pb2.AllocateRequest) -> scheduler_pb2.AllocateResponse:
+        """Raises grpc.RpcError; its code() is INVALID_ARGUMENT or FAILED_PRECONDITION for bad rounds."""
+        return self._stub.Allocate(request, timeout=self.timeout_s, wait_for_ready=True)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> SchedulerClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,65 @@
+"""Conversions between the gRPC messages and the scheduler's own types.
+
+An AllocateRequest's proto3 JSON form is exactly the `deft schedule` instance format, so both
+paths share one validator (`parse_instance`) and report the same field names.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.protobuf import json_format
+
+from protos.deft.v1 import scheduler_pb2
+from scheduler.allocation import Allocation
+from scheduler.instance import Instance, parse_instance
+
+REQUEST_ONLY_FIELDS = ("policy", "seed")
+
+
+def instance_from_request(request: scheduler_pb2.AllocateRequest) -> Instance:
+    doc = json_format.MessageToDict(request, preserving_proto_field_name=True)
+    for field in REQUEST_ONLY_FIELDS:
+        doc.pop(field, None)
+    return parse_instance(doc)
+
+
+def request_from_instance_doc(
+    doc: dict[str, Any], policy: str = "", seed: int | None = None
+) -> scheduler_pb2.AllocateRequest:
+    """Build a request from the JSON instance format (raises json_format.ParseError if malformed)."""
+    request = json_format.ParseDict(doc, scheduler_pb2.AllocateRequest())
+    request.policy = policy
+    if seed is not None:
+        request.seed = seed
+    return request
+
+
+def response_from_allocation(allocation: Allocation) -> scheduler_pb2.AllocateResponse:
+    doc = allocation.to_json()
+    return scheduler_pb2.AllocateResponse(
+        policy=doc["policy"],
+        latency_s=doc["latency_s"],
+        solve_seconds=doc["solve_seconds"],
+        assignment=[scheduler_pb2.BlockAssignment(**entry) for entry in doc["assignment"]],
+    )
+
+
+def response_to_json(response: scheduler_pb2.AllocateResponse) -> dict[str, Any]:
+    """The same JSON `deft schedule` prints locally, from a remote answer."""
+    return {
+        "policy": response.policy,
+        "latency_s": response.latency_s,
+        "solve_seconds": response.solve_seconds,
+        "assignment": [
+            {
+                "block": entry.block,
+                "device": entry.device,
+                "bandwidth_hz": entry.bandwidth_hz,
+                "latency_s": entry.latency_s,
+                "compute_s": entry.compute_s,
+                "upload_s": entry.upload_s,
+            }
+            for entry in response.assignment
+        ],
+    }

@@ -1,0 +1,210 @@
+"""One round's scheduling instance: the paper's cost model, and parsing it from JSON-like data.
+
+Cost model (paper Sections II-III): J[k,l] = M * d_l / f_k (or M * the device's own measured
+seconds for block l), r_k = log2(1 + SNR_k), upload time S / (B_k r_k). Block l (1-based) is the
+paper's depth index: block 1 has the shortest backward pass.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+
+from scheduler.errors import InstanceError
+
+TOP_LEVEL_FIELDS = {
+    "blocks",
+    "block_memory_bytes",
+    "block_seconds",
+    "local_iterations",
+    "payload_bits",
+    "bandwidth_hz",
+    "devices",
+}
+DEVICE_FIELDS = {"id", "memory_bytes", "compute_factor", "spectral_efficiency", "block_seconds"}
+
+
+@dataclass(frozen=True, eq=False)
+class Instance:
+    """A validated instance. Arrays are read-only; indices are 0-based (block l is column l-1)."""
+
+    device_ids: tuple[str, ...]
+    device_memory: np.ndarray  # (K,) bytes available
+    spectral_efficiency: np.ndarray  # (K,) r_k in bit/s/Hz, > 0
+    compute_seconds: np.ndarray  # (K, L) J[k, l]: seconds for M local iterations on block l
+    block_memory: np.ndarray  # (L,) bytes needed to train block l
+    payload_bits: float  # S
+    bandwidth_hz: float  # B
+    local_iterations: int  # M
+
+    def __post_init__(self) -> None:
+        for name in ("device_memory", "spectral_efficiency", "compute_seconds", "block_memory"):
+            array = np.array(getattr(self, name), dtype=float)
+            array.setflags(write=False)
+            object.__setattr__(self, name, array)
+
+    @property
+    def num_devices(self) -> int:
+        return len(self.device_ids)
+
+    @property
+    def num_blocks(self) -> int:
+        return int(self.block_memory.shape[0])
+
+    @cached_property
+    def fits(self) -> np.ndarray:
+        """(K, L) bool: device k has the memory to train block l."""
+        return self.block_memory[None, :] <= self.device_memory[:, None]
+
+    def upload_seconds(self, devices: np.ndarray, bandwidth_hz: np.ndarray) -> np.ndarray:
+        """S / (B_k r_k) for the given devices and their bandwidths (inf where B_k = 0)."""
+        rate = np.asarray(bandwidth_hz, dtype=float) * self.spectral_efficiency[devices]
+        with np.errstate(divide="ignore"):
+            return np.where(rate > 0, self.payload_bits / np.maximum(rate, 1e-300), np.inf)
+
+    @cached_property
+    def equal_bandwidth_latency(self) -> np.ndarray:
+        """(K, L) T[k,l] = J[k,l] + S*L/(B r_k), inf where memory does not fit (problem P1)."""
+        upload = self.payload_bits * self.num_blocks / (self.bandwidth_hz * self.spectral_efficiency)
+        latency = self.compute_seconds + upload[:, None]
+        return np.where(self.fits, latency, np.inf)
+
+    @cached_property
+    def depth_monotone(self) -> bool:
+        """True when memory and compute never fall with depth: the paper's structural assumption.
+
+        Then every device's feasible blocks under any latency threshold form a prefix 1..s_k,
+        which is what CRUNCH and the O(KL) `ba` solver rely on.
+        """
+        memory_ok = bool(np.all(np.diff(self.block_memory) >= 0))
+        compute_ok = bool(np.all(np.diff(self.compute_seconds, axis=1) >= 0))
+        return memory_ok and compute_ok
+
+    def first_depth_violation(self) -> str | None:
+        """Human-readable description of where costs fall with depth, or None."""
+        drops = np.nonzero(np.diff(self.block_memory) < 0)[0]
+        if drops.size:
+            block = int(drops[0]) + 2
+            return f"block_memory_bytes falls from block {block - 1} to block {block}"
+        rows, cols = np.nonzero(np.diff(self.compute_seconds, axis=1) < 0)
+        if rows.size:
+            device, block = self.device_ids[int(rows[0])], int(cols[0]) + 2
+            return f"device {device!r} computes block {block} faster than block {block - 1}"
+        return None
+
+
+def _number(value: Any, field: str, *, minimum: float = 0.0, strict: bool = True) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InstanceError(field, f"must be a number, got {type(value).__name__} {value!r}")
+    number = float(value)
+    if not math.isfinite(number):
+        raise InstanceError(field, f"must be finite, got {value!r}")
+    if strict and number <= minimum:
+        raise InstanceError(field, f"must be > {minimum:g}, got {value!r}")
+    if not strict and number < minimum:
+        raise InstanceError(field, f"must be >= {minimum:g}, got {value!r}")
+    return number
+
+
+def _integer(value: Any, field: str, *, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+        raise InstanceError(field, f"must be an integer, got {value!r}")
+    if value < minimum:
+        raise InstanceError(field, f"must be >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _vector(value: Any, field: str, length: int, *, strict: bool) -> np.ndarray:
+    if not isinstance(value, Sequence) or isinstance(value, (str, bytes)):
+        raise InstanceError(field, f"must be a list of {length} numbers")
+    if len(value) != length:
+        raise InstanceError(field, f"must have {length} entries (one per block), got {len(value)}")
+    return np.array([_number(v, f"{field}[{i}]", strict=strict) for i, v in enumerate(value)])
+
+
+def _require(doc: Mapping[str, Any], field: str, prefix: str = "") -> Any:
+    if field not in doc or doc[field] is None:
+        raise InstanceError(f"{prefix}{field}", "is required")
+    return doc[field]
+
+
+def _reject_unknown(doc: Mapping[str, Any], known: set[str], prefix: str) -> None:
+    unknown = sorted(set(doc) - known)
+    if unknown:
+        raise InstanceError(f"{prefix}{unknown[0]}", f"unknown field (expected one of {sorted(known)})")
+
+
+def parse_instance(doc: Any) -> Instance:
+    """Validate a JSON-like instance (the `deft schedule` format) and build an Instance.
+
+    Raises InstanceError naming the first offending field; nothing is partially built.
+    """
+    if not isinstance(doc, Mapping):
+        raise InstanceError("instance", f"must be a JSON object, got {type(doc).__name__}")
+    _reject_unknown(doc, TOP_LEVEL_FIELDS, "")
+    blocks = _integer(_require(doc, "blocks"), "blocks", minimum=1)
+    block_memory = _vector(
+        _require(doc, "block_memory_bytes"), "block_memory_bytes", blocks, strict=False
+    )
+    iterations = _integer(_require(doc, "local_iterations"), "local_iterations", minimum=1)
+    payload_bits = _number(_require(doc, "payload_bits"), "payload_bits")
+    bandwidth_hz = _number(_require(doc, "bandwidth_hz"), "bandwidth_hz")
+    reference_seconds = None
+    if doc.get("block_seconds") is not None:
+        reference_seconds = _vector(doc["block_seconds"], "block_seconds", blocks, strict=True)
+
+    devices = _require(doc, "devices")
+    if not isinstance(devices, Sequence) or isinstance(devices, (str, bytes)) or not devices:
+        raise InstanceError("devices", "must be a non-empty list of device objects")
+    ids: list[str] = []
+    memory, efficiency, compute = [], [], []
+    for index, device in enumerate(devices):
+        prefix = f"devices[{index}]."
+        if not isinstance(device, Mapping):
+            raise InstanceError(f"devices[{index}]", "must be a JSON object")
+        _reject_unknown(device, DEVICE_FIELDS, prefix)
+        device_id = _require(device, "id", prefix)
+        if not isinstance(device_id, str) or not device_id.strip():
+            raise InstanceError(f"{prefix}id", f"must be a non-empty string, got {device_id!r}")
+        if device_id in ids:
+            raise InstanceError(f"{prefix}id", f"duplicate device id {device_id!r}")
+        ids.append(device_id)
+        memory.append(
+            _number(_require(device, "memory_bytes", prefix), f"{prefix}memory_bytes", strict=False)
+        )
+        efficiency.append(
+            _number(
+                _require(device, "spectral_efficiency", prefix), f"{prefix}spectral_efficiency"
+            )
+        )
+        if device.get("block_seconds") is not None:
+            seconds = _vector(device["block_seconds"], f"{prefix}block_seconds", blocks, strict=True)
+        elif reference_seconds is None:
+            raise InstanceError(
+                "block_seconds",
+                f"is required because {prefix}block_seconds is not given",
+            )
+        else:
+            factor = _number(
+                _require(device, "compute_factor", prefix), f"{prefix}compute_factor"
+            )
+            seconds = reference_seconds / factor
+        if not np.all(np.isfinite(iterations * seconds)):
+            raise InstanceError(f"{prefix}compute_factor", "is too small: compute time overflows")
+        compute.append(iterations * seconds)
+
+    return Instance(
+        device_ids=tuple(ids),
+        device_memory=np.array(memory),
+        spectral_efficiency=np.array(efficiency),
+        compute_seconds=np.array(compute),
+        block_memory=block_memory,
+        payload_bits=payload_bits,
+        bandwidth_hz=bandwidth_hz,
+        local_iterations=iterations,
+    )

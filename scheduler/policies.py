@@ -1,0 +1,79 @@
+"""Policy registry: one entry point that checks feasibility, solves, times and validates."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from scheduler.allocation import Allocation, make_allocation
+from scheduler.baselines import comm_aware, comp_aware, random_allocation
+from scheduler.bottleneck import bottleneck_assignment
+from scheduler.crunch import crunch
+from scheduler.dual_ascent import dual_ascent
+from scheduler.errors import InstanceError
+from scheduler.feasibility import check_feasible
+from scheduler.instance import Instance
+from scheduler.jbba import jbba
+
+DEFAULT_POLICY = "jbba"
+
+# Each solver returns (block -> device index, bandwidth per block or None for an equal split).
+Solver = Callable[[Instance, "int | None"], tuple[np.ndarray, "np.ndarray | None"]]
+
+
+def _ba(instance: Instance, seed: int | None) -> tuple[np.ndarray, None]:
+    return bottleneck_assignment(instance.equal_bandwidth_latency)[1], None
+
+
+def _crunch(instance: Instance, seed: int | None) -> tuple[np.ndarray, None]:
+    return crunch(instance.equal_bandwidth_latency)[1], None
+
+
+def _jbba(instance: Instance, seed: int | None) -> tuple[np.ndarray, np.ndarray]:
+    devices, bandwidth, _ = jbba(instance)
+    return devices, bandwidth
+
+
+def _dual_ascent(instance: Instance, seed: int | None) -> tuple[np.ndarray, np.ndarray]:
+    devices, bandwidth, _ = dual_ascent(instance)
+    return devices, bandwidth
+
+
+POLICIES: dict[str, Solver] = {
+    "jbba": _jbba,
+    "ba": _ba,
+    "crunch": _crunch,
+    "dual-ascent": _dual_ascent,
+    "comm-aware": lambda instance, seed: (comm_aware(instance), None),
+    "comp-aware": lambda instance, seed: (comp_aware(instance), None),
+    "random": lambda instance, seed: (random_allocation(instance, seed), None),
+}
+
+POLICY_HELP = {
+    "jbba": "exact joint bandwidth-and-block allocation (problem P2); the default",
+    "ba": "exact block allocation with equal bandwidth (problem P1), O(KL) when depth-monotone",
+    "crunch": "the paper's Algorithm 2 for P1, as written (needs depth-monotone costs)",
+    "dual-ascent": "the paper's Algorithm 3 heuristic for P2",
+    "comm-aware": "paper baseline: best channels first, equal bandwidth",
+    "comp-aware": "paper baseline: fastest devices first, equal bandwidth",
+    "random": "random feasible devices, equal bandwidth (seeded)",
+}
+
+
+def solve(instance: Instance, policy: str = DEFAULT_POLICY, seed: int | None = None) -> Allocation:
+    """Allocate blocks (and bandwidth) with `policy`.
+
+    Raises InstanceError for an unknown policy or one that cannot take this instance, and
+    InfeasibleError, saying why, when no allocation meets the memory constraints.
+    """
+    solver = POLICIES.get(policy)
+    if solver is None:
+        raise InstanceError("policy", f"unknown policy {policy!r}; choose one of {sorted(POLICIES)}")
+    started = time.perf_counter()
+    check_feasible(instance)
+    devices, bandwidth = solver(instance, seed)
+    allocation = make_allocation(instance, policy, devices, bandwidth)
+    elapsed = time.perf_counter() - started
+    return Allocation(**{**allocation.__dict__, "solve_seconds": elapsed})

@@ -1,0 +1,1 @@
+"""LoLa-DEFT coordinator (edge server side) and the `deft` command line."""
