@@ -14,7 +14,9 @@ SCHEDULER_SERVICE = "deft.v1.Scheduler"
 COORDINATOR_SERVICE = "deft.v1.Coordinator"
 
 
-def message_size_options(max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> list[tuple[str, int]]:
+def message_size_options(
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+) -> list[tuple[str, int]]:
     """Channel/server options that set both send and receive limits explicitly."""
     if max_message_bytes <= 0:
         raise ValueError(f"max_message_bytes must be positive, got {max_message_bytes}")

@@ -31,11 +31,13 @@ def greedy_by_rank(instance: Instance, order: np.ndarray, policy: str) -> np.nda
 
 def comm_aware(instance: Instance) -> np.ndarray:
     """Best channel (spectral efficiency) first."""
-    return greedy_by_rank(instance, np.argsort(-instance.spectral_efficiency, kind="stable"), "comm-aware")
+    return greedy_by_rank(
+        instance, np.argsort(-instance.spectral_efficiency, kind="stable"), "comm-aware"
+    )
 
 
 def comp_aware(instance: Instance) -> np.ndarray:
-    """Fastest compute first, ranked by the time for the deepest block (covers measured profiles)."""
+    """Fastest compute first, ranked by the deepest block's time (works for measured profiles)."""
     speed_rank = np.argsort(instance.compute_seconds[:, -1], kind="stable")
     return greedy_by_rank(instance, speed_rank, "comp-aware")
 

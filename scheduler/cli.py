@@ -35,7 +35,9 @@ def add_schedule_command(subparsers: Any) -> None:
     parser.add_argument("--policy", default=DEFAULT_POLICY, choices=sorted(POLICIES))
     parser.add_argument("--seed", type=int, default=None, help="seed for the random policy")
     parser.add_argument(
-        "--remote", metavar="HOST:PORT", help="ask a running scheduler service instead of solving here"
+        "--remote",
+        metavar="HOST:PORT",
+        help="ask a running scheduler service instead of solving here",
     )
     parser.set_defaults(handler=run_schedule)
 
@@ -156,8 +158,8 @@ def _schedule_remote(doc: Any, args: argparse.Namespace) -> int:
         with SchedulerClient(args.remote) as client:
             response = client.allocate(request)
     except grpc.RpcError as error:
-        code = error.code()  # type: ignore[attr-defined]
-        details = error.details()  # type: ignore[attr-defined]
+        code = error.code()
+        details = error.details() or ""
         if code == grpc.StatusCode.INVALID_ARGUMENT:
             return _fail(EXIT_MALFORMED, details, sys.stderr)
         if code == grpc.StatusCode.FAILED_PRECONDITION:

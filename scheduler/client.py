@@ -1,4 +1,4 @@
-"""A small client for the scheduler microservice (used by the coordinator and `deft schedule --remote`)."""
+"""Client of the scheduler microservice (the coordinator, `deft schedule --remote`)."""
 
 from __future__ import annotations
 
@@ -18,11 +18,13 @@ class SchedulerClient:
     ) -> None:
         self.address = address
         self.timeout_s = timeout_s
-        self._channel = grpc.insecure_channel(address, options=message_size_options(max_message_bytes))
+        self._channel = grpc.insecure_channel(
+            address, options=message_size_options(max_message_bytes)
+        )
         self._stub = scheduler_pb2_grpc.SchedulerStub(self._channel)
 
     def allocate(self, request: scheduler_pb2.AllocateRequest) -> scheduler_pb2.AllocateResponse:
-        """Raises grpc.RpcError; its code() is INVALID_ARGUMENT or FAILED_PRECONDITION for bad rounds."""
+        """Raises grpc.RpcError: INVALID_ARGUMENT or FAILED_PRECONDITION for bad rounds."""
         return self._stub.Allocate(request, timeout=self.timeout_s, wait_for_ready=True)
 
     def close(self) -> None:

@@ -27,7 +27,7 @@ def instance_from_request(request: scheduler_pb2.AllocateRequest) -> Instance:
 def request_from_instance_doc(
     doc: dict[str, Any], policy: str = "", seed: int | None = None
 ) -> scheduler_pb2.AllocateRequest:
-    """Build a request from the JSON instance format (raises json_format.ParseError if malformed)."""
+    """Build a request from the JSON instance format (json_format.ParseError if malformed)."""
     request = json_format.ParseDict(doc, scheduler_pb2.AllocateRequest())
     request.policy = policy
     if seed is not None:

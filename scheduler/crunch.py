@@ -38,7 +38,9 @@ def crunch(cost: np.ndarray) -> tuple[float, np.ndarray]:
     if num_devices < num_blocks or not feasible():
         raise InfeasibleError("no assignment of blocks to devices with enough memory exists")
 
-    row_last = np.where(counts > 0, cost[np.arange(num_devices), np.maximum(counts - 1, 0)], -np.inf)
+    row_last = np.where(
+        counts > 0, cost[np.arange(num_devices), np.maximum(counts - 1, 0)], -np.inf
+    )
     threshold = float(np.max(row_last))
     while True:
         # Cutting: the largest element of Q is the last non-zero of some row (monotone rows).

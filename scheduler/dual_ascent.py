@@ -12,7 +12,8 @@ C4.2) and sigma_k (coupling C4.3) fixed:
 
 Loose ends the paper leaves open, decided here:
   * Units: gradients are normalised (seconds by the equal-bandwidth latency tau, bandwidth by B,
-    mu's step by its starting value) and clipped to [-CLIP, CLIP] so one formula serves any instance; step eps_i = EPS0 / sqrt(i+1).
+    mu's step by its starting value) and clipped to [-CLIP, CLIP] so one formula serves any
+    instance; step eps_i = EPS0 / sqrt(i+1).
   * Start: lambda_k = 1/L, sigma_k = 0, mu from stationarity (sum_k B_k = B for the L devices).
   * Primal recovery: the iterate (alpha, B) is not feasible in general (beta may disagree with
     alpha, sum B_k may differ from B). We take alpha's devices and give them Lemma 1's bandwidth
@@ -103,9 +104,9 @@ def dual_ascent(
         alpha_compute[devices] = compute[devices, blocks]
         alpha_count = np.zeros(num_devices)
         alpha_count[devices] = 1.0
-        with np.errstate(divide="ignore", over="ignore"):
+        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
             upload = np.where(beta > 0, bits / (np.maximum(bandwidth, 1e-300) * r), 0.0)
-        lam_grad = np.clip((alpha_compute + upload - latency_var) / tau, -CLIP, CLIP)
+            lam_grad = np.clip((alpha_compute + upload - latency_var) / tau, -CLIP, CLIP)
         lam = np.maximum(0.0, lam + step * lam_grad)
         mu_grad = np.clip((bandwidth.sum() - budget) / budget, -CLIP, CLIP)
         mu = max(0.0, mu + step * mu_grad * mu_scale)

@@ -17,6 +17,21 @@ def format_bytes(value: float) -> str:
     return f"{value:.0f} B"
 
 
+def format_blocks(indices: np.ndarray) -> str:
+    """'block 3' or 'blocks 3, 5..12' for 0-based block indices."""
+    numbers = [int(i) + 1 for i in indices]
+    runs: list[str] = []
+    start = previous = numbers[0]
+    for number in [*numbers[1:], None]:
+        if number is not None and number == previous + 1:
+            previous = number
+            continue
+        runs.append(str(start) if start == previous else f"{start}..{previous}")
+        if number is not None:
+            start = previous = number
+    return ("block " if len(numbers) == 1 else "blocks ") + ", ".join(runs)
+
+
 def match_blocks(allowed: np.ndarray) -> np.ndarray:
     """Maximum matching of blocks to distinct devices over allowed (K, L) pairs.
 
@@ -36,10 +51,14 @@ def check_feasible(instance: Instance) -> None:
         )
     fit_counts = instance.fits.sum(axis=0)
     largest = format_bytes(float(instance.device_memory.max()))
-    for block in np.nonzero(fit_counts == 0)[0]:
+    homeless = np.nonzero(fit_counts == 0)[0]
+    if homeless.size:
+        first = int(homeless[0])
         raise InfeasibleError(
-            f"block {block + 1} needs {format_bytes(instance.block_memory[block])}, "
-            f"which no device has (largest available memory: {largest})"
+            f"{format_blocks(homeless)} {'fits' if homeless.size == 1 else 'fit'} on no device: "
+            f"block {first + 1} alone needs "
+            f"{format_bytes(instance.block_memory[first])} "
+            f"(largest available memory: {largest})"
         )
     if np.all(np.diff(instance.block_memory) >= 0):
         # Nested fit sets: blocks l..L need L-l+1 devices that hold block l (Hall's condition).
@@ -54,8 +73,7 @@ def check_feasible(instance: Instance) -> None:
         return
     matched = match_blocks(instance.fits)
     if np.any(matched < 0):
-        unplaced = ", ".join(str(b + 1) for b in np.nonzero(matched < 0)[0])
         raise InfeasibleError(
             f"memory admits at most {int(np.sum(matched >= 0))} of {num_blocks} blocks at once; "
-            f"blocks left without a device: {unplaced}"
+            f"left without a device: {format_blocks(np.nonzero(matched < 0)[0])}"
         )

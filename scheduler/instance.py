@@ -70,7 +70,9 @@ class Instance:
     @cached_property
     def equal_bandwidth_latency(self) -> np.ndarray:
         """(K, L) T[k,l] = J[k,l] + S*L/(B r_k), inf where memory does not fit (problem P1)."""
-        upload = self.payload_bits * self.num_blocks / (self.bandwidth_hz * self.spectral_efficiency)
+        upload = (
+            self.payload_bits * self.num_blocks / (self.bandwidth_hz * self.spectral_efficiency)
+        )
         latency = self.compute_seconds + upload[:, None]
         return np.where(self.fits, latency, np.inf)
 
@@ -98,7 +100,13 @@ class Instance:
         return None
 
 
+# How proto3 JSON (MessageToDict) spells non-finite doubles.
+NON_FINITE_SPELLINGS = {"NaN", "Infinity", "-Infinity"}
+
+
 def _number(value: Any, field: str, *, minimum: float = 0.0, strict: bool = True) -> float:
+    if isinstance(value, str) and value in NON_FINITE_SPELLINGS:
+        raise InstanceError(field, f"must be finite, got {value}")
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InstanceError(field, f"must be a number, got {type(value).__name__} {value!r}")
     number = float(value)
@@ -136,7 +144,9 @@ def _require(doc: Mapping[str, Any], field: str, prefix: str = "") -> Any:
 def _reject_unknown(doc: Mapping[str, Any], known: set[str], prefix: str) -> None:
     unknown = sorted(set(doc) - known)
     if unknown:
-        raise InstanceError(f"{prefix}{unknown[0]}", f"unknown field (expected one of {sorted(known)})")
+        raise InstanceError(
+            f"{prefix}{unknown[0]}", f"unknown field (expected one of {sorted(known)})"
+        )
 
 
 def parse_instance(doc: Any) -> Instance:
@@ -178,22 +188,21 @@ def parse_instance(doc: Any) -> Instance:
             _number(_require(device, "memory_bytes", prefix), f"{prefix}memory_bytes", strict=False)
         )
         efficiency.append(
-            _number(
-                _require(device, "spectral_efficiency", prefix), f"{prefix}spectral_efficiency"
-            )
+            _number(_require(device, "spectral_efficiency", prefix), f"{prefix}spectral_efficiency")
         )
         if device.get("block_seconds") is not None:
-            seconds = _vector(device["block_seconds"], f"{prefix}block_seconds", blocks, strict=True)
+            seconds = _vector(
+                device["block_seconds"], f"{prefix}block_seconds", blocks, strict=True
+            )
         elif reference_seconds is None:
             raise InstanceError(
                 "block_seconds",
                 f"is required because {prefix}block_seconds is not given",
             )
         else:
-            factor = _number(
-                _require(device, "compute_factor", prefix), f"{prefix}compute_factor"
-            )
-            seconds = reference_seconds / factor
+            factor = _number(_require(device, "compute_factor", prefix), f"{prefix}compute_factor")
+            with np.errstate(over="ignore"):
+                seconds = reference_seconds / factor
         if not np.all(np.isfinite(iterations * seconds)):
             raise InstanceError(f"{prefix}compute_factor", "is too small: compute time overflows")
         compute.append(iterations * seconds)

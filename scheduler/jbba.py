@@ -101,9 +101,22 @@ def jbba(instance: Instance) -> tuple[np.ndarray, np.ndarray, int]:
         devices = better
         if steps >= MAX_STEPS:
             break
+    return devices, _split_bandwidth(instance, devices, latency), steps
+
+
+def _split_bandwidth(instance: Instance, devices: np.ndarray, latency: float) -> np.ndarray:
+    """Bandwidth that lets each device finish exactly at `latency`, never above the budget.
+
+    T - J[k,l] can lose relative precision when the upload is a tiny part of T, so the sum may
+    exceed B by rounding; stepping T up by a few ulps fixes that without slowing anyone else
+    (shrinking every share instead would stretch every long upload).
+    """
     blocks = np.arange(instance.num_blocks)
-    slack = latency - instance.compute_seconds[devices, blocks]
-    bandwidth = instance.payload_bits / (instance.spectral_efficiency[devices] * slack)
-    # The root is met to ~1e-15; trim rounding so the split never exceeds the budget.
-    bandwidth *= min(1.0, instance.bandwidth_hz / float(bandwidth.sum()))
-    return devices, bandwidth, steps
+    compute = instance.compute_seconds[devices, blocks]
+    bits_per_hz = instance.payload_bits / instance.spectral_efficiency[devices]
+    for _ in range(64):
+        bandwidth = bits_per_hz / (latency - compute)
+        if bandwidth.sum() <= instance.bandwidth_hz:
+            return bandwidth
+        latency = float(np.nextafter(latency, np.inf))
+    return bandwidth * (instance.bandwidth_hz / bandwidth.sum())

@@ -9,7 +9,7 @@ import numpy as np
 
 from scheduler.allocation import Allocation, make_allocation
 from scheduler.baselines import comm_aware, comp_aware, random_allocation
-from scheduler.bottleneck import bottleneck_assignment
+from scheduler.bottleneck import bottleneck_assignment, rows_non_decreasing
 from scheduler.crunch import crunch
 from scheduler.dual_ascent import dual_ascent
 from scheduler.errors import InstanceError
@@ -28,7 +28,14 @@ def _ba(instance: Instance, seed: int | None) -> tuple[np.ndarray, None]:
 
 
 def _crunch(instance: Instance, seed: int | None) -> tuple[np.ndarray, None]:
-    return crunch(instance.equal_bandwidth_latency)[1], None
+    cost = instance.equal_bandwidth_latency
+    if not rows_non_decreasing(cost):
+        raise InstanceError(
+            "policy",
+            f"crunch needs costs non-decreasing in block depth, but "
+            f"{instance.first_depth_violation()}; use policy 'ba', which is exact for any costs",
+        )
+    return crunch(cost)[1], None
 
 
 def _jbba(instance: Instance, seed: int | None) -> tuple[np.ndarray, np.ndarray]:
@@ -70,7 +77,9 @@ def solve(instance: Instance, policy: str = DEFAULT_POLICY, seed: int | None = N
     """
     solver = POLICIES.get(policy)
     if solver is None:
-        raise InstanceError("policy", f"unknown policy {policy!r}; choose one of {sorted(POLICIES)}")
+        raise InstanceError(
+            "policy", f"unknown policy {policy!r}; choose one of {sorted(POLICIES)}"
+        )
     started = time.perf_counter()
     check_feasible(instance)
     devices, bandwidth = solver(instance, seed)

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
     """Stateless: every request carries the whole round, so any replica can answer it."""
 
-    def Allocate(  # noqa: N802 - name fixed by the proto
+    def Allocate(
         self, request: scheduler_pb2.AllocateRequest, context: grpc.ServicerContext
     ) -> scheduler_pb2.AllocateResponse:
         policy = request.policy or DEFAULT_POLICY

@@ -1,0 +1,117 @@
+"""`deft schedule`, `deft compare`: output format and exit statuses, as real processes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from scheduler import POLICIES
+from tests.helpers import run_deft, start_deft
+
+EXAMPLE_PATH = Path(__file__).parents[2] / "scheduler" / "examples" / "paper_round.json"
+EXAMPLE = json.loads(EXAMPLE_PATH.read_text())
+
+
+def test_schedule_prints_the_allocation_with_jbba_by_default() -> None:
+    result = run_deft("schedule", str(EXAMPLE_PATH))
+    assert result.returncode == 0, result.stderr
+    output = json.loads(result.stdout)
+    assert output["policy"] == "jbba"
+    assert [entry["block"] for entry in output["assignment"]] == list(range(1, 13))
+    assert set(output["assignment"][0]) == {
+        "block",
+        "device",
+        "bandwidth_hz",
+        "latency_s",
+        "compute_s",
+        "upload_s",
+    }
+    assert output["latency_s"] == pytest.approx(max(e["latency_s"] for e in output["assignment"]))
+    assert sum(e["bandwidth_hz"] for e in output["assignment"]) <= EXAMPLE["bandwidth_hz"] * (
+        1 + 1e-9
+    )
+
+
+def test_schedule_reads_standard_input_and_takes_a_policy() -> None:
+    result = run_deft("schedule", "--policy", "ba", "-", stdin=json.dumps(EXAMPLE))
+    assert result.returncode == 0, result.stderr
+    output = json.loads(result.stdout)
+    assert output["policy"] == "ba"
+    assert {e["bandwidth_hz"] for e in output["assignment"]} == {EXAMPLE["bandwidth_hz"] / 12}
+
+
+@pytest.mark.parametrize(
+    ("stdin", "message"),
+    [
+        ("{not json", "instance: invalid JSON at line 1 column 2"),
+        ('{"blocks": 2}', "block_memory_bytes: is required"),
+        (json.dumps({**EXAMPLE, "payload_bits": -1}), "payload_bits: must be > 0"),
+        ("[]", "instance: must be a JSON object"),
+    ],
+)
+def test_malformed_input_exits_2_naming_the_field(stdin: str, message: str) -> None:
+    result = run_deft("schedule", "-", stdin=stdin)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert result.stdout == ""
+
+
+def test_missing_file_exits_2() -> None:
+    result = run_deft("schedule", "/nonexistent/round.json")
+    assert result.returncode == 2
+    assert "cannot read /nonexistent/round.json" in result.stderr
+
+
+def test_unknown_policy_exits_2() -> None:
+    result = run_deft("schedule", "--policy", "fastest", str(EXAMPLE_PATH))
+    assert result.returncode == 2
+    assert "invalid choice: 'fastest'" in result.stderr
+
+
+def test_infeasible_input_exits_3_saying_why() -> None:
+    doc = {**EXAMPLE, "devices": [{**d, "memory_bytes": 1.5e9} for d in EXAMPLE["devices"]]}
+    result = run_deft("schedule", "-", stdin=json.dumps(doc))
+    assert result.returncode == 3
+    assert (
+        "infeasible: blocks 3..12 fit on no device: block 3 alone needs 1.44 GiB" in result.stderr
+    )
+
+
+def test_compare_runs_every_policy_on_the_embedded_round() -> None:
+    result = run_deft("compare")
+    assert result.returncode == 0, result.stderr
+    assert "20 devices, 12 blocks (embedded paper_round.json)" in result.stdout
+    for policy in POLICIES:
+        assert any(line.startswith(policy + " ") for line in result.stdout.splitlines())
+
+
+@pytest.fixture(scope="module")
+def remote() -> Iterator[str]:
+    process, match = start_deft(
+        "scheduler", "serve", "--host", "127.0.0.1", "--port", "0", ready=r"listening on .*:(\d+)"
+    )
+    yield f"127.0.0.1:{match.group(1)}"
+    process.kill()
+    process.wait()
+
+
+def test_remote_schedule_matches_local(remote: str) -> None:
+    local = json.loads(run_deft("schedule", str(EXAMPLE_PATH)).stdout)
+    result = run_deft("schedule", "--remote", remote, str(EXAMPLE_PATH))
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    assert answer["latency_s"] == pytest.approx(local["latency_s"], rel=1e-12)
+    assert answer["assignment"] == local["assignment"]
+
+
+def test_remote_errors_keep_the_exit_statuses(remote: str) -> None:
+    bad = run_deft("schedule", "--remote", remote, "-", stdin=json.dumps({**EXAMPLE, "blocks": 3}))
+    assert bad.returncode == 2
+    assert "block_memory_bytes: must have 3 entries" in bad.stderr
+    few = {**EXAMPLE, "devices": EXAMPLE["devices"][:3]}
+    infeasible = run_deft("schedule", "--remote", remote, "-", stdin=json.dumps(few))
+    assert infeasible.returncode == 3
+    assert "only 3 reported" in infeasible.stderr

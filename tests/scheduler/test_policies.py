@@ -1,0 +1,168 @@
+"""Every policy returns a valid allocation; infeasible and unsuitable instances say why."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from scheduler import POLICIES, InfeasibleError, Instance, InstanceError, parse_instance, solve
+from scheduler.allocation import InvalidAllocationError, make_allocation
+from scheduler.synthetic import PaperSetting, paper_round
+from tests.scheduler.strategies import instances
+
+EXAMPLE = Path(__file__).parents[2] / "scheduler" / "examples" / "paper_round.json"
+
+
+def assert_valid(instance: Instance, policy: str) -> None:
+    allocation = solve(instance, policy, seed=7)
+    devices = allocation.devices
+    assert sorted(devices.tolist()) == sorted(set(devices.tolist()))
+    assert len(devices) == instance.num_blocks
+    assert np.all(instance.block_memory <= instance.device_memory[devices])
+    assert allocation.bandwidth_hz.sum() <= instance.bandwidth_hz * (1 + 1e-9)
+    expected = instance.compute_seconds[devices, np.arange(instance.num_blocks)] + (
+        instance.payload_bits / (allocation.bandwidth_hz * instance.spectral_efficiency[devices])
+    )
+    assert np.allclose(allocation.device_latency_s, expected)
+    assert allocation.latency_s == pytest.approx(expected.max())
+    doc = allocation.to_json()
+    assert [entry["block"] for entry in doc["assignment"]] == list(
+        range(1, instance.num_blocks + 1)
+    )
+    assert doc["policy"] == policy
+
+
+@pytest.mark.parametrize("policy", sorted(POLICIES))
+def test_every_policy_is_valid_on_paper_rounds(policy: str) -> None:
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        try:
+            instance = parse_instance(paper_round(PaperSetting(), rng))
+            assert_valid(instance, policy)
+        except InfeasibleError:
+            continue
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(instances(monotone=False))
+def test_every_policy_is_valid_or_explains_itself(instance: Instance) -> None:
+    for policy in POLICIES:
+        try:
+            assert_valid(instance, policy)
+        except InfeasibleError as error:
+            assert str(error)
+        except InstanceError as error:  # crunch on costs that fall with depth
+            assert policy == "crunch" and error.field == "policy"
+            assert "use policy 'ba'" in str(error)
+
+
+def test_policies_order_on_the_embedded_round() -> None:
+    instance = parse_instance(json.loads(EXAMPLE.read_text()))
+    latency = {policy: solve(instance, policy, seed=0).latency_s for policy in POLICIES}
+    assert latency["crunch"] == pytest.approx(latency["ba"])
+    assert latency["jbba"] < latency["ba"]
+    for policy in POLICIES:
+        assert latency["jbba"] <= latency[policy] * (1 + 1e-9)
+        assert latency["ba"] <= latency[policy] * (1 + 1e-9) or policy in ("jbba", "dual-ascent")
+
+
+def tiny(devices_memory: list[float], block_memory: list[float]) -> Instance:
+    return parse_instance(
+        {
+            "blocks": len(block_memory),
+            "block_memory_bytes": block_memory,
+            "block_seconds": [1.0] * len(block_memory),
+            "local_iterations": 1,
+            "payload_bits": 8.0,
+            "bandwidth_hz": 10.0,
+            "devices": [
+                {
+                    "id": f"d{k}",
+                    "memory_bytes": m,
+                    "compute_factor": 1.0,
+                    "spectral_efficiency": 1.0,
+                }
+                for k, m in enumerate(devices_memory)
+            ],
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("devices_memory", "block_memory", "message"),
+    [
+        ([9, 9], [1, 1, 1], "3 blocks need 3 distinct devices, but only 2 reported"),
+        (
+            [1, 1, 1],
+            [1, 1, 2],
+            "block 3 fits on no device: block 3 alone needs 2 B (largest available memory: 1 B)",
+        ),
+        (
+            [3, 1, 1],
+            [1, 2, 2],
+            "blocks 2..3 need 2 distinct devices with at least 2 B each, "
+            "but only 1 have that much memory",
+        ),
+        ([2, 1, 1], [2, 1, 2], "memory admits at most 2 of 3 blocks at once"),
+    ],
+)
+@pytest.mark.parametrize("policy", sorted(POLICIES))
+def test_infeasible_instances_say_why(
+    devices_memory: list[float], block_memory: list[float], message: str, policy: str
+) -> None:
+    with pytest.raises(InfeasibleError, match=re.escape(message)):
+        solve(tiny(devices_memory, block_memory), policy)
+
+
+def test_unknown_policy_is_rejected() -> None:
+    with pytest.raises(InstanceError, match=r"^policy: unknown policy 'fastest'"):
+        solve(tiny([1, 1], [1, 1]), "fastest")
+
+
+def test_crunch_refuses_costs_that_fall_with_depth_and_ba_solves_them() -> None:
+    doc = json.loads(EXAMPLE.read_text())
+    doc["devices"][3]["block_seconds"] = list(reversed(doc["block_seconds"]))
+    del doc["devices"][3]["compute_factor"]
+    instance = parse_instance(doc)
+    with pytest.raises(InstanceError, match="device 'device-03' computes block 2 faster"):
+        solve(instance, "crunch")
+    assert_valid(instance, "ba")
+
+
+def test_random_policy_is_reproducible_by_seed() -> None:
+    instance = parse_instance(json.loads(EXAMPLE.read_text()))
+    first = solve(instance, "random", seed=11).devices
+    assert np.array_equal(first, solve(instance, "random", seed=11).devices)
+    others = [solve(instance, "random", seed=s).devices for s in range(12, 20)]
+    assert any(not np.array_equal(first, other) for other in others)
+
+
+@pytest.mark.parametrize(
+    ("devices", "bandwidth", "problem"),
+    [
+        ([0, 0], None, "more than one block"),
+        ([0, 5], None, "out of range"),
+        ([0], None, "expected 2 blocks"),
+        ([0, 2], None, "does not fit"),
+        ([0, 1], [6.0, 6.0], "exceeds the budget"),
+        ([0, 1], [10.0, 0.0], "must be positive"),
+    ],
+)
+def test_invalid_allocations_are_caught(
+    devices: list[int], bandwidth: list[float] | None, problem: str
+) -> None:
+    instance = tiny([2, 2, 1], [1, 2])
+    with pytest.raises(InvalidAllocationError, match=problem):
+        make_allocation(instance, "test", devices, bandwidth)
+
+
+def test_block_lists_are_compact() -> None:
+    from scheduler.feasibility import format_blocks
+
+    assert format_blocks(np.array([2])) == "block 3"
+    assert format_blocks(np.array([0, 2, 3, 4, 7])) == "blocks 1, 3..5, 8"
