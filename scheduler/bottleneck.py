@@ -29,7 +29,8 @@ def nested_bottleneck(cost: np.ndarray) -> tuple[float, np.ndarray]:
     num_devices, num_blocks = cost.shape
     if num_blocks > num_devices:
         raise InfeasibleError(f"{num_blocks} blocks need as many devices, got {num_devices}")
-    by_block = np.ascontiguousarray(cost.T)  # one contiguous row per block: faster partitions
+    # A private copy, one contiguous row per block (faster partitions); the greedy below writes it.
+    by_block = np.array(cost.T, order="C", copy=True)
     thresholds = np.empty(num_blocks)
     for block in range(num_blocks):
         needed = num_blocks - block

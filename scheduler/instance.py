@@ -59,7 +59,9 @@ class Instance:
     @cached_property
     def fits(self) -> np.ndarray:
         """(K, L) bool: device k has the memory to train block l."""
-        return self.block_memory[None, :] <= self.device_memory[:, None]
+        fits = self.block_memory[None, :] <= self.device_memory[:, None]
+        fits.setflags(write=False)
+        return fits
 
     def upload_seconds(self, devices: np.ndarray, bandwidth_hz: np.ndarray) -> np.ndarray:
         """S / (B_k r_k) for the given devices and their bandwidths (inf where B_k = 0)."""
@@ -73,8 +75,9 @@ class Instance:
         upload = (
             self.payload_bits * self.num_blocks / (self.bandwidth_hz * self.spectral_efficiency)
         )
-        latency = self.compute_seconds + upload[:, None]
-        return np.where(self.fits, latency, np.inf)
+        latency = np.where(self.fits, self.compute_seconds + upload[:, None], np.inf)
+        latency.setflags(write=False)  # shared by every policy solving this instance
+        return latency
 
     @cached_property
     def depth_monotone(self) -> bool:

@@ -166,3 +166,14 @@ def test_block_lists_are_compact() -> None:
 
     assert format_blocks(np.array([2])) == "block 3"
     assert format_blocks(np.array([0, 2, 3, 4, 7])) == "blocks 1, 3..5, 8"
+
+
+@pytest.mark.parametrize("num_devices", [1, 3])
+def test_policies_leave_the_instance_unchanged(num_devices: int) -> None:
+    # A single block or device makes transposes contiguous views: solvers must not write them.
+    instance = tiny([1.0] * num_devices, [1.0])
+    before = instance.equal_bandwidth_latency.copy()
+    for policy in POLICIES:
+        solve(instance, policy)
+    assert np.array_equal(instance.equal_bandwidth_latency, before)
+    assert solve(instance, "ba").latency_s == pytest.approx(1.0 + 8.0 / 10.0)
