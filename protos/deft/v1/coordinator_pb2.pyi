@@ -7,32 +7,46 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RegisterRequest(_message.Message):
-    __slots__ = ("device_id", "hardware", "agent_version", "capabilities")
+    __slots__ = ("device_id", "hardware", "agent_version", "capabilities", "model_fingerprint")
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     HARDWARE_FIELD_NUMBER: _ClassVar[int]
     AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
     CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     device_id: str
     hardware: str
     agent_version: str
     capabilities: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, device_id: _Optional[str] = ..., hardware: _Optional[str] = ..., agent_version: _Optional[str] = ..., capabilities: _Optional[_Iterable[str]] = ...) -> None: ...
+    model_fingerprint: str
+    def __init__(self, device_id: _Optional[str] = ..., hardware: _Optional[str] = ..., agent_version: _Optional[str] = ..., capabilities: _Optional[_Iterable[str]] = ..., model_fingerprint: _Optional[str] = ...) -> None: ...
 
 class RegisterResponse(_message.Message):
-    __slots__ = ("session", "heartbeat_interval_s", "model_name", "lora_rank", "lora_target_modules", "blocks")
+    __slots__ = ("session", "heartbeat_interval_s", "model_name", "lora_rank", "lora_target_modules", "blocks", "lora_alpha", "task", "num_labels", "batch_size", "max_seq_length", "round")
     SESSION_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     LORA_RANK_FIELD_NUMBER: _ClassVar[int]
     LORA_TARGET_MODULES_FIELD_NUMBER: _ClassVar[int]
     BLOCKS_FIELD_NUMBER: _ClassVar[int]
+    LORA_ALPHA_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    NUM_LABELS_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    MAX_SEQ_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
     session: str
     heartbeat_interval_s: float
     model_name: str
     lora_rank: int
     lora_target_modules: _containers.RepeatedScalarFieldContainer[str]
     blocks: int
-    def __init__(self, session: _Optional[str] = ..., heartbeat_interval_s: _Optional[float] = ..., model_name: _Optional[str] = ..., lora_rank: _Optional[int] = ..., lora_target_modules: _Optional[_Iterable[str]] = ..., blocks: _Optional[int] = ...) -> None: ...
+    lora_alpha: float
+    task: str
+    num_labels: int
+    batch_size: int
+    max_seq_length: int
+    round: int
+    def __init__(self, session: _Optional[str] = ..., heartbeat_interval_s: _Optional[float] = ..., model_name: _Optional[str] = ..., lora_rank: _Optional[int] = ..., lora_target_modules: _Optional[_Iterable[str]] = ..., blocks: _Optional[int] = ..., lora_alpha: _Optional[float] = ..., task: _Optional[str] = ..., num_labels: _Optional[int] = ..., batch_size: _Optional[int] = ..., max_seq_length: _Optional[int] = ..., round: _Optional[int] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
     __slots__ = ("session",)
@@ -85,18 +99,22 @@ class ResourceReport(_message.Message):
     def __init__(self, session: _Optional[str] = ..., round: _Optional[int] = ..., available_memory_bytes: _Optional[float] = ..., compute_factor: _Optional[float] = ..., channel: _Optional[_Union[ChannelState, _Mapping]] = ..., block_costs: _Optional[_Iterable[_Union[BlockCost, _Mapping]]] = ...) -> None: ...
 
 class RoundInstruction(_message.Message):
-    __slots__ = ("round", "block", "bandwidth_hz", "local_iterations", "deadline_unix_s")
+    __slots__ = ("round", "block", "bandwidth_hz", "local_iterations", "deadline_unix_s", "finished", "modelled_latency_s")
     ROUND_FIELD_NUMBER: _ClassVar[int]
     BLOCK_FIELD_NUMBER: _ClassVar[int]
     BANDWIDTH_HZ_FIELD_NUMBER: _ClassVar[int]
     LOCAL_ITERATIONS_FIELD_NUMBER: _ClassVar[int]
     DEADLINE_UNIX_S_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_FIELD_NUMBER: _ClassVar[int]
+    MODELLED_LATENCY_S_FIELD_NUMBER: _ClassVar[int]
     round: int
     block: int
     bandwidth_hz: float
     local_iterations: int
     deadline_unix_s: float
-    def __init__(self, round: _Optional[int] = ..., block: _Optional[int] = ..., bandwidth_hz: _Optional[float] = ..., local_iterations: _Optional[int] = ..., deadline_unix_s: _Optional[float] = ...) -> None: ...
+    finished: bool
+    modelled_latency_s: float
+    def __init__(self, round: _Optional[int] = ..., block: _Optional[int] = ..., bandwidth_hz: _Optional[float] = ..., local_iterations: _Optional[int] = ..., deadline_unix_s: _Optional[float] = ..., finished: _Optional[bool] = ..., modelled_latency_s: _Optional[float] = ...) -> None: ...
 
 class WeightsRequest(_message.Message):
     __slots__ = ("session", "round")
@@ -107,7 +125,7 @@ class WeightsRequest(_message.Message):
     def __init__(self, session: _Optional[str] = ..., round: _Optional[int] = ...) -> None: ...
 
 class TensorChunk(_message.Message):
-    __slots__ = ("session", "round", "block", "name", "shape", "dtype", "offset", "total_bytes", "data", "crc32")
+    __slots__ = ("session", "round", "block", "name", "shape", "dtype", "offset", "total_bytes", "data", "crc32", "compute_s")
     SESSION_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     BLOCK_FIELD_NUMBER: _ClassVar[int]
@@ -118,6 +136,7 @@ class TensorChunk(_message.Message):
     TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
     CRC32_FIELD_NUMBER: _ClassVar[int]
+    COMPUTE_S_FIELD_NUMBER: _ClassVar[int]
     session: str
     round: int
     block: int
@@ -128,7 +147,8 @@ class TensorChunk(_message.Message):
     total_bytes: int
     data: bytes
     crc32: int
-    def __init__(self, session: _Optional[str] = ..., round: _Optional[int] = ..., block: _Optional[int] = ..., name: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., dtype: _Optional[str] = ..., offset: _Optional[int] = ..., total_bytes: _Optional[int] = ..., data: _Optional[bytes] = ..., crc32: _Optional[int] = ...) -> None: ...
+    compute_s: float
+    def __init__(self, session: _Optional[str] = ..., round: _Optional[int] = ..., block: _Optional[int] = ..., name: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., dtype: _Optional[str] = ..., offset: _Optional[int] = ..., total_bytes: _Optional[int] = ..., data: _Optional[bytes] = ..., crc32: _Optional[int] = ..., compute_s: _Optional[float] = ...) -> None: ...
 
 class UploadAck(_message.Message):
     __slots__ = ("round", "block", "received_bytes", "duplicate")

@@ -1,0 +1,214 @@
+"""GLUE tasks: TSV loaders for the 8 tasks of the paper's Table I, their metrics, and sharding.
+
+Each loader reads the standard GLUE folder layout (train.tsv, dev.tsv; MNLI: dev_matched.tsv).
+Metrics follow GLUE: Matthews correlation for CoLA, Pearson/Spearman for STS-B, F1 and accuracy
+for MRPC and QQP, accuracy otherwise. numpy only: agents install no scipy.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+csv.field_size_limit(1 << 24)
+
+
+class DataError(ValueError):
+    """A task folder or file that cannot be read as the expected GLUE TSV; says where."""
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    num_labels: int  # 1 means regression (STS-B)
+    text_columns: tuple[str | int, ...]  # header names, or indices for header-less files
+    label_column: str | int
+    labels: tuple[str, ...] = ()  # label strings in class-index order (classification)
+    has_header: bool = True
+    dev_file: str = "dev.tsv"
+    metric: str = "accuracy"  # the headline metric
+
+    @property
+    def is_regression(self) -> bool:
+        return self.num_labels == 1
+
+
+TASKS: dict[str, TaskSpec] = {
+    "cola": TaskSpec("cola", 2, (3,), 1, ("0", "1"), has_header=False, metric="mcc"),
+    "sst2": TaskSpec("sst2", 2, ("sentence",), "label", ("0", "1")),
+    "mrpc": TaskSpec("mrpc", 2, ("#1 String", "#2 String"), "Quality", ("0", "1"), metric="f1"),
+    "qqp": TaskSpec("qqp", 2, ("question1", "question2"), "is_duplicate", ("0", "1"), metric="f1"),
+    "stsb": TaskSpec("stsb", 1, ("sentence1", "sentence2"), "score", metric="pearson"),
+    "mnli": TaskSpec(
+        "mnli",
+        3,
+        ("sentence1", "sentence2"),
+        "gold_label",
+        ("contradiction", "entailment", "neutral"),
+        dev_file="dev_matched.tsv",
+    ),
+    "qnli": TaskSpec(
+        "qnli", 2, ("question", "sentence"), "label", ("entailment", "not_entailment")
+    ),
+    "rte": TaskSpec(
+        "rte", 2, ("sentence1", "sentence2"), "label", ("entailment", "not_entailment")
+    ),
+}
+TASK_ALIASES = {"sst-2": "sst2", "sts-b": "stsb", "mnli-m": "mnli"}
+
+
+@dataclass
+class Split:
+    texts: list[tuple[str, ...]]
+    labels: np.ndarray  # int64 class ids, or float32 scores for regression
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def subset(self, indices: Sequence[int] | np.ndarray) -> Split:
+        return Split([self.texts[i] for i in indices], self.labels[np.asarray(indices, dtype=int)])
+
+
+def task_spec(name: str) -> TaskSpec:
+    key = TASK_ALIASES.get(name.lower(), name.lower())
+    if key not in TASKS:
+        raise DataError(f"unknown GLUE task {name!r}; known: {sorted(TASKS)}")
+    return TASKS[key]
+
+
+def read_split(folder: Path | str, spec: TaskSpec, split: str) -> Split:
+    """Read train or dev of a task folder; every bad row is reported with its line number."""
+    path = Path(folder) / ("train.tsv" if split == "train" else spec.dev_file)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file (expected a GLUE {spec.name} folder)")
+    texts: list[tuple[str, ...]] = []
+    labels: list[float] = []
+    with path.open(encoding="utf-8", newline="") as handle:
+        reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
+        header: list[str] | None = next(reader, None) if spec.has_header else None
+
+        def column(key: str | int) -> int:
+            if isinstance(key, int):
+                return key
+            if header is None or key not in header:
+                raise DataError(f"{path}: header lacks column {key!r} (has {header})")
+            return header.index(key)
+
+        text_idx = [column(key) for key in spec.text_columns]
+        label_idx = column(spec.label_column)
+        for line_number, row in enumerate(reader, start=2 if header else 1):
+            if not row:
+                continue
+            try:
+                text = tuple(row[i] for i in text_idx)
+                raw = row[label_idx]
+            except IndexError:
+                raise DataError(f"{path}:{line_number}: too few columns ({len(row)})") from None
+            if spec.is_regression:
+                try:
+                    labels.append(float(raw))
+                except ValueError:
+                    raise DataError(
+                        f"{path}:{line_number}: score {raw!r} is not a number"
+                    ) from None
+            elif raw in spec.labels:
+                labels.append(spec.labels.index(raw))
+            else:
+                raise DataError(f"{path}:{line_number}: label {raw!r} not in {list(spec.labels)}")
+            texts.append(text)
+    if not texts:
+        raise DataError(f"{path}: no examples")
+    dtype = np.float32 if spec.is_regression else np.int64
+    return Split(texts, np.asarray(labels, dtype=dtype))
+
+
+def shard_indices(
+    labels: np.ndarray,
+    num_shards: int,
+    shard: int,
+    *,
+    mode: str = "iid",
+    alpha: float = 0.5,
+    seed: int = 0,
+) -> np.ndarray:
+    """Indices of one agent's shard: i.i.d., or label-skewed with Dirichlet(alpha) proportions.
+
+    Every shard gets a disjoint part of the data; all agents with the same seed agree on the split
+    without talking to each other.
+    """
+    if not 0 <= shard < num_shards:
+        raise DataError(f"shard {shard} out of range for {num_shards} shards")
+    rng = np.random.default_rng(seed)
+    if mode == "iid":
+        return np.sort(np.array_split(rng.permutation(len(labels)), num_shards)[shard])
+    if mode != "label-skew":
+        raise DataError(f"unknown sharding mode {mode!r} (iid or label-skew)")
+    keys = (
+        labels
+        if labels.dtype.kind in "iu"
+        else np.digitize(labels, np.quantile(labels, [0.25, 0.5, 0.75]))
+    )
+    chosen: list[np.ndarray] = []
+    for value in np.unique(keys):
+        members = rng.permutation(np.nonzero(keys == value)[0])
+        proportions = rng.dirichlet(np.full(num_shards, alpha))
+        cuts = (np.cumsum(proportions)[:-1] * len(members)).astype(int)
+        chosen.append(np.split(members, cuts)[shard])
+    return np.sort(np.concatenate(chosen))
+
+
+def _binary_f1(labels: np.ndarray, predictions: np.ndarray) -> float:
+    true_positive = float(np.sum((predictions == 1) & (labels == 1)))
+    predicted, actual = float(np.sum(predictions == 1)), float(np.sum(labels == 1))
+    if predicted == 0 or actual == 0:
+        return 0.0
+    precision, recall = true_positive / predicted, true_positive / actual
+    return 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
+
+
+def _mcc(labels: np.ndarray, predictions: np.ndarray) -> float:
+    tp = float(np.sum((predictions == 1) & (labels == 1)))
+    tn = float(np.sum((predictions == 0) & (labels == 0)))
+    fp = float(np.sum((predictions == 1) & (labels == 0)))
+    fn = float(np.sum((predictions == 0) & (labels == 1)))
+    denominator = np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+    return 0.0 if denominator == 0 else (tp * tn - fp * fn) / denominator
+
+
+def _ranks(values: np.ndarray) -> np.ndarray:
+    """Average ranks with ties, as Spearman's correlation needs."""
+    order = np.argsort(values, kind="mergesort")
+    ranks = np.empty(len(values))
+    ranks[order] = np.arange(len(values))
+    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    sums = np.bincount(inverse, weights=ranks)
+    return sums[inverse] / counts[inverse]
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+    if np.std(a) == 0 or np.std(b) == 0:
+        return 0.0
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def compute_metrics(spec: TaskSpec, labels: np.ndarray, outputs: np.ndarray) -> dict[str, float]:
+    """GLUE metrics from model outputs (logits, or scores for regression)."""
+    if spec.is_regression:
+        scores = outputs.reshape(-1)
+        pearson = _pearson(scores, labels)
+        spearman = _pearson(_ranks(scores), _ranks(labels))
+        return {"pearson": pearson, "spearman": spearman, "score": (pearson + spearman) / 2}
+    predictions = outputs.argmax(axis=-1)
+    metrics = {"accuracy": float(np.mean(predictions == labels))}
+    if spec.name == "cola":
+        metrics["mcc"] = _mcc(labels, predictions)
+    if spec.name in ("mrpc", "qqp"):
+        metrics["f1"] = _binary_f1(labels, predictions)
+    return metrics
+
+
+MetricFn = Callable[[TaskSpec, np.ndarray, np.ndarray], dict[str, float]]

