@@ -16,6 +16,9 @@ import numpy as np
 
 csv.field_size_limit(1 << 24)
 
+# The embedded default task shipped with the package (GLUE SST-2 format).
+EMBEDDED_TASK_DIR = Path(__file__).with_name("tasks") / "sst2-mini"
+
 
 class DataError(ValueError):
     """A task folder or file that cannot be read as the expected GLUE TSV; says where."""

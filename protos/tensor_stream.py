@@ -33,6 +33,7 @@ class TensorBundle:
     round: int = 0
     block: int = 0
     compute_s: float = 0.0
+    train_loss: float = 0.0
     tensors: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
@@ -47,6 +48,7 @@ def to_chunks(
     round: int = 0,
     block: int = 0,
     compute_s: float = 0.0,
+    train_loss: float = 0.0,
     chunk_bytes: int = CHUNK_BYTES,
 ) -> Iterator[coordinator_pb2.TensorChunk]:
     """Yield the chunks of every tensor in order (float32, C order)."""
@@ -71,6 +73,7 @@ def to_chunks(
                 data=piece,
                 crc32=crc if last else 0,
                 compute_s=compute_s if first else 0.0,
+                train_loss=train_loss if first else 0.0,
             )
             first = False
 
@@ -95,7 +98,9 @@ def from_chunks(
 
     for chunk in chunks:
         if bundle is None:
-            bundle = TensorBundle(chunk.session, chunk.round, chunk.block, chunk.compute_s)
+            bundle = TensorBundle(
+                chunk.session, chunk.round, chunk.block, chunk.compute_s, chunk.train_loss
+            )
         elif (chunk.session, chunk.round, chunk.block) != (
             bundle.session,
             bundle.round,

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from scheduler.cli import add_compare_command, add_schedule_command, add_scheduler_command
+from server.roles_cli import add_agent_command, add_coordinator_command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,6 +20,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_schedule_command(subparsers)
     add_compare_command(subparsers)
     add_scheduler_command(subparsers)
+    add_coordinator_command(subparsers)
+    add_agent_command(subparsers)
     return parser
 
 

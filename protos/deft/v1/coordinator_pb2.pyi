@@ -125,7 +125,7 @@ class WeightsRequest(_message.Message):
     def __init__(self, session: _Optional[str] = ..., round: _Optional[int] = ...) -> None: ...
 
 class TensorChunk(_message.Message):
-    __slots__ = ("session", "round", "block", "name", "shape", "dtype", "offset", "total_bytes", "data", "crc32", "compute_s")
+    __slots__ = ("session", "round", "block", "name", "shape", "dtype", "offset", "total_bytes", "data", "crc32", "compute_s", "train_loss")
     SESSION_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     BLOCK_FIELD_NUMBER: _ClassVar[int]
@@ -137,6 +137,7 @@ class TensorChunk(_message.Message):
     DATA_FIELD_NUMBER: _ClassVar[int]
     CRC32_FIELD_NUMBER: _ClassVar[int]
     COMPUTE_S_FIELD_NUMBER: _ClassVar[int]
+    TRAIN_LOSS_FIELD_NUMBER: _ClassVar[int]
     session: str
     round: int
     block: int
@@ -148,7 +149,8 @@ class TensorChunk(_message.Message):
     data: bytes
     crc32: int
     compute_s: float
-    def __init__(self, session: _Optional[str] = ..., round: _Optional[int] = ..., block: _Optional[int] = ..., name: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., dtype: _Optional[str] = ..., offset: _Optional[int] = ..., total_bytes: _Optional[int] = ..., data: _Optional[bytes] = ..., crc32: _Optional[int] = ..., compute_s: _Optional[float] = ...) -> None: ...
+    train_loss: float
+    def __init__(self, session: _Optional[str] = ..., round: _Optional[int] = ..., block: _Optional[int] = ..., name: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., dtype: _Optional[str] = ..., offset: _Optional[int] = ..., total_bytes: _Optional[int] = ..., data: _Optional[bytes] = ..., crc32: _Optional[int] = ..., compute_s: _Optional[float] = ..., train_loss: _Optional[float] = ...) -> None: ...
 
 class UploadAck(_message.Message):
     __slots__ = ("round", "block", "received_bytes", "duplicate")

@@ -1,0 +1,122 @@
+"""Start-up profile of this device: seconds per local iteration and peak memory per block depth.
+
+Reported to the coordinator every round, so the scheduler works with this hardware's own costs
+(the JSON instance's per-device `block_seconds`). Cached on disk per model, batch shape, LoRA
+setup and hardware, since profiling a large model takes a while.
+
+Memory: on CUDA the allocator's peak during the iteration; on CPU an estimate that counts what
+the iteration must hold at once: model weights, the tensors saved for backward (counted with
+torch.autograd.graph.saved_tensors_hooks) and the gradients.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from device_agent.model import LoadedModel
+from device_agent.training import block_gradient
+
+
+@dataclass
+class BlockProfile:
+    seconds_per_iteration: list[float]  # index 0 is block 1
+    peak_memory_bytes: list[float]
+    hardware: str
+
+
+def hardware_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda:{torch.cuda.get_device_name(device)}"
+    return f"cpu:{platform.processor() or platform.machine()}x{os.cpu_count()}"
+
+
+def default_cache_dir() -> Path:
+    root = os.environ.get("LOLA_DEFT_CACHE") or os.path.join(Path.home(), ".cache", "lola-deft")
+    return Path(root) / "profiles"
+
+
+def cache_key(identity: Mapping[str, object]) -> str:
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def saved_tensor_bytes(loaded: LoadedModel, block: int, batch: Mapping[str, torch.Tensor]) -> int:
+    """Bytes autograd saves for backward in one iteration on `block` (activation memory)."""
+    total = 0
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        nonlocal total
+        total += tensor.numel() * tensor.element_size()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        block_gradient(loaded, block, [batch])
+    return total
+
+
+def measure(
+    loaded: LoadedModel,
+    batch: Mapping[str, torch.Tensor],
+    device: torch.device,
+    *,
+    repeats: int = 2,
+    slowdown: float = 1.0,
+) -> BlockProfile:
+    weights = sum(p.numel() * p.element_size() for p in loaded.model.parameters())
+    seconds, memory = [], []
+    for block in range(1, loaded.num_blocks + 1):
+        block_gradient(loaded, block, [batch], device=device)  # warm-up
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+            torch.cuda.reset_peak_memory_stats(device)
+        started = time.perf_counter()
+        result = block_gradient(loaded, block, [batch] * repeats, device=device)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+            memory.append(float(torch.cuda.max_memory_allocated(device)))
+        else:
+            gradients = sum(g.numel() * g.element_size() for g in result.gradients.values())
+            memory.append(float(weights + saved_tensor_bytes(loaded, block, batch) + gradients))
+        seconds.append(slowdown * (time.perf_counter() - started) / repeats)
+    return BlockProfile(seconds, memory, hardware_name(device))
+
+
+def load_or_measure(
+    loaded: LoadedModel,
+    batch: Mapping[str, torch.Tensor],
+    device: torch.device,
+    identity: Mapping[str, object],
+    *,
+    cache_dir: Path | None = None,
+    slowdown: float = 1.0,
+) -> tuple[BlockProfile, bool]:
+    """The cached profile for this identity and hardware, or a fresh measurement (then cached).
+
+    Returns (profile, came_from_cache). The slowdown is applied after caching, so one cache
+    serves every emulated speed.
+    """
+    full_identity = {**identity, "hardware": hardware_name(device), "torch": torch.__version__}
+    path = (cache_dir or default_cache_dir()) / f"{cache_key(full_identity)}.json"
+    cached = False
+    try:
+        stored = json.loads(path.read_text())
+        profile = BlockProfile(**stored["profile"])
+        if len(profile.seconds_per_iteration) != loaded.num_blocks:
+            raise ValueError("stale profile")
+        cached = True
+    except (OSError, ValueError, KeyError, TypeError):
+        profile = measure(loaded, batch, device)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps({"identity": full_identity, "profile": asdict(profile)}))
+        temporary.replace(path)
+    scaled = [s * slowdown for s in profile.seconds_per_iteration]
+    return BlockProfile(scaled, profile.peak_memory_bytes, profile.hardware), cached

@@ -1,0 +1,29 @@
+"""Evaluation of the coordinator's adapters on the task's dev split."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from device_agent.batching import EncodedSplit
+from device_agent.glue import TaskSpec, compute_metrics
+from device_agent.model import LoadedModel
+
+
+def evaluate(
+    loaded: LoadedModel, data: EncodedSplit, spec: TaskSpec, batch_size: int = 64
+) -> dict[str, float]:
+    """Dev loss and the task's GLUE metrics; `metric` holds the headline one."""
+    model = loaded.model
+    model.eval()
+    outputs, losses = [], []
+    with torch.no_grad():
+        for start in range(0, len(data), batch_size):
+            batch = data.batch(np.arange(start, min(start + batch_size, len(data))))
+            result = model(**batch)
+            losses.append(float(result.loss) * len(batch["labels"]))
+            outputs.append(result.logits.float().cpu().numpy())
+    metrics = compute_metrics(spec, data.labels.numpy(), np.concatenate(outputs))
+    metrics["loss"] = sum(losses) / len(data)
+    metrics["metric"] = metrics["score" if spec.is_regression else spec.metric]
+    return metrics

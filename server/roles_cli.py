@@ -1,0 +1,219 @@
+"""`deft coordinator serve` and `deft agent`: the long-running roles."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+import signal
+import socket
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from protos.grpc_options import MEBIBYTE
+
+UNITS = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12, "ki": 2**10, "mi": 2**20, "gi": 2**30}
+
+
+def byte_size(text: str) -> float:
+    """'1.5G', '512Mi', '2000000' -> bytes."""
+    match = re.fullmatch(r"\s*([0-9.]+)\s*([kKmMgGtT]i?)?[bB]?\s*", text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 2G, 512Mi, 1500000000)")
+    return float(match.group(1)) * UNITS[(match.group(2) or "").lower()]
+
+
+def shard(text: str) -> tuple[int, int]:
+    match = re.fullmatch(r"(\d+)/(\d+)", text)
+    if not match or int(match.group(1)) >= int(match.group(2)):
+        raise argparse.ArgumentTypeError(f"shard must be I/N with 0 <= I < N, got {text!r}")
+    return int(match.group(1)), int(match.group(2))
+
+
+def setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        help="local Hugging Face encoder directory (default: all-MiniLM-L6-v2)",
+    )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="GLUE task folder with train.tsv/dev.tsv (default: embedded sst2-mini)",
+    )
+
+
+def add_coordinator_command(subparsers: Any) -> None:
+    parser = subparsers.add_parser("coordinator", help="the round coordinator (edge server)")
+    commands = parser.add_subparsers(dest="coordinator_command", required=True)
+    serve = commands.add_parser("serve", help="run rounds with the agents that register")
+    serve.add_argument("--host", default="[::]")
+    serve.add_argument("--port", type=int, default=50052, help="gRPC port (0 picks a free one)")
+    serve.add_argument("--scheduler", default="127.0.0.1:50051", help="scheduler HOST:PORT")
+    serve.add_argument("--policy", default="jbba", help="scheduling policy (see deft schedule -h)")
+    add_model_arguments(serve)
+    serve.add_argument("--task", default="sst2", help="GLUE task name (cola, sst2, mrpc, ...)")
+    serve.add_argument("--rounds", type=int, default=20)
+    serve.add_argument("--local-iterations", type=int, default=2, help="M")
+    serve.add_argument("--batch-size", type=int, default=16)
+    serve.add_argument("--max-seq-length", type=int, default=48)
+    serve.add_argument("--lr", type=float, default=2e-3, help="server-side Adam learning rate")
+    serve.add_argument("--lora-rank", type=int, default=8)
+    serve.add_argument("--lora-alpha", type=float, default=16.0)
+    serve.add_argument("--lora-targets", default="query,value")
+    serve.add_argument("--bandwidth-hz", type=float, default=100e6, help="uplink band B")
+    serve.add_argument("--min-agents", type=int, default=0, help="default: number of blocks")
+    serve.add_argument(
+        "--report-wait",
+        type=float,
+        default=2.0,
+        help="seconds to wait for more reports once enough agents reported",
+    )
+    serve.add_argument("--round-timeout", type=float, default=300.0)
+    serve.add_argument("--checkpoint-dir", type=Path, default=Path("deft-run/checkpoints"))
+    serve.add_argument("--history", type=Path, default=None, help="write round records as JSON")
+    serve.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    serve.add_argument("--eval-every", type=int, default=1)
+    serve.add_argument("--metrics-port", type=int, default=None, help="Prometheus /metrics port")
+    serve.add_argument("--max-message-mb", type=int, default=64)
+    serve.add_argument("--seed", type=int, default=0)
+    serve.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    serve.set_defaults(handler=run_coordinator)
+
+
+def add_agent_command(subparsers: Any) -> None:
+    parser = subparsers.add_parser("agent", help="a device agent that trains assigned blocks")
+    parser.add_argument("--coordinator", required=True, help="coordinator HOST:PORT")
+    parser.add_argument("--id", default=None, help="device id (default: hostname-pid)")
+    add_model_arguments(parser)
+    parser.add_argument("--shard", type=shard, default=(0, 1), help="I/N: this agent's data part")
+    parser.add_argument("--shard-mode", choices=["iid", "label-skew"], default="iid")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument(
+        "--memory-limit",
+        type=byte_size,
+        default=None,
+        help="cap the reported memory (e.g. 300M) to emulate a smaller device",
+    )
+    parser.add_argument(
+        "--slowdown",
+        type=float,
+        default=1.0,
+        help="emulate hardware X times slower (sleeps after each iteration)",
+    )
+    parser.add_argument("--channel", choices=["emulated", "measured"], default="emulated")
+    parser.add_argument("--snr-db", type=float, default=10.0, help="emulated transmit SNR")
+    parser.add_argument("--path-loss", type=float, default=1e-3, help="emulated path loss")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--profile-cache", type=Path, default=None)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--max-message-mb", type=int, default=64)
+    parser.set_defaults(handler=run_agent)
+
+
+def _set_threads(threads: int) -> None:
+    if threads > 0:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def _wait_for_signal(stop: threading.Event) -> None:
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+
+
+def run_coordinator(args: argparse.Namespace) -> int:
+    setup_logging()
+    _set_threads(args.threads)
+    from device_agent.glue import EMBEDDED_TASK_DIR
+    from device_agent.model import LoraSettings, default_model_dir
+    from server.progress import print_round
+    from server.rounds import CoordinatorConfig
+    from server.service import start_coordinator
+
+    config = CoordinatorConfig(
+        model_dir=args.model or default_model_dir(),
+        data_dir=args.data or EMBEDDED_TASK_DIR,
+        task=args.task,
+        rounds=args.rounds,
+        local_iterations=args.local_iterations,
+        batch_size=args.batch_size,
+        max_seq_length=args.max_seq_length,
+        learning_rate=args.lr,
+        lora=LoraSettings(args.lora_rank, args.lora_alpha, tuple(args.lora_targets.split(","))),
+        policy=args.policy,
+        scheduler_address=args.scheduler,
+        bandwidth_hz=args.bandwidth_hz,
+        min_agents=args.min_agents,
+        report_wait_s=args.report_wait,
+        round_timeout_s=args.round_timeout,
+        checkpoint_dir=args.checkpoint_dir,
+        history_path=args.history,
+        resume=args.resume,
+        eval_every=args.eval_every,
+        seed=args.seed,
+    )
+    running = start_coordinator(
+        config,
+        host=args.host,
+        port=args.port,
+        metrics_port=args.metrics_port,
+        max_message_bytes=args.max_message_mb * MEBIBYTE,
+        on_round=lambda record: print_round(record, config.rounds),
+    )
+    metrics = f", metrics on :{running.metrics_port}" if running.metrics_port else ""
+    print(f"coordinator listening on {args.host}:{running.port}{metrics}", flush=True)
+    stop = threading.Event()
+    _wait_for_signal(stop)
+    while not stop.is_set() and not running.engine.finished.is_set():
+        stop.wait(0.5)
+    finished = running.engine.finished.is_set()
+    if finished:
+        stop.wait(2.0)  # let waiting agents hear "finished"
+    running.stop()
+    print(f"coordinator stopped after {running.engine.state.round} rounds", flush=True)
+    return 0
+
+
+def run_agent(args: argparse.Namespace) -> int:
+    setup_logging()
+    _set_threads(args.threads)
+    from device_agent.agent import AgentConfig, DeviceAgent
+    from device_agent.glue import EMBEDDED_TASK_DIR
+    from device_agent.model import default_model_dir
+
+    config = AgentConfig(
+        coordinator=args.coordinator,
+        device_id=args.id or f"{socket.gethostname()}-{os.getpid()}",
+        model_dir=args.model or default_model_dir(),
+        data_dir=args.data or EMBEDDED_TASK_DIR,
+        shard=args.shard[0],
+        num_shards=args.shard[1],
+        shard_mode=args.shard_mode,
+        device=args.device,
+        memory_limit_bytes=args.memory_limit,
+        slowdown=args.slowdown,
+        channel=args.channel,
+        transmit_snr_db=args.snr_db,
+        path_loss=args.path_loss,
+        seed=args.seed,
+        profile_cache=args.profile_cache,
+        max_message_bytes=args.max_message_mb * MEBIBYTE,
+    )
+    agent = DeviceAgent(config)
+    _wait_for_signal(agent.stop)
+    return agent.run()
