@@ -121,6 +121,12 @@ def add_agent_command(subparsers: Any) -> None:
     parser.add_argument("--profile-cache", type=Path, default=None)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument("--max-message-mb", type=int, default=64)
+    parser.add_argument(
+        "--max-backoff",
+        type=float,
+        default=30.0,
+        help="longest wait between reconnection attempts, seconds",
+    )
     parser.set_defaults(handler=run_agent)
 
 
@@ -213,6 +219,7 @@ def run_agent(args: argparse.Namespace) -> int:
         seed=args.seed,
         profile_cache=args.profile_cache,
         max_message_bytes=args.max_message_mb * MEBIBYTE,
+        max_backoff_s=args.max_backoff,
     )
     agent = DeviceAgent(config)
     _wait_for_signal(agent.stop)

@@ -33,7 +33,7 @@ from server.aggregation import UploadRejected
 from server.metrics import CoordinatorMetrics
 from server.registry import AgentRegistry, UnknownSession
 from server.rounds import CoordinatorConfig, ReportRejected, RoundEngine
-from server.training_state import TrainingState
+from server.training_state import TrainingState, adapter_digest
 
 log = logging.getLogger("deft.coordinator")
 MAX_DEVICE_ID = 128
@@ -199,7 +199,11 @@ def start_coordinator(
     state = TrainingState(loaded, config.learning_rate)
     if config.resume:
         restored = state.load(config.checkpoint_dir)
-        log.info("resumed from %s: %d rounds done", restored, state.round)
+        print(
+            f"resumed from {restored}: {state.round} rounds done, "
+            f"adapter sha256 {adapter_digest(state.snapshot())}",
+            flush=True,
+        )
     dev = encode(loaded.tokenizer, read_split(config.data_dir, spec, "dev"), config.max_seq_length)
     metrics = CoordinatorMetrics()
     registry = AgentRegistry(config.liveness_timeout_s)

@@ -8,6 +8,7 @@ replaced atomically, so a coordinator killed at any instant leaves a complete ch
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import shutil
@@ -25,6 +26,15 @@ KEEP = 2
 
 class CheckpointError(RuntimeError):
     pass
+
+
+def adapter_digest(tensors: dict[str, np.ndarray]) -> str:
+    """SHA-256 over names and bytes: lets users (and tests) compare adapter states exactly."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        digest.update(name.encode())
+        digest.update(np.ascontiguousarray(tensors[name], dtype=np.float32).tobytes())
+    return digest.hexdigest()[:16]
 
 
 class TrainingState:

@@ -1,0 +1,268 @@
+"""The coordinator's gRPC surface: every rejection path has a clear status and changes nothing.
+
+The coordinator and scheduler run in this process on loopback; the test plays three agents.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from device_agent.glue import EMBEDDED_TASK_DIR
+from device_agent.model import HEAD, model_fingerprint
+from protos.deft.v1 import coordinator_pb2, coordinator_pb2_grpc
+from protos.tensor_stream import from_chunks, to_chunks
+from scheduler.service import start_scheduler
+from server.rounds import CoordinatorConfig
+from server.service import RunningCoordinator, start_coordinator
+
+BLOCKS = 3
+
+
+@dataclass
+class FakeAgent:
+    device_id: str
+    session: str
+    instruction: coordinator_pb2.RoundInstruction | None = None
+
+
+@pytest.fixture
+def coordinator(tiny_model_dir: Path, tmp_path: Path) -> Iterator[RunningCoordinator]:
+    scheduler = start_scheduler("127.0.0.1", 0)
+    config = CoordinatorConfig(
+        model_dir=tiny_model_dir,
+        data_dir=EMBEDDED_TASK_DIR,
+        rounds=1,
+        report_wait_s=0.2,
+        round_timeout_s=60,
+        checkpoint_dir=tmp_path / "ck",
+        liveness_timeout_s=120,
+        scheduler_address=f"127.0.0.1:{scheduler.port}",
+    )
+    running = start_coordinator(config, host="127.0.0.1", port=0)
+    yield running
+    running.stop(grace=None)
+    scheduler.stop(grace=None)
+
+
+@pytest.fixture
+def stub(coordinator: RunningCoordinator) -> Iterator[coordinator_pb2_grpc.CoordinatorStub]:
+    with grpc.insecure_channel(f"127.0.0.1:{coordinator.port}") as channel:
+        yield coordinator_pb2_grpc.CoordinatorStub(channel)
+
+
+def report(session: str, memory: float = 8e9) -> coordinator_pb2.ResourceReport:
+    return coordinator_pb2.ResourceReport(
+        session=session,
+        round=1,
+        available_memory_bytes=memory,
+        channel=coordinator_pb2.ChannelState(spectral_efficiency=2.0),
+        block_costs=[
+            coordinator_pb2.BlockCost(
+                block=b, seconds_per_iteration=0.1 * b, peak_memory_bytes=1e6 * b
+            )
+            for b in range(1, BLOCKS + 1)
+        ],
+    )
+
+
+def register(
+    stub: coordinator_pb2_grpc.CoordinatorStub, device_id: str, fingerprint: str
+) -> FakeAgent:
+    response = stub.Register(
+        coordinator_pb2.RegisterRequest(device_id=device_id, model_fingerprint=fingerprint),
+        timeout=10,
+    )
+    assert response.blocks == BLOCKS and response.task == "sst2"
+    return FakeAgent(device_id, response.session)
+
+
+def start_round(
+    stub: coordinator_pb2_grpc.CoordinatorStub, tiny_model_dir: Path
+) -> list[FakeAgent]:
+    fingerprint = model_fingerprint(tiny_model_dir)
+    agents = [register(stub, f"dev{i}", fingerprint) for i in range(BLOCKS)]
+    with ThreadPoolExecutor(BLOCKS) as pool:
+        instructions = list(
+            pool.map(lambda a: stub.ReportResources(report(a.session), timeout=60), agents)
+        )
+    for agent, instruction in zip(agents, instructions, strict=True):
+        agent.instruction = instruction
+    assert sorted(i.block for i in instructions) == [1, 2, 3]
+    assert {i.round for i in instructions} == {1}
+    return agents
+
+
+def gradient(
+    coordinator: RunningCoordinator,
+    agent: FakeAgent,
+    weights: dict[str, np.ndarray],
+    *,
+    block: int | None = None,
+    value: float = 0.01,
+) -> dict[str, np.ndarray]:
+    loaded = coordinator.engine.state.loaded
+    block = block if block is not None else agent.instruction.block  # type: ignore[union-attr]
+    names = loaded.blocks[block] + loaded.blocks[HEAD]
+    return {name: np.full(weights[name].shape, value, np.float32) for name in names}
+
+
+def upload(
+    stub: coordinator_pb2_grpc.CoordinatorStub,
+    agent: FakeAgent,
+    tensors: dict[str, np.ndarray],
+    *,
+    round_number: int = 1,
+    block: int | None = None,
+) -> coordinator_pb2.UploadAck:
+    block = block if block is not None else agent.instruction.block  # type: ignore[union-attr]
+    return stub.UploadGradient(
+        to_chunks(tensors, session=agent.session, round=round_number, block=block), timeout=30
+    )
+
+
+def rejected(call: object) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as caught:
+        call()  # type: ignore[operator]
+    return caught.value
+
+
+def test_a_round_with_every_rejection_path(
+    coordinator: RunningCoordinator,
+    stub: coordinator_pb2_grpc.CoordinatorStub,
+    tiny_model_dir: Path,
+) -> None:
+    agents = start_round(stub, tiny_model_dir)
+    first, second, third = agents
+    weights = from_chunks(
+        stub.DownloadWeights(
+            coordinator_pb2.WeightsRequest(session=first.session, round=1), timeout=30
+        )
+    ).tensors
+    assert set(weights) == set(coordinator.engine.state.params)
+    collector = coordinator.engine.current.collector  # type: ignore[union-attr]
+    good = gradient(coordinator, first, weights)
+
+    def assert_nothing_stored() -> None:
+        assert collector.uploads == {}
+
+    cases = [
+        (
+            lambda: upload(stub, first, good, round_number=2),
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "round 2 is not running",
+        ),
+        (
+            lambda: upload(
+                stub,
+                first,
+                gradient(coordinator, first, weights, block=second.instruction.block),  # type: ignore[union-attr]
+                block=second.instruction.block,
+            ),  # type: ignore[union-attr]
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "was assigned block",
+        ),
+        (
+            lambda: upload(stub, first, {**good, next(iter(good)): np.zeros((1, 2), np.float32)}),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "shape [1, 2], expected",
+        ),
+        (
+            lambda: upload(
+                stub,
+                first,
+                {
+                    **good,
+                    next(iter(good)): np.full(good[next(iter(good))].shape, np.nan, np.float32),
+                },
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "non-finite values",
+        ),
+        (
+            lambda: upload(stub, first, {k: v for k, v in list(good.items())[1:]}),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "missing tensors",
+        ),
+        (
+            lambda: upload(stub, FakeAgent("ghost", "no-such-session", first.instruction), good),
+            grpc.StatusCode.NOT_FOUND,
+            "unknown session",
+        ),
+        (
+            lambda: stub.UploadGradient(iter([]), timeout=10),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "empty stream",
+        ),
+        (
+            lambda: stub.DownloadWeights(
+                coordinator_pb2.WeightsRequest(session=first.session, round=7), timeout=10
+            ).next(),
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "round 7 is not running",
+        ),
+        (
+            lambda: stub.ReportResources(
+                coordinator_pb2.ResourceReport(
+                    session=first.session, available_memory_bytes=float("nan")
+                ),
+                timeout=10,
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "available_memory_bytes",
+        ),
+        (
+            lambda: stub.Register(
+                coordinator_pb2.RegisterRequest(device_id="x", model_fingerprint="bert-L99"),
+                timeout=10,
+            ),
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "model_fingerprint",
+        ),
+        (
+            lambda: stub.Register(coordinator_pb2.RegisterRequest(device_id=""), timeout=10),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "device_id",
+        ),
+    ]
+    for call, code, message in cases:
+        error = rejected(call)
+        assert error.code() == code, (message, error.details())
+        assert message in error.details(), error.details()
+        assert_nothing_stored()
+
+    before = coordinator.engine.state.snapshot()
+    assert not upload(stub, first, good).duplicate
+    assert upload(stub, first, good).duplicate  # a retry is acknowledged, not applied twice
+    assert len(collector.uploads) == 1
+    for agent in (second, third):
+        assert not upload(stub, agent, gradient(coordinator, agent, weights)).duplicate
+    coordinator.engine.finished.wait(60)
+    after = coordinator.engine.state.snapshot()
+    assert coordinator.engine.state.round == 1
+    # One Adam step from zero moments moves every tensor by exactly lr against the gradient sign.
+    for name in before:
+        np.testing.assert_allclose(after[name], before[name] - 2e-3, rtol=0, atol=1e-6)
+    late = rejected(lambda: upload(stub, first, good))
+    assert late.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+def test_dead_agents_do_not_stall_the_round(
+    coordinator: RunningCoordinator,
+    stub: coordinator_pb2_grpc.CoordinatorStub,
+    tiny_model_dir: Path,
+) -> None:
+    coordinator.engine.registry.liveness_timeout_s = 1.0
+    agents = start_round(stub, tiny_model_dir)
+    weights = coordinator.engine.current.weights  # type: ignore[union-attr]
+    upload(stub, agents[0], gradient(coordinator, agents[0], weights))
+    # The other two never upload nor send heartbeats: the round closes without waiting 60 s.
+    assert coordinator.engine.finished.wait(30)
+    record = coordinator.engine.state.history[-1]
+    assert record["blocks_updated"] == [agents[0].instruction.block]  # type: ignore[union-attr]

@@ -1,0 +1,78 @@
+"""Server-side Adam per block, and checkpoints that restore exactly and load in peft."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from peft import PeftModel
+from transformers import AutoModelForSequenceClassification
+
+from device_agent.model import HEAD, load_model
+from server.training_state import CheckpointError, TrainingState
+
+
+def make_state(model_dir: Path) -> TrainingState:
+    return TrainingState(load_model(model_dir, num_labels=2, seed=3), learning_rate=1e-2)
+
+
+def fake_gradients(state: TrainingState, blocks: list[int], seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    names = [n for b in blocks for n in state.loaded.blocks[b]] + state.loaded.blocks[HEAD]
+    return {n: rng.normal(size=state.params[n].shape).astype(np.float32) for n in names}
+
+
+def test_only_blocks_with_gradients_move(tiny_model_dir: Path) -> None:
+    state = make_state(tiny_model_dir)
+    before = state.snapshot()
+    state.apply(fake_gradients(state, [2], seed=0))
+    after = state.snapshot()
+    moved = {n for n in before if not np.array_equal(before[n], after[n])}
+    assert moved == set(state.loaded.blocks[2]) | set(state.loaded.blocks[HEAD])
+    with pytest.raises(KeyError, match="unknown tensors"):
+        state.apply({"nope": np.zeros(1)})
+
+
+def test_checkpoint_restores_identical_state_and_loads_in_peft(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    state = make_state(tiny_model_dir)
+    state.apply(fake_gradients(state, [1, 3], seed=1))
+    state.round = 1
+    state.history.append({"round": 1})
+    target = state.save(tmp_path)
+    assert (tmp_path / "LATEST").read_text().strip() == target.name
+
+    restored = make_state(tiny_model_dir)
+    restored.load(tmp_path)
+    assert restored.round == 1 and restored.history == [{"round": 1}]
+    for name, value in state.snapshot().items():
+        assert np.array_equal(restored.snapshot()[name], value), name
+    # Same next update from the same gradients: the Adam moments came back too.
+    gradients = fake_gradients(state, [1, 2, 3], seed=2)
+    state.apply(gradients)
+    restored.apply(gradients)
+    for name, value in state.snapshot().items():
+        assert np.array_equal(restored.snapshot()[name], value), name
+
+    base = AutoModelForSequenceClassification.from_pretrained(str(tiny_model_dir), num_labels=2)
+    peft_model = PeftModel.from_pretrained(base, str(target / "adapter"))
+    saved = torch.load(target / "state.pt", weights_only=False)["trainable"]
+    loaded_params = dict(peft_model.named_parameters())
+    for name, value in saved.items():
+        assert torch.equal(loaded_params[name], value), name
+
+
+def test_checkpoints_keep_the_last_two_and_resume_needs_one(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    state = make_state(tiny_model_dir)
+    with pytest.raises(CheckpointError, match="no checkpoint to resume from"):
+        state.load(tmp_path)
+    for number in range(1, 5):
+        state.round = number
+        state.save(tmp_path)
+    assert sorted(p.name for p in tmp_path.glob("round-*")) == ["round-000003", "round-000004"]
+    assert not list(tmp_path.glob(".tmp-*"))
