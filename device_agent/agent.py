@@ -155,12 +155,13 @@ class DeviceAgent:
             timeout=30,
             wait_for_ready=True,
         )
-        self.prepare(response)
+        # Heartbeats first: loading and profiling take a while, and we are alive meanwhile.
         threading.Thread(
             target=self._heartbeat,
             args=(response.session, response.heartbeat_interval_s),
             daemon=True,
         ).start()
+        self.prepare(response)
         log.info(
             "%s: registered (session %s), coordinator at round %d",
             self.config.device_id,

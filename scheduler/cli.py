@@ -16,14 +16,14 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from scheduler.errors import InfeasibleError, InstanceError
-from scheduler.policies import DEFAULT_POLICY, POLICIES, POLICY_HELP
+from scheduler.policy_names import DEFAULT_POLICY, POLICY_HELP
 
 EXIT_OK, EXIT_MALFORMED, EXIT_INFEASIBLE = 0, 2, 3
 EXAMPLE = Path(__file__).with_name("examples") / "paper_round.json"
 
 
 def add_schedule_command(subparsers: Any) -> None:
-    policies = "\n".join(f"  {name:12s} {POLICY_HELP[name]}" for name in POLICIES)
+    policies = "\n".join(f"  {name:12s} {POLICY_HELP[name]}" for name in POLICY_HELP)
     parser = subparsers.add_parser(
         "schedule",
         help="allocate blocks and bandwidth for one round read as JSON",
@@ -32,7 +32,7 @@ def add_schedule_command(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("instance", help="instance JSON file, or - for standard input")
-    parser.add_argument("--policy", default=DEFAULT_POLICY, choices=sorted(POLICIES))
+    parser.add_argument("--policy", default=DEFAULT_POLICY, choices=sorted(POLICY_HELP))
     parser.add_argument("--seed", type=int, default=None, help="seed for the random policy")
     parser.add_argument(
         "--remote",
@@ -129,7 +129,7 @@ def run_compare(args: argparse.Namespace) -> int:
     source = args.instance or f"embedded {EXAMPLE.name}"
     print(f"{instance.num_devices} devices, {instance.num_blocks} blocks ({source})")
     print(f"{'policy':12s} {'round latency s':>16s} {'solve ms':>9s}  devices by block")
-    for policy in POLICIES:
+    for policy in POLICY_HELP:
         try:
             allocation = solve(instance, policy, seed=args.seed)
         except (InstanceError, InfeasibleError) as error:
@@ -180,10 +180,10 @@ def run_serve(args: argparse.Namespace) -> int:
         max_message_bytes=args.max_message_mb * 2**20,
         workers=args.workers,
     )
-    print(f"scheduler listening on {args.host}:{running.port}", flush=True)
     stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in (signal.SIGINT, signal.SIGTERM):  # before "listening": callers may signal then
         signal.signal(signum, lambda *_: stop.set())
+    print(f"scheduler listening on {args.host}:{running.port}", flush=True)
     stop.wait()
     running.stop()
     return EXIT_OK

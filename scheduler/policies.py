@@ -16,8 +16,7 @@ from scheduler.errors import InstanceError
 from scheduler.feasibility import check_feasible
 from scheduler.instance import Instance
 from scheduler.jbba import jbba
-
-DEFAULT_POLICY = "jbba"
+from scheduler.policy_names import DEFAULT_POLICY, POLICY_HELP
 
 # Each solver returns (block -> device index, bandwidth per block or None for an equal split).
 Solver = Callable[[Instance, "int | None"], tuple[np.ndarray, "np.ndarray | None"]]
@@ -58,15 +57,8 @@ POLICIES: dict[str, Solver] = {
     "random": lambda instance, seed: (random_allocation(instance, seed), None),
 }
 
-POLICY_HELP = {
-    "jbba": "exact joint bandwidth-and-block allocation (problem P2); the default",
-    "ba": "exact block allocation with equal bandwidth (problem P1), O(KL) when depth-monotone",
-    "crunch": "the paper's Algorithm 2 for P1, as written (needs depth-monotone costs)",
-    "dual-ascent": "the paper's Algorithm 3 heuristic for P2",
-    "comm-aware": "paper baseline: best channels first, equal bandwidth",
-    "comp-aware": "paper baseline: fastest devices first, equal bandwidth",
-    "random": "random feasible devices, equal bandwidth (seeded)",
-}
+
+assert list(POLICIES) == list(POLICY_HELP), "every policy needs a description"
 
 
 def solve(instance: Instance, policy: str = DEFAULT_POLICY, seed: int | None = None) -> Allocation:

@@ -8,7 +8,8 @@ import sys
 from collections.abc import Sequence
 
 from scheduler.cli import add_compare_command, add_schedule_command, add_scheduler_command
-from server.roles_cli import add_agent_command, add_coordinator_command
+from server.demo import add_demo_command
+from server.roles_cli import add_agent_command, add_centralized_command, add_coordinator_command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,6 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_scheduler_command(subparsers)
     add_coordinator_command(subparsers)
     add_agent_command(subparsers)
+    add_demo_command(subparsers)
+    add_centralized_command(subparsers)
     return parser
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -12,7 +14,7 @@ from device_agent.model import LoadedModel
 
 def evaluate(
     loaded: LoadedModel, data: EncodedSplit, spec: TaskSpec, batch_size: int = 64
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """Dev loss and the task's GLUE metrics; `metric` holds the headline one."""
     model = loaded.model
     model.eval()
@@ -25,5 +27,6 @@ def evaluate(
             outputs.append(result.logits.float().cpu().numpy())
     metrics = compute_metrics(spec, data.labels.numpy(), np.concatenate(outputs))
     metrics["loss"] = sum(losses) / len(data)
-    metrics["metric"] = metrics["score" if spec.is_regression else spec.metric]
-    return metrics
+    metric_name = "score" if spec.is_regression else spec.metric
+    metrics["metric"] = metrics[metric_name]
+    return {**metrics, "metric_name": metric_name}

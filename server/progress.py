@@ -23,5 +23,13 @@ def format_round(record: dict[str, Any], total_rounds: int) -> str:
     return " | ".join(parts)
 
 
+def print_baseline(evaluation: dict[str, Any]) -> None:
+    print(
+        f"baseline  | dev {evaluation['metric_name']} {evaluation['metric']:.4f} "
+        f"| dev loss {evaluation['loss']:.4f}",
+        flush=True,
+    )
+
+
 def print_round(record: dict[str, Any], total_rounds: int) -> None:
     print(format_round(record, total_rounds), flush=True)

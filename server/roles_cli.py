@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import re
@@ -70,7 +71,7 @@ def add_coordinator_command(subparsers: Any) -> None:
     serve.add_argument("--local-iterations", type=int, default=2, help="M")
     serve.add_argument("--batch-size", type=int, default=16)
     serve.add_argument("--max-seq-length", type=int, default=48)
-    serve.add_argument("--lr", type=float, default=2e-3, help="server-side Adam learning rate")
+    serve.add_argument("--lr", type=float, default=5e-4, help="server-side Adam learning rate")
     serve.add_argument("--lora-rank", type=int, default=8)
     serve.add_argument("--lora-alpha", type=float, default=16.0)
     serve.add_argument("--lora-targets", default="query,value")
@@ -147,7 +148,7 @@ def run_coordinator(args: argparse.Namespace) -> int:
     _set_threads(args.threads)
     from device_agent.glue import EMBEDDED_TASK_DIR
     from device_agent.model import LoraSettings, default_model_dir
-    from server.progress import print_round
+    from server.progress import print_baseline, print_round
     from server.rounds import CoordinatorConfig
     from server.service import start_coordinator
 
@@ -180,11 +181,12 @@ def run_coordinator(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port,
         max_message_bytes=args.max_message_mb * MEBIBYTE,
         on_round=lambda record: print_round(record, config.rounds),
+        on_baseline=print_baseline,
     )
+    stop = threading.Event()
+    _wait_for_signal(stop)  # before "listening": callers may signal right after reading it
     metrics = f", metrics on :{running.metrics_port}" if running.metrics_port else ""
     print(f"coordinator listening on {args.host}:{running.port}{metrics}", flush=True)
-    stop = threading.Event()
-    _wait_for_signal(stop)
     while not stop.is_set() and not running.engine.finished.is_set():
         stop.wait(0.5)
     finished = running.engine.finished.is_set()
@@ -192,6 +194,9 @@ def run_coordinator(args: argparse.Namespace) -> int:
         stop.wait(2.0)  # let waiting agents hear "finished"
     running.stop()
     print(f"coordinator stopped after {running.engine.state.round} rounds", flush=True)
+    if running.engine.error is not None:
+        print(f"coordinator failed: {running.engine.error!r}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -224,3 +229,70 @@ def run_agent(args: argparse.Namespace) -> int:
     agent = DeviceAgent(config)
     _wait_for_signal(agent.stop)
     return agent.run()
+
+
+def add_centralized_command(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "centralized", help="fine-tune the same model and task in one process, for comparison"
+    )
+    parser.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        help="local encoder directory (default: all-MiniLM-L6-v2)",
+    )
+    parser.add_argument(
+        "--data", type=Path, default=None, help="GLUE task folder (default: the embedded sst2-mini)"
+    )
+    parser.add_argument("--task", default="sst2")
+    parser.add_argument("--steps", type=int, default=20, help="Adam steps (= DEFT rounds)")
+    parser.add_argument(
+        "--local-iterations", type=int, default=2, help="mini-batches per step (= DEFT's M)"
+    )
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--max-seq-length", type=int, default=48)
+    parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--eval-every", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=None, help="write the step records as JSON")
+    parser.set_defaults(handler=run_centralized)
+
+
+def run_centralized(args: argparse.Namespace) -> int:
+    setup_logging()
+    from device_agent.glue import EMBEDDED_TASK_DIR
+    from device_agent.model import default_model_dir
+    from server.centralized import CentralizedConfig, final_metric, train_centralized
+
+    config = CentralizedConfig(
+        model_dir=args.model or default_model_dir(),
+        data_dir=args.data or EMBEDDED_TASK_DIR,
+        task=args.task,
+        steps=args.steps,
+        local_iterations=args.local_iterations,
+        batch_size=args.batch_size,
+        max_seq_length=args.max_seq_length,
+        learning_rate=args.lr,
+        eval_every=args.eval_every,
+        seed=args.seed,
+    )
+
+    def show(record: dict[str, Any]) -> None:
+        evaluation = record.get("eval")
+        metric = f" | metric {evaluation['metric']:.4f}" if evaluation else ""
+        print(
+            f"step {record['step']:4d}/{config.steps} | loss {record['train_loss']:.4f}"
+            f" | {record['seconds']:.2f} s{metric}",
+            flush=True,
+        )
+
+    records = train_centralized(config, on_step=show)
+    baseline = records[0]["eval"]
+    print(
+        f"metric ({baseline['metric_name']}) before: {baseline['metric']:.4f}  "
+        f"after {config.steps} steps: {final_metric(records):.4f}"
+    )
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(records, indent=1))
+    return 0

@@ -45,7 +45,7 @@ class CoordinatorConfig:
     local_iterations: int = 2
     batch_size: int = 16
     max_seq_length: int = 48
-    learning_rate: float = 2e-3
+    learning_rate: float = 5e-4
     lora: LoraSettings = field(default_factory=LoraSettings)
     policy: str = "jbba"
     scheduler_address: str = "127.0.0.1:50051"
@@ -125,6 +125,7 @@ class RoundEngine:
         spec: TaskSpec,
         dev: EncodedSplit,
         on_round: Callable[[dict[str, Any]], None] | None = None,
+        on_baseline: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.config = config
         self.state = state
@@ -134,11 +135,13 @@ class RoundEngine:
         self.spec = spec
         self.dev = dev
         self.on_round = on_round
+        self.on_baseline = on_baseline
         self.blocks = state.loaded.num_blocks
         self.payload_bits = state.loaded.block_payload_bits(1)
         self.stop = threading.Event()
         self.finished = threading.Event()
         self.current: RunningRound | None = None
+        self.error: Exception | None = None
         self._lock = threading.Condition()
         self._pending: dict[str, PendingReport] = {}
 
@@ -175,9 +178,17 @@ class RoundEngine:
 
     # -- the loop ------------------------------------------------------------------------------
     def run(self) -> None:
+        """Run rounds until done; an unexpected error ends training and is kept in `error`."""
         try:
+            if self.state.round == 0 and self.state.baseline is None:
+                self.state.baseline = evaluate(self.state.loaded, self.dev, self.spec)
+                if self.on_baseline:
+                    self.on_baseline(self.state.baseline)
             while self.state.round < self.config.rounds and not self.stop.is_set():
                 self.run_round(self.state.round + 1)
+        except Exception as error:
+            log.exception("round engine failed in round %d", self.state.round + 1)
+            self.error = error
         finally:
             self.finished.set()
             self._release_all(finished=True)
@@ -304,7 +315,8 @@ class RoundEngine:
             self.state.apply(gradients)
         self.state.round = number
         record = self._record(number, reports, allocation, uploads, wall)
-        if self.config.eval_every and number % self.config.eval_every == 0:
+        final = number == self.config.rounds  # the final adapters are always evaluated
+        if final or (self.config.eval_every and number % self.config.eval_every == 0):
             record["eval"] = evaluate(self.state.loaded, self.dev, self.spec)
         self.state.history.append(record)
         self.state.save(self.config.checkpoint_dir)
@@ -406,8 +418,9 @@ class RoundEngine:
         if "eval" in record:
             m.eval_loss.set(record["eval"]["loss"])
             for key, value in record["eval"].items():
-                if key != "loss":
+                if key not in ("loss", "metric", "metric_name"):
                     m.eval_metric.labels(key).set(value)
         if self.config.history_path:
             self.config.history_path.parent.mkdir(parents=True, exist_ok=True)
-            self.config.history_path.write_text(json.dumps(self.state.history, indent=1))
+            document = {"baseline": self.state.baseline, "rounds": self.state.history}
+            self.config.history_path.write_text(json.dumps(document, indent=1))

@@ -191,6 +191,7 @@ def start_coordinator(
     metrics_port: int | None = None,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     on_round: Callable[[dict[str, Any]], None] | None = None,
+    on_baseline: Callable[[dict[str, Any]], None] | None = None,
 ) -> RunningCoordinator:
     """Load the model and dev data, restore a checkpoint if asked, start serving and the rounds."""
     spec = task_spec(config.task)
@@ -208,7 +209,9 @@ def start_coordinator(
     metrics = CoordinatorMetrics()
     registry = AgentRegistry(config.liveness_timeout_s)
     scheduler = SchedulerClient(config.scheduler_address, timeout_s=60)
-    engine = RoundEngine(config, state, registry, scheduler.allocate, metrics, spec, dev, on_round)
+    engine = RoundEngine(
+        config, state, registry, scheduler.allocate, metrics, spec, dev, on_round, on_baseline
+    )
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=64), options=message_size_options(max_message_bytes)
     )

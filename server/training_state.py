@@ -48,6 +48,7 @@ class TrainingState:
         self.optimizer = torch.optim.Adam(list(self.params.values()), lr=learning_rate)
         self.round = 0  # rounds completed
         self.history: list[dict[str, Any]] = []
+        self.baseline: dict[str, Any] | None = None  # evaluation before the first round
 
     def snapshot(self) -> dict[str, np.ndarray]:
         return {name: p.detach().cpu().numpy().copy() for name, p in self.params.items()}
@@ -85,6 +86,7 @@ class TrainingState:
                     "numpy": np.random.get_state(),
                 },
                 "history": self.history,
+                "baseline": self.baseline,
                 "extra": extra or {},
             },
             temporary / "state.pt",
@@ -122,6 +124,7 @@ class TrainingState:
         np.random.set_state(stored["rng"]["numpy"])
         self.round = int(stored["round"])
         self.history = list(stored["history"])
+        self.baseline = stored.get("baseline")
         return target
 
 

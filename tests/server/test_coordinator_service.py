@@ -247,8 +247,9 @@ def test_a_round_with_every_rejection_path(
     after = coordinator.engine.state.snapshot()
     assert coordinator.engine.state.round == 1
     # One Adam step from zero moments moves every tensor by exactly lr against the gradient sign.
+    step = coordinator.engine.config.learning_rate
     for name in before:
-        np.testing.assert_allclose(after[name], before[name] - 2e-3, rtol=0, atol=1e-6)
+        np.testing.assert_allclose(after[name], before[name] - step, rtol=0, atol=1e-6)
     late = rejected(lambda: upload(stub, first, good))
     assert late.code() == grpc.StatusCode.FAILED_PRECONDITION
 

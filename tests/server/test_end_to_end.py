@@ -137,7 +137,9 @@ def test_training_survives_a_killed_coordinator(tiny_model_dir: Path, tmp_path: 
                 process.kill()
                 process.wait()
 
-    records = json.loads(history.read_text())
+    document = json.loads(history.read_text())
+    assert 0.0 <= document["baseline"]["accuracy"] <= 1.0
+    records = document["rounds"]
     assert [r["round"] for r in records] == list(range(1, ROUNDS + 1))
     for record in records:
         assert sorted(a["block"] for a in record["assignment"]) == [1, 2, 3]

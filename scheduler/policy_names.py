@@ -1,0 +1,13 @@
+"""Policy names and one-line descriptions, importable without numpy/scipy (for the CLI)."""
+
+DEFAULT_POLICY = "jbba"
+
+POLICY_HELP = {
+    "jbba": "exact joint bandwidth-and-block allocation (problem P2); the default",
+    "ba": "exact block allocation with equal bandwidth (problem P1), O(KL) when depth-monotone",
+    "crunch": "the paper's Algorithm 2 for P1, as written (needs depth-monotone costs)",
+    "dual-ascent": "the paper's Algorithm 3 heuristic for P2",
+    "comm-aware": "paper baseline: best channels first, equal bandwidth",
+    "comp-aware": "paper baseline: fastest devices first, equal bandwidth",
+    "random": "random feasible devices, equal bandwidth (seeded)",
+}

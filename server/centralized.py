@@ -1,0 +1,72 @@
+"""Centralized LoRA fine-tuning of the same model and task in one process, for comparison.
+
+Same budget as a DEFT run: `steps` Adam steps (one per DEFT round), each on `local_iterations`
+mini-batches of `batch_size` (what one DEFT device computes per round), full backward through
+every block. Evaluated on the same dev split with the same metric.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from device_agent.batching import BatchSampler, encode
+from device_agent.glue import read_split, task_spec
+from device_agent.model import LoraSettings, load_model
+from device_agent.training import block_gradient
+from server.evaluation import evaluate
+from server.training_state import TrainingState
+
+
+@dataclass
+class CentralizedConfig:
+    model_dir: Path
+    data_dir: Path
+    task: str = "sst2"
+    steps: int = 20
+    local_iterations: int = 2
+    batch_size: int = 16
+    max_seq_length: int = 48
+    learning_rate: float = 5e-4
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    eval_every: int = 1
+    seed: int = 0
+
+
+def train_centralized(
+    config: CentralizedConfig, on_step: Callable[[dict[str, Any]], None] | None = None
+) -> list[dict[str, Any]]:
+    spec = task_spec(config.task)
+    loaded = load_model(config.model_dir, spec.num_labels, config.lora, seed=config.seed)
+    state = TrainingState(loaded, config.learning_rate)
+    train = encode(
+        loaded.tokenizer, read_split(config.data_dir, spec, "train"), config.max_seq_length
+    )
+    dev = encode(loaded.tokenizer, read_split(config.data_dir, spec, "dev"), config.max_seq_length)
+    sampler = BatchSampler(train, config.batch_size, seed=config.seed)
+    records = [{"step": 0, "eval": evaluate(loaded, dev, spec)}]
+    for step in range(1, config.steps + 1):
+        started = time.perf_counter()
+        result = block_gradient(loaded, None, sampler.take(config.local_iterations))
+        state.apply({name: g.numpy() for name, g in result.gradients.items()})
+        record: dict[str, Any] = {
+            "step": step,
+            "train_loss": result.loss,
+            "seconds": time.perf_counter() - started,
+        }
+        if config.eval_every and (step % config.eval_every == 0 or step == config.steps):
+            record["eval"] = evaluate(loaded, dev, spec)
+        records.append(record)
+        if on_step:
+            on_step(record)
+    return records
+
+
+def final_metric(records: list[dict[str, Any]]) -> float:
+    evaluated = [r for r in records if "eval" in r]
+    return float(evaluated[-1]["eval"]["metric"]) if evaluated else float(np.nan)

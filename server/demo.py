@@ -1,0 +1,343 @@
+"""`deft demo`: the whole system on one machine, as separate processes talking gRPC on loopback.
+
+Starts the scheduler, the coordinator and N agents with heterogeneous memory caps, channels and
+slowdowns, shows a progress bar and the per-round table, and ends with the metric before and
+after, the saved adapter, a metrics JSON and a PNG plot of metric and latency over rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, TextIO
+
+MiB = 2**20
+
+
+@dataclass(frozen=True)
+class AgentProfile:
+    """An emulated device: memory cap, channel quality and compute slowdown."""
+
+    memory_limit: str | None
+    snr_db: float
+    slowdown: float
+
+
+# Heterogeneous fleet, tuned for the default model on CPU (all-MiniLM-L6-v2, batch 16, 32 tokens:
+# blocks need about 104..191 MiB): two unconstrained devices, four capped ones that can only take
+# shallower blocks; channels from 0 to 20 dB transmit SNR; up to 3x slower compute.
+FLEET = [
+    AgentProfile(None, 15.0, 1.0),
+    AgentProfile(None, 5.0, 1.5),
+    AgentProfile("180Mi", 10.0, 1.0),
+    AgentProfile("160Mi", 20.0, 2.0),
+    AgentProfile("140Mi", 0.0, 1.2),
+    AgentProfile("120Mi", 10.0, 3.0),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def add_demo_command(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "demo",
+        help="scheduler + coordinator + N agents on this machine, end to end",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--agents", type=int, default=6)
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--policy", default="jbba")
+    parser.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        help="local encoder directory (default: all-MiniLM-L6-v2)",
+    )
+    parser.add_argument(
+        "--data", type=Path, default=None, help="GLUE task folder (default: the embedded sst2-mini)"
+    )
+    parser.add_argument("--task", default="sst2")
+    parser.add_argument("--local-iterations", type=int, default=2)
+    parser.add_argument("--lr", type=float, default=5e-3)
+    parser.add_argument("--max-seq-length", type=int, default=32)
+    parser.add_argument("--eval-every", type=int, default=2)
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("deft-demo"),
+        help="output folder (checkpoints, logs, metrics JSON, plot)",
+    )
+    parser.add_argument(
+        "--metrics-port", type=int, default=0, help="coordinator's Prometheus port (0: a free one)"
+    )
+    parser.set_defaults(handler=run_demo)
+
+
+def _spawn(args: list[str], log: Path | None = None) -> subprocess.Popen[str]:
+    stdout: TextIO | int = subprocess.PIPE
+    if log is not None:
+        stdout = log.open("w")
+    return subprocess.Popen(
+        [sys.executable, "-m", "server.cli", *args],
+        stdout=stdout,
+        stderr=subprocess.STDOUT if log is not None else subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+def _wait_line(process: subprocess.Popen[str], pattern: str, timeout: float) -> re.Match[str]:
+    assert process.stdout is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        match = re.search(pattern, line)
+        if match:
+            return match
+    raise RuntimeError(f"process {process.args!r} did not report {pattern!r}")
+
+
+def run_demo(args: argparse.Namespace) -> int:
+
+    out: Path = args.out
+    shutil.rmtree(out / "checkpoints", ignore_errors=True)
+    (out / "logs").mkdir(parents=True, exist_ok=True)
+    model_args = ["--model", str(args.model)] if args.model else []
+    data_args = ["--data", str(args.data)] if args.data else []
+    processes: list[subprocess.Popen[str]] = []
+    started = time.monotonic()
+    try:
+        scheduler_port, coordinator_port = free_port(), free_port()
+        metrics_port = args.metrics_port or free_port()
+        scheduler = _spawn(
+            ["scheduler", "serve", "--host", "127.0.0.1", "--port", str(scheduler_port)],
+            out / "logs" / "scheduler.log",
+        )
+        processes.append(scheduler)
+        coordinator = _spawn(
+            [
+                "coordinator",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(coordinator_port),
+                "--scheduler",
+                f"127.0.0.1:{scheduler_port}",
+                "--policy",
+                args.policy,
+                *model_args,
+                *data_args,
+                "--task",
+                args.task,
+                "--rounds",
+                str(args.rounds),
+                "--local-iterations",
+                str(args.local_iterations),
+                "--lr",
+                str(args.lr),
+                "--max-seq-length",
+                str(args.max_seq_length),
+                "--eval-every",
+                str(args.eval_every),
+                "--checkpoint-dir",
+                str(out / "checkpoints"),
+                "--history",
+                str(out / "history.json"),
+                "--metrics-port",
+                str(metrics_port),
+                "--report-wait",
+                "1",
+                "--threads",
+                "1",
+            ]
+        )
+        processes.append(coordinator)
+        assert coordinator.stderr is not None
+        coordinator_log = out / "logs" / "coordinator.log"
+        _drain_to_file(coordinator.stderr, coordinator_log)
+        _wait_line(coordinator, "coordinator listening", timeout=300)
+        print(
+            f"scheduler :{scheduler_port}, coordinator :{coordinator_port}, "
+            f"Prometheus metrics http://127.0.0.1:{metrics_port}/metrics"
+        )
+        for index in range(args.agents):
+            profile = FLEET[index % len(FLEET)]
+            limit = (
+                ["--memory-limit", profile.memory_limit]
+                if profile.memory_limit and args.model is None
+                else []
+            )
+            processes.append(
+                _spawn(
+                    [
+                        "agent",
+                        "--coordinator",
+                        f"127.0.0.1:{coordinator_port}",
+                        "--id",
+                        f"agent-{index}",
+                        *model_args,
+                        *data_args,
+                        "--shard",
+                        f"{index}/{args.agents}",
+                        *limit,
+                        "--snr-db",
+                        str(profile.snr_db),
+                        "--slowdown",
+                        str(profile.slowdown),
+                        "--seed",
+                        str(index),
+                        "--threads",
+                        "1",
+                    ],
+                    out / "logs" / f"agent-{index}.log",
+                )
+            )
+            print(
+                f"agent-{index}: memory cap {profile.memory_limit or 'none'}, "
+                f"transmit SNR {profile.snr_db:g} dB, slowdown {profile.slowdown:g}x"
+            )
+        print(f"starting {args.agents} agents (first run profiles each block; logs in {out}/logs)")
+        _follow_rounds(coordinator, args.rounds)
+        code = coordinator.wait(timeout=120)
+        if code != 0:
+            print(f"coordinator exited with status {code}; see {coordinator_log}", file=sys.stderr)
+            return code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    finally:
+        for process in reversed(processes):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+    return _summarise(out, time.monotonic() - started, args)
+
+
+def _drain_to_file(stream: IO[str], path: Path) -> None:
+    import threading
+
+    def copy() -> None:
+        with path.open("w") as handle:
+            for line in stream:
+                handle.write(line)
+                handle.flush()
+
+    threading.Thread(target=copy, daemon=True).start()
+
+
+def _follow_rounds(coordinator: subprocess.Popen[str], rounds: int) -> None:
+    from tqdm import tqdm
+
+    assert coordinator.stdout is not None
+    with tqdm(total=rounds, desc="rounds", unit="round", file=sys.stderr, leave=False) as bar:
+        for line in coordinator.stdout:
+            line = line.rstrip()
+            if line.startswith(("round ", "baseline")):
+                bar.write(line)
+                if line.startswith("round "):
+                    bar.update(1)
+            elif line.startswith("coordinator stopped"):
+                break
+
+
+def _summarise(out: Path, elapsed: float, args: argparse.Namespace) -> int:
+    history = json.loads((out / "history.json").read_text())
+    rounds = history["rounds"]
+    evaluated = [r for r in rounds if "eval" in r]
+    before = history["baseline"]
+    after = evaluated[-1]["eval"] if evaluated else before
+    latest = (out / "checkpoints" / "LATEST").read_text().strip()
+    adapter = out / "checkpoints" / latest / "adapter"
+    summary = {
+        "policy": args.policy,
+        "agents": args.agents,
+        "rounds": len(rounds),
+        "wall_seconds": elapsed,
+        "metric_name": after.get("metric_name", "metric"),
+        "metric_before": before["metric"],
+        "metric_after": after["metric"],
+        "mean_modelled_latency_s": sum(r["modelled_latency_s"] for r in rounds) / len(rounds),
+        "mean_measured_wall_s": sum(r["measured_wall_s"] for r in rounds) / len(rounds),
+        "adapter": str(adapter),
+        "history": str(out / "history.json"),
+    }
+    (out / "metrics.json").write_text(json.dumps(summary, indent=2))
+    plot = _plot(rounds, before, out / "demo.png")
+    print()
+    print(
+        f"metric ({summary['metric_name']}) before: {before['metric']:.4f}  "
+        f"after {len(rounds)} rounds: {after['metric']:.4f}"
+    )
+    print(
+        f"mean round latency: modelled (wireless) {summary['mean_modelled_latency_s']:.2f} s, "
+        f"measured here {summary['mean_measured_wall_s']:.2f} s"
+    )
+    print(f"adapter (peft format): {adapter}")
+    print(f"metrics JSON: {out / 'metrics.json'}")
+    if plot:
+        print(f"plot: {plot}")
+    print(f"total wall time: {elapsed:.0f} s")
+    return 0
+
+
+def _plot(rounds: list[dict[str, Any]], baseline: dict[str, Any], path: Path) -> Path | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed: no plot", file=sys.stderr)
+        return None
+    figure, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
+    evaluated = [r for r in rounds if "eval" in r]
+    top.plot(
+        [0] + [r["round"] for r in evaluated],
+        [baseline["metric"]] + [r["eval"]["metric"] for r in evaluated],
+        marker="o",
+    )
+    top.set_ylabel(f"dev {baseline.get('metric_name', 'metric')}")
+    top.grid(alpha=0.3)
+    numbers = [r["round"] for r in rounds]
+    bottom.plot(
+        numbers,
+        [r["modelled_latency_s"] for r in rounds],
+        marker="s",
+        label="modelled wireless round latency",
+    )
+    bottom.plot(
+        numbers,
+        [r["measured_wall_s"] for r in rounds],
+        marker="^",
+        label="measured round wall time (loopback)",
+    )
+    bottom.set_xlabel("round")
+    bottom.set_ylabel("seconds")
+    bottom.legend(fontsize=8)
+    bottom.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path

@@ -1,0 +1,35 @@
+"""`deft demo` launches every role as a process and writes its summary, plot and adapter."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.helpers import run_deft
+
+
+def test_demo_runs_end_to_end_on_a_tiny_model(tiny_model_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    result = run_deft(
+        "demo",
+        "--model",
+        str(tiny_model_dir),
+        "--agents",
+        "4",
+        "--rounds",
+        "3",
+        "--out",
+        str(out),
+        "--lr",
+        "1e-2",
+        timeout=400,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "baseline  | dev accuracy" in result.stdout
+    assert result.stdout.count("round ") >= 3
+    summary = json.loads((out / "metrics.json").read_text())
+    assert summary["rounds"] == 3 and summary["agents"] == 4
+    assert 0 <= summary["metric_before"] <= 1 and 0 <= summary["metric_after"] <= 1
+    assert (Path(summary["adapter"]) / "adapter_config.json").is_file()
+    assert (out / "demo.png").stat().st_size > 1000
+    assert f"adapter (peft format): {summary['adapter']}" in result.stdout
