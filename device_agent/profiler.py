@@ -48,8 +48,10 @@ def cache_key(identity: Mapping[str, object]) -> str:
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:20]
 
 
-def saved_tensor_bytes(loaded: LoadedModel, block: int, batch: Mapping[str, torch.Tensor]) -> int:
-    """Bytes autograd saves for backward in one iteration on `block` (activation memory)."""
+def saved_tensor_bytes(
+    loaded: LoadedModel, block: int | None, batch: Mapping[str, torch.Tensor]
+) -> int:
+    """Bytes autograd saves for backward in one iteration on `block` (None: every block)."""
     total = 0
 
     def pack(tensor: torch.Tensor) -> torch.Tensor:

@@ -55,11 +55,11 @@ def to_chunks(
     first = True
     for name, value in tensors.items():
         array = np.ascontiguousarray(value, dtype=np.float32)
-        data = array.tobytes()
+        data = memoryview(array.reshape(-1).view(np.uint8))  # no copy until each chunk
         crc = zlib.crc32(data)
         offsets = range(0, max(len(data), 1), chunk_bytes)
         for offset in offsets:
-            piece = data[offset : offset + chunk_bytes]
+            piece = data[offset : offset + chunk_bytes].tobytes()
             last = offset + chunk_bytes >= len(data)
             yield coordinator_pb2.TensorChunk(
                 session=session,
@@ -88,13 +88,14 @@ def from_chunks(
     expected_total = 0
     shape: tuple[int, ...] = ()
     total = 0
+    crc = 0
 
     def finish(chunk: coordinator_pb2.TensorChunk) -> None:
-        if zlib.crc32(bytes(buffer)) != chunk.crc32:
+        if crc != chunk.crc32:
             raise TensorStreamError(f"tensor {current!r}: CRC32 mismatch, data corrupted")
         assert bundle is not None and current is not None
-        array = np.frombuffer(bytes(buffer), dtype=np.float32).reshape(shape)
-        bundle.tensors[current] = array.copy()
+        # The buffer is this tensor's alone from here on, so the array may keep it (no copy).
+        bundle.tensors[current] = np.frombuffer(buffer, dtype=np.float32).reshape(shape)
 
     for chunk in chunks:
         if bundle is None:
@@ -119,7 +120,7 @@ def from_chunks(
                 raise TensorStreamError(f"tensor {chunk.name!r} sent twice")
             if chunk.dtype not in ALLOWED_DTYPES:
                 raise TensorStreamError(f"tensor {chunk.name!r}: unsupported dtype {chunk.dtype!r}")
-            current, shape, buffer = chunk.name, tuple(chunk.shape), bytearray()
+            current, shape, buffer, crc = chunk.name, tuple(chunk.shape), bytearray(), 0
             expected_total = chunk.total_bytes
             implied = int(np.prod(shape, dtype=np.int64)) * 4
             if implied != expected_total:
@@ -136,6 +137,7 @@ def from_chunks(
                 f"(expected {len(buffer)})"
             )
         buffer.extend(chunk.data)
+        crc = zlib.crc32(chunk.data, crc)
         if len(buffer) > expected_total:
             raise TensorStreamError(
                 f"tensor {current!r}: more bytes than the {expected_total} declared"

@@ -267,8 +267,9 @@ class RoundEngine:
         reports = self.collect_reports()
         if not reports:
             return
-        request = self.build_request(reports)
+        phases: dict[str, float] = {}  # the coordinator's own critical-path work, seconds
         asked = time.perf_counter()
+        request = self.build_request(reports)
         try:
             allocation = self.allocate(request)
         except grpc.RpcError as error:
@@ -281,8 +282,10 @@ class RoundEngine:
             self._sit_out(reports, number)
             self.stop.wait(1.0)
             return
-        self.metrics.scheduler_call.set(time.perf_counter() - asked)
+        phases["schedule"] = time.perf_counter() - asked
+        self.metrics.scheduler_call.set(phases["schedule"])
         self.metrics.solve.set(allocation.solve_seconds)
+        dispatching = time.perf_counter()
         assignment = {entry.device: entry.block for entry in allocation.assignment}
         by_device = {entry.device: entry for entry in allocation.assignment}
         started = time.monotonic()
@@ -307,19 +310,27 @@ class RoundEngine:
                 modelled_latency_s=entry.latency_s if entry else 0.0,
             )
             pending.ready.set()
+        phases["dispatch"] = time.perf_counter() - dispatching
         self._wait_for_uploads(collector, started)
+        applying = time.perf_counter()
         gradients = collector.aggregate()
         uploads = collector.uploads
         wall = time.monotonic() - started
         if gradients:
             self.state.apply(gradients)
         self.state.round = number
+        phases["apply"] = time.perf_counter() - applying
         record = self._record(number, reports, allocation, uploads, wall)
         final = number == self.config.rounds  # the final adapters are always evaluated
         if final or (self.config.eval_every and number % self.config.eval_every == 0):
+            evaluating = time.perf_counter()
             record["eval"] = evaluate(self.state.loaded, self.dev, self.spec)
+            phases["evaluate"] = time.perf_counter() - evaluating
+        record["coordinator_s"] = phases
         self.state.history.append(record)
+        saving = time.perf_counter()
         self.state.save(self.config.checkpoint_dir)
+        phases["checkpoint"] = time.perf_counter() - saving
         self._export(record, reports, by_device, uploads)
         self.current = None
         if self.on_round:

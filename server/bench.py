@@ -1,0 +1,461 @@
+"""System benchmark (`make bench`, after the scheduler part).
+
+1. Per-block seconds per iteration and memory for all-MiniLM-L6-v2 and a random roberta-base-size
+   encoder (the paper's Fig. 4a), against a full LoRA backward pass.
+2. Per-device memory of DEFT versus single-device LoRA fine-tuning (Fig. 4b).
+3. Gradient streaming throughput over gRPC versus a raw loopback TCP socket.
+4. Coordinator overhead per round with 20 agents (instant fake agents: no compute).
+5. DEFT (`deft demo`) versus centralized metric at equal steps on the embedded task.
+Targets are checked at the end (PASS/FAIL); results go to bench-results/system.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from concurrent import futures
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import torch
+
+from device_agent.batching import BatchSampler, encode
+from device_agent.glue import EMBEDDED_TASK_DIR, read_split, task_spec
+from device_agent.model import HEAD, LoadedModel, default_model_dir, load_model, model_fingerprint
+from device_agent.profiler import saved_tensor_bytes
+from device_agent.random_encoder import make_random_encoder
+from device_agent.training import block_gradient
+from protos.deft.v1 import coordinator_pb2, coordinator_pb2_grpc
+from protos.grpc_options import message_size_options
+from protos.tensor_stream import from_chunks, to_chunks
+
+MiB = 2**20
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# -- 1 and 2: per-block costs and memory ------------------------------------------------------
+def timed(
+    loaded: LoadedModel, block: int | None, batch: dict[str, torch.Tensor], repeats: int
+) -> float:
+    block_gradient(loaded, block, [batch])  # warm-up
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        block_gradient(loaded, block, [batch])
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def block_costs(
+    name: str, loaded: LoadedModel, batch: dict[str, torch.Tensor], repeats: int
+) -> dict[str, Any]:
+    weights = sum(p.numel() * p.element_size() for p in loaded.model.parameters())
+    lora = {n: p for n, p in loaded.model.named_parameters() if n in set(loaded.trainable_names())}
+    rows = []
+    for block in range(1, loaded.num_blocks + 1):
+        log(f"  {name}: block {block}/{loaded.num_blocks}")
+        names = loaded.blocks[block] + loaded.blocks[HEAD]
+        rows.append(
+            {
+                "block": block,
+                "seconds": timed(loaded, block, batch, repeats),
+                "activation_bytes": saved_tensor_bytes(loaded, block, batch),
+                "gradient_bytes": sum(lora[n].numel() * 4 for n in names),
+            }
+        )
+    full = {
+        "seconds": timed(loaded, None, batch, repeats),
+        "activation_bytes": saved_tensor_bytes(loaded, None, batch),
+        "gradient_bytes": sum(p.numel() * 4 for p in lora.values()),
+    }
+    # Single-device LoRA fine-tuning also holds Adam's two moments per tunable parameter.
+    single_device = weights + full["activation_bytes"] + 3 * full["gradient_bytes"]
+    deft_device = [weights + r["activation_bytes"] + r["gradient_bytes"] for r in rows]
+    return {
+        "model": name,
+        "blocks": rows,
+        "full": full,
+        "weights_bytes": weights,
+        "single_device_bytes": single_device,
+        "deft_device_bytes": deft_device,
+    }
+
+
+def bench_blocks(quick: bool) -> list[dict[str, Any]]:
+    results = []
+    spec = task_spec("sst2")
+    split = read_split(EMBEDDED_TASK_DIR, spec, "train").subset(range(256))
+    with tempfile.TemporaryDirectory() as folder:
+        models = [("all-MiniLM-L6-v2", default_model_dir(), 16, 48)]
+        if not quick:
+            base = make_random_encoder(Path(folder) / "base", "base")
+            models.append(("random roberta-base-size", base, 8, 128))
+        for name, path, batch_size, length in models:
+            loaded = load_model(path, 2, dropout=0.0)
+            data = encode(loaded.tokenizer, split, length)
+            batch = BatchSampler(data, batch_size, seed=0).next_batch()
+            result = block_costs(name, loaded, batch, repeats=1 if quick else 3)
+            result |= {"batch_size": batch_size, "sequence_length": length}
+            results.append(result)
+    return results
+
+
+def print_blocks(results: list[dict[str, Any]]) -> None:
+    for result in results:
+        print(
+            f"\n(1) {result['model']}, batch {result['batch_size']} x {result['sequence_length']}"
+            f" tokens: per-block cost (block 1 = last layer, shortest backward)"
+        )
+        print(
+            f"{'block':>6s} {'s/iteration':>12s} {'x full':>7s} {'activations MiB':>16s} "
+            f"{'x full':>7s}"
+        )
+        full = result["full"]
+        for row in result["blocks"]:
+            print(
+                f"{row['block']:6d} {row['seconds']:12.3f} {row['seconds'] / full['seconds']:7.2f} "
+                f"{row['activation_bytes'] / MiB:16.1f} "
+                f"{row['activation_bytes'] / full['activation_bytes']:7.2f}"
+            )
+        print(
+            f"{'full':>6s} {full['seconds']:12.3f} {1:7.2f} {full['activation_bytes'] / MiB:16.1f}"
+            f" {1:7.2f}"
+        )
+        deft = result["deft_device_bytes"]
+        print(
+            f"(2) per-device memory: single-device LoRA {result['single_device_bytes'] / MiB:.0f} "
+            f"MiB; DEFT device {deft[0] / MiB:.0f} MiB (block 1) .. {deft[-1] / MiB:.0f} MiB "
+            f"(block {len(deft)}), weights {result['weights_bytes'] / MiB:.0f} MiB"
+        )
+
+
+# -- 3: streaming throughput ------------------------------------------------------------------
+class _Sink(coordinator_pb2_grpc.CoordinatorServicer):
+    def UploadGradient(
+        self,
+        request_iterator: Iterator[coordinator_pb2.TensorChunk],
+        context: grpc.ServicerContext,
+    ) -> coordinator_pb2.UploadAck:
+        bundle = from_chunks(request_iterator)
+        return coordinator_pb2.UploadAck(received_bytes=bundle.num_bytes)
+
+
+def bench_streaming(total_bytes: int, repeats: int) -> dict[str, float]:
+    tensors = {
+        f"t{i}": np.random.default_rng(i).normal(size=total_bytes // 16).astype(np.float32)
+        for i in range(4)
+    }
+    server = grpc.server(futures.ThreadPoolExecutor(4), options=message_size_options())
+    coordinator_pb2_grpc.add_CoordinatorServicer_to_server(_Sink(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    grpc_times = []
+    with grpc.insecure_channel(f"127.0.0.1:{port}", options=message_size_options()) as channel:
+        stub = coordinator_pb2_grpc.CoordinatorStub(channel)
+        for _ in range(repeats + 1):
+            started = time.perf_counter()
+            ack = stub.UploadGradient(to_chunks(tensors, session="bench", round=1, block=1))
+            grpc_times.append(time.perf_counter() - started)
+            assert ack.received_bytes == total_bytes
+    server.stop(None)
+    payload = b"".join(t.tobytes() for t in tensors.values())
+    raw_times = [_raw_loopback(payload) for _ in range(repeats + 1)]
+    grpc_rate = total_bytes / statistics.median(grpc_times[1:])
+    raw_rate = total_bytes / statistics.median(raw_times[1:])
+    return {
+        "bytes": total_bytes,
+        "grpc_MiB_per_s": grpc_rate / MiB,
+        "raw_MiB_per_s": raw_rate / MiB,
+        "ratio": grpc_rate / raw_rate,
+    }
+
+
+def _raw_loopback(payload: bytes) -> float:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    received = bytearray()
+
+    def serve() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            while True:
+                piece = connection.recv(1 << 20)
+                if not piece:
+                    break
+                received.extend(piece)
+            connection.sendall(b"k")
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    started = time.perf_counter()
+    with socket.create_connection(listener.getsockname()) as client:
+        client.sendall(payload)
+        client.shutdown(socket.SHUT_WR)
+        client.recv(1)
+    elapsed = time.perf_counter() - started
+    thread.join()
+    listener.close()
+    assert len(received) == len(payload)
+    return elapsed
+
+
+# -- 4: coordinator overhead ------------------------------------------------------------------
+def bench_coordinator(num_agents: int, rounds: int, layers: int) -> dict[str, Any]:
+    from scheduler.service import start_scheduler
+    from server.rounds import CoordinatorConfig
+    from server.service import start_coordinator
+
+    with tempfile.TemporaryDirectory() as folder:
+        model_dir = make_random_encoder(Path(folder) / "model", "tiny", layers=layers)
+        scheduler = start_scheduler("127.0.0.1", 0)
+        config = CoordinatorConfig(
+            model_dir=model_dir,
+            data_dir=EMBEDDED_TASK_DIR,
+            rounds=rounds + 1,
+            eval_every=0,
+            report_wait_s=5.0,
+            round_timeout_s=60,
+            checkpoint_dir=Path(folder) / "ck",
+            scheduler_address=f"127.0.0.1:{scheduler.port}",
+            liveness_timeout_s=60,
+        )
+        finished_at: list[float] = []
+        running = start_coordinator(
+            config,
+            host="127.0.0.1",
+            port=0,
+            on_round=lambda record: finished_at.append(time.perf_counter()),
+        )
+        shapes = running.engine.state.shapes()
+        blocks = running.engine.state.loaded.blocks
+        address = f"127.0.0.1:{running.port}"
+        threads = [
+            threading.Thread(
+                target=_fake_agent,
+                args=(address, f"fake-{i}", model_fingerprint(model_dir), shapes, blocks, layers),
+                daemon=True,
+            )
+            for i in range(num_agents)
+        ]
+        for thread in threads:
+            thread.start()
+        running.engine.finished.wait(600)
+        history = running.engine.state.history
+        running.stop(grace=None)
+        scheduler.stop(grace=None)
+    cycles = np.diff(finished_at)  # round 1 includes registration: skip it
+    measured = history[1:]
+    phases = {
+        name: 1e3 * float(np.median([r["coordinator_s"][name] for r in measured]))
+        for name in ("schedule", "dispatch", "apply", "checkpoint")
+    }
+    return {
+        "agents": num_agents,
+        "blocks": layers,
+        "rounds": len(cycles),
+        "cycle_ms": 1e3 * float(np.median(cycles)),
+        "transfer_ms": 1e3 * float(np.median([r["measured_wall_s"] for r in measured])),
+        "solve_ms": 1e3 * float(np.median([r["solve_seconds"] for r in measured])),
+        "phases_ms": phases,
+        "overhead_ms": sum(phases.values()),
+    }
+
+
+def _fake_agent(
+    address: str,
+    device_id: str,
+    fingerprint: str,
+    shapes: dict[str, tuple[int, ...]],
+    blocks: dict[int, list[str]],
+    layers: int,
+) -> None:
+    """Answers instantly with a fixed gradient: what is left of a round is coordinator work."""
+    with grpc.insecure_channel(address, options=message_size_options()) as channel:
+        stub = coordinator_pb2_grpc.CoordinatorStub(channel)
+        session = stub.Register(
+            coordinator_pb2.RegisterRequest(device_id=device_id, model_fingerprint=fingerprint),
+            timeout=30,
+        ).session
+        costs = [
+            coordinator_pb2.BlockCost(
+                block=b, seconds_per_iteration=0.1 * (1 + b / layers), peak_memory_bytes=1e6 * b
+            )
+            for b in range(1, layers + 1)
+        ]
+        rng = np.random.default_rng(abs(hash(device_id)) % 2**32)
+        while True:
+            try:
+                instruction = stub.ReportResources(
+                    coordinator_pb2.ResourceReport(
+                        session=session,
+                        available_memory_bytes=1e9,
+                        channel=coordinator_pb2.ChannelState(
+                            spectral_efficiency=float(rng.exponential(2.0) + 0.1)
+                        ),
+                        block_costs=costs,
+                    ),
+                    timeout=120,
+                )
+                if instruction.finished:
+                    return
+                if instruction.block == 0:
+                    continue
+                from_chunks(
+                    stub.DownloadWeights(
+                        coordinator_pb2.WeightsRequest(session=session, round=instruction.round),
+                        timeout=60,
+                    )
+                )
+                names = blocks[instruction.block] + blocks[HEAD]
+                gradient = {n: np.full(shapes[n], 1e-3, np.float32) for n in names}
+                stub.UploadGradient(
+                    to_chunks(
+                        gradient, session=session, round=instruction.round, block=instruction.block
+                    ),
+                    timeout=60,
+                )
+            except grpc.RpcError:
+                return
+
+
+# -- 5: DEFT vs centralized ---------------------------------------------------------------------
+def bench_accuracy(rounds: int, out: Path) -> dict[str, Any]:
+    from server.centralized import CentralizedConfig, final_metric, train_centralized
+
+    demo_out = out / "demo"
+    log(f"  deft demo, {rounds} rounds")
+    started = time.perf_counter()
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "server.cli",
+            "demo",
+            "--rounds",
+            str(rounds),
+            "--out",
+            str(demo_out),
+            "--eval-every",
+            str(rounds),
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    demo_seconds = time.perf_counter() - started
+    summary = json.loads((demo_out / "metrics.json").read_text())
+    log(f"  centralized, {rounds} steps")
+    torch.set_num_threads(2)
+    records = train_centralized(
+        CentralizedConfig(
+            default_model_dir(),
+            EMBEDDED_TASK_DIR,
+            steps=rounds,
+            learning_rate=5e-3,
+            max_seq_length=32,
+            eval_every=rounds,
+        )
+    )
+    central = final_metric(records)
+    return {
+        "rounds": rounds,
+        "deft_metric": summary["metric_after"],
+        "deft_before": summary["metric_before"],
+        "centralized_metric": central,
+        "ratio": summary["metric_after"] / central,
+        "deft_wall_s": demo_seconds,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--out", type=Path, default=Path("bench-results"))
+    parser.add_argument("--quick", action="store_true", help="MiniLM only, small runs")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(2)
+    results: dict[str, Any] = {}
+    log("(1, 2) per-block costs")
+    results["blocks"] = bench_blocks(args.quick)
+    print_blocks(results["blocks"])
+    log("(3) gradient streaming")
+    results["streaming"] = bench_streaming((8 if args.quick else 64) * MiB, 2 if args.quick else 5)
+    s = results["streaming"]
+    print(
+        f"\n(3) streaming {s['bytes'] / MiB:.0f} MiB: gRPC chunks {s['grpc_MiB_per_s']:.0f} MiB/s, "
+        f"raw loopback TCP {s['raw_MiB_per_s']:.0f} MiB/s ({s['ratio']:.2f}x)"
+    )
+    log("(4) coordinator overhead")
+    results["coordinator"] = bench_coordinator(20, 3 if args.quick else 10, 12)
+    c = results["coordinator"]
+    phases = ", ".join(f"{k} {v:.1f}" for k, v in c["phases_ms"].items())
+    print(
+        f"\n(4) coordinator with {c['agents']} instant agents, {c['blocks']} blocks: overhead "
+        f"{c['overhead_ms']:.1f} ms per round ({phases} ms; scheduler solve "
+        f"{c['solve_ms']:.2f} ms); whole cycle {c['cycle_ms']:.1f} ms including weight "
+        f"downloads, uploads and report collection ({c['transfer_ms']:.1f} ms from dispatch "
+        f"to last upload)"
+    )
+    if not args.quick:
+        log("(5) DEFT vs centralized")
+        results["accuracy"] = bench_accuracy(20, args.out)
+        a = results["accuracy"]
+        print(
+            f"\n(5) after {a['rounds']} rounds/steps: DEFT {a['deft_metric']:.4f} (from "
+            f"{a['deft_before']:.4f}), centralized {a['centralized_metric']:.4f}: "
+            f"{100 * a['ratio']:.1f}% (demo wall time {a['deft_wall_s']:.0f} s)"
+        )
+    verdicts = targets(results)
+    print("\ntargets:")
+    for line in verdicts:
+        print("  " + line)
+    results["targets"] = verdicts
+    (args.out / "system.json").write_text(json.dumps(results, indent=2))
+    return 0
+
+
+def targets(results: dict[str, Any]) -> list[str]:
+    lines = []
+    for result in results["blocks"]:
+        first, full = result["blocks"][0], result["full"]
+        time_ratio = first["seconds"] / full["seconds"]
+        memory_ratio = first["activation_bytes"] / full["activation_bytes"]
+        lines.append(
+            f"{'PASS' if time_ratio <= 0.6 else 'FAIL'} {result['model']}: shallowest "
+            f"block {time_ratio:.2f}x the time of a full LoRA backward (target <= 0.6)"
+        )
+        lines.append(
+            f"{'PASS' if memory_ratio <= 1 / 3 else 'FAIL'} {result['model']}: shallowest"
+            f" block {memory_ratio:.2f}x the activation memory (target <= 0.33)"
+        )
+    overhead = results["coordinator"]["overhead_ms"]
+    lines.append(
+        f"{'PASS' if overhead < 50 else 'FAIL'} coordinator overhead {overhead:.1f} ms "
+        f"per round with 20 agents (target < 50 ms)"
+    )
+    if "accuracy" in results:
+        ratio = results["accuracy"]["ratio"]
+        lines.append(
+            f"{'PASS' if ratio >= 0.9 else 'FAIL'} DEFT reaches {100 * ratio:.1f}% of "
+            f"the centralized metric (target >= 90%)"
+        )
+    return lines
+
+
+if __name__ == "__main__":
+    sys.exit(main())
