@@ -24,6 +24,7 @@ from device_agent import __version__
 from device_agent.batching import BatchSampler, encode
 from device_agent.channel import EmulatedChannel, MeasuredChannel
 from device_agent.glue import read_split, shard_indices, task_spec
+from device_agent.metrics import AgentMetrics
 from device_agent.model import LoadedModel, LoraSettings, load_model, model_fingerprint
 from device_agent.profiler import BlockProfile, load_or_measure
 from device_agent.training import block_gradient
@@ -60,6 +61,7 @@ class AgentConfig:
     profile_cache: Path | None = None
     max_backoff_s: float = 30.0
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    metrics_port: int | None = None
     hardware: str = field(default_factory=lambda: f"{platform.machine()}, {os.cpu_count()} CPUs")
 
 
@@ -99,6 +101,10 @@ class DeviceAgent:
         self.setup_key: tuple[object, ...] | None = None
         self.stop = threading.Event()
         self.rounds_trained = 0
+        self.metrics = AgentMetrics(config.device_id)
+        self.metrics_port = (
+            self.metrics.serve(config.metrics_port) if config.metrics_port is not None else None
+        )
         channel = grpc.insecure_channel(
             config.coordinator, options=message_size_options(config.max_message_bytes)
         )
@@ -204,6 +210,12 @@ class DeviceAgent:
             cache_dir=config.profile_cache,
             slowdown=config.slowdown,
         )
+        for block, (seconds, peak) in enumerate(
+            zip(self.profile.seconds_per_iteration, self.profile.peak_memory_bytes, strict=True),
+            start=1,
+        ):
+            self.metrics.block_seconds.labels(config.device_id, str(block)).set(seconds)
+            self.metrics.block_memory.labels(config.device_id, str(block)).set(peak)
         log.info(
             "%s: %d local examples (shard %d/%d, %s); profile %s: %s s/iteration per block",
             config.device_id,
@@ -229,10 +241,13 @@ class DeviceAgent:
     def report(self, session: str, round_number: int) -> coordinator_pb2.ResourceReport:
         assert self.profile is not None
         reading = self.channel.reading(round_number)
+        memory = available_memory(self.device, self.config.memory_limit_bytes)
+        self.metrics.memory.labels(self.config.device_id).set(memory)
+        self.metrics.efficiency.labels(self.config.device_id).set(reading.spectral_efficiency)
         return coordinator_pb2.ResourceReport(
             session=session,
             round=round_number,
-            available_memory_bytes=available_memory(self.device, self.config.memory_limit_bytes),
+            available_memory_bytes=memory,
             compute_factor=1.0,
             channel=coordinator_pb2.ChannelState(
                 channel_gain=reading.channel_gain,
@@ -268,6 +283,7 @@ class DeviceAgent:
                 return True
             round_number = instruction.round
             if instruction.block == 0:
+                self.metrics.block.labels(self.config.device_id).set(0)
                 round_number += 1
                 continue
             self.train_round(session, instruction)
@@ -303,9 +319,16 @@ class DeviceAgent:
             ),
             timeout=max(30.0, instruction.deadline_unix_s - time.time() + 30.0),
         )
+        upload_s = time.perf_counter() - started
         if isinstance(self.channel, MeasuredChannel):
-            self.channel.record_upload(ack.received_bytes, time.perf_counter() - started)
+            self.channel.record_upload(ack.received_bytes, upload_s)
         self.rounds_trained += 1
+        device = self.config.device_id
+        self.metrics.rounds.labels(device).inc()
+        self.metrics.block.labels(device).set(instruction.block)
+        self.metrics.compute.labels(device).set(result.compute_s)
+        self.metrics.upload.labels(device).set(upload_s)
+        self.metrics.loss.labels(device).set(result.loss)
         log.info(
             "%s: round %d block %d: loss %.4f, compute %.2f s, uploaded %d bytes%s",
             self.config.device_id,

@@ -55,7 +55,7 @@ def to_chunks(
     first = True
     for name, value in tensors.items():
         array = np.ascontiguousarray(value, dtype=np.float32)
-        data = memoryview(array.reshape(-1).view(np.uint8))  # no copy until each chunk
+        data = memoryview(array.reshape(-1).view(np.uint8))  # type: ignore[arg-type]  # no copy yet
         crc = zlib.crc32(data)
         offsets = range(0, max(len(data), 1), chunk_bytes)
         for offset in offsets:

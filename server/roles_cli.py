@@ -123,6 +123,9 @@ def add_agent_command(subparsers: Any) -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument("--max-message-mb", type=int, default=64)
     parser.add_argument(
+        "--metrics-port", type=int, default=None, help="serve this agent's Prometheus /metrics"
+    )
+    parser.add_argument(
         "--max-backoff",
         type=float,
         default=30.0,
@@ -225,6 +228,7 @@ def run_agent(args: argparse.Namespace) -> int:
         profile_cache=args.profile_cache,
         max_message_bytes=args.max_message_mb * MEBIBYTE,
         max_backoff_s=args.max_backoff,
+        metrics_port=args.metrics_port,
     )
     agent = DeviceAgent(config)
     _wait_for_signal(agent.stop)

@@ -259,11 +259,79 @@ def test_dead_agents_do_not_stall_the_round(
     stub: coordinator_pb2_grpc.CoordinatorStub,
     tiny_model_dir: Path,
 ) -> None:
-    coordinator.engine.registry.liveness_timeout_s = 1.0
     agents = start_round(stub, tiny_model_dir)
+    coordinator.engine.registry.liveness_timeout_s = 1.0  # from now on, silence means dead
     weights = coordinator.engine.current.weights  # type: ignore[union-attr]
     upload(stub, agents[0], gradient(coordinator, agents[0], weights))
     # The other two never upload nor send heartbeats: the round closes without waiting 60 s.
     assert coordinator.engine.finished.wait(30)
     record = coordinator.engine.state.history[-1]
     assert record["blocks_updated"] == [agents[0].instruction.block]  # type: ignore[union-attr]
+
+
+def scrape(port: int) -> dict[str, float]:
+    """Prometheus text format -> {'name{labels}': value}."""
+    import urllib.request
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, value = line.rsplit(" ", 1)
+            samples[key] = float(value)
+    return samples
+
+
+def test_metrics_are_exported_with_prometheus_names(tiny_model_dir: Path, tmp_path: Path) -> None:
+    scheduler = start_scheduler("127.0.0.1", 0)
+    config = CoordinatorConfig(
+        model_dir=tiny_model_dir,
+        data_dir=EMBEDDED_TASK_DIR,
+        rounds=1,
+        report_wait_s=0.2,
+        checkpoint_dir=tmp_path / "ck",
+        scheduler_address=f"127.0.0.1:{scheduler.port}",
+        liveness_timeout_s=120,
+    )
+    running = start_coordinator(config, host="127.0.0.1", port=0, metrics_port=0)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            stub = coordinator_pb2_grpc.CoordinatorStub(channel)
+            agents = start_round(stub, tiny_model_dir)
+            weights = running.engine.current.weights  # type: ignore[union-attr]
+            for agent in agents:
+                upload(stub, agent, gradient(running, agent, weights))
+        assert running.engine.finished.wait(60)
+        assert running.metrics_port is not None
+        samples = scrape(running.metrics_port)
+    finally:
+        running.stop(grace=None)
+        scheduler.stop(grace=None)
+    record = running.engine.state.history[0]
+    assert samples['deft_round_latency_seconds{kind="measured"}'] == pytest.approx(
+        record["measured_wall_s"]
+    )
+    assert samples['deft_round_latency_seconds{kind="modelled"}'] == pytest.approx(
+        record["modelled_latency_s"]
+    )
+    assert samples["deft_rounds_total"] == 1.0
+    for agent in agents:
+        block = agent.instruction.block  # type: ignore[union-attr]
+        assert samples[f'deft_device_block{{device="{agent.device_id}"}}'] == block
+        assert samples[f'deft_device_bandwidth_hz{{device="{agent.device_id}"}}'] > 0
+        assert (
+            samples[
+                f'deft_device_spectral_efficiency_bits_per_second_per_hertz{{device="{agent.device_id}"}}'
+            ]
+            == 2.0
+        )
+        assert f'deft_device_upload_seconds{{device="{agent.device_id}"}}' in samples
+        assert samples[f'deft_device_memory_bytes{{device="{agent.device_id}"}}'] == 8e9
+    assert samples['deft_eval_metric{metric="accuracy"}'] == pytest.approx(
+        record["eval"]["accuracy"]
+    )
+    assert samples['deft_bytes_total{direction="up"}'] > 0
+    assert "deft_training_loss" in samples and "deft_scheduler_solve_seconds" in samples
+    assert samples["deft_live_agents"] == 3
+    counters = {k.split("{")[0] for k in samples if k.split("{")[0].endswith("_total")}
+    assert counters >= {"deft_rounds_total", "deft_bytes_total"}

@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,14 @@ def wait_for(predicate, timeout: float, what: str) -> None:  # type: ignore[no-u
             return
         time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def agent_rounds(port: int) -> float:
+    """deft_agent_rounds_total of dev0, scraped from its Prometheus endpoint."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    assert 'deft_agent_block_seconds_per_iteration{block="1",device="dev0"}' in text
+    match = re.search(r'^deft_agent_rounds_total\{device="dev0"\} (\S+)$', text, re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
 
 
 def latest_checkpoint(directory: Path) -> Path | None:
@@ -77,9 +86,11 @@ def test_training_survives_a_killed_coordinator(tiny_model_dir: Path, tmp_path: 
     try:
         coordinator, _ = start_deft(*coordinator_args, ready="coordinator listening")
         processes.append(coordinator)
+        agent_metrics_port = free_port()
         agents = [
             start_deft(
                 "agent",
+                *(["--metrics-port", str(agent_metrics_port)] if i == 0 else []),
                 "--coordinator",
                 f"127.0.0.1:{port}",
                 "--id",
@@ -103,6 +114,7 @@ def test_training_survives_a_killed_coordinator(tiny_model_dir: Path, tmp_path: 
         processes += agents
 
         wait_for(lambda: latest_checkpoint(checkpoints) is not None, 120, "a first checkpoint")
+        wait_for(lambda: agent_rounds(agent_metrics_port) >= 1, 60, "dev0's metrics")
         coordinator.send_signal(signal.SIGKILL)
         coordinator.wait(timeout=30)
         killed_at = latest_checkpoint(checkpoints)

@@ -1,0 +1,55 @@
+"""Prometheus metrics of a device agent (optional: `deft agent --metrics-port P`)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+
+
+class AgentMetrics:
+    def __init__(self, device_id: str) -> None:
+        self.registry = CollectorRegistry()
+        r, labels = self.registry, ["device"]
+        self.device_id = device_id
+        self.rounds = Counter(
+            "deft_agent_rounds_total", "Rounds this agent trained a block in", labels, registry=r
+        )
+        self.block = Gauge(
+            "deft_agent_block", "Block trained in the last round (0: none)", labels, registry=r
+        )
+        self.compute = Gauge(
+            "deft_agent_compute_seconds",
+            "Compute time of the last block gradient",
+            labels,
+            registry=r,
+        )
+        self.upload = Gauge(
+            "deft_agent_upload_seconds", "Time of the last gradient upload", labels, registry=r
+        )
+        self.loss = Gauge(
+            "deft_agent_training_loss", "Mean local training loss, last round", labels, registry=r
+        )
+        self.memory = Gauge(
+            "deft_agent_available_memory_bytes", "Memory reported as available", labels, registry=r
+        )
+        self.efficiency = Gauge(
+            "deft_agent_spectral_efficiency_bits_per_second_per_hertz",
+            "Reported uplink spectral efficiency",
+            labels,
+            registry=r,
+        )
+        self.block_seconds = Gauge(
+            "deft_agent_block_seconds_per_iteration",
+            "Profiled seconds per local iteration",
+            ["device", "block"],
+            registry=r,
+        )
+        self.block_memory = Gauge(
+            "deft_agent_block_peak_memory_bytes",
+            "Profiled peak memory per block",
+            ["device", "block"],
+            registry=r,
+        )
+
+    def serve(self, port: int, host: str = "0.0.0.0") -> int:
+        server, _ = start_http_server(port, addr=host, registry=self.registry)
+        return int(server.server_port)
