@@ -380,38 +380,55 @@ def bench_accuracy(rounds: int, out: Path) -> dict[str, Any]:
     }
 
 
+PARTS = ("blocks", "streaming", "coordinator", "accuracy")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--out", type=Path, default=Path("bench-results"))
-    parser.add_argument("--quick", action="store_true", help="MiniLM only, small runs")
+    parser.add_argument("--quick", action="store_true", help="MiniLM only, small runs, no (5)")
+    parser.add_argument(
+        "--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}"
+    )
     args = parser.parse_args(argv)
+    parts = set(args.parts.split(","))
+    if parts - set(PARTS):
+        parser.error(f"unknown parts {sorted(parts - set(PARTS))}; choose from {PARTS}")
+    if args.quick:
+        parts.discard("accuracy")
     args.out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(2)
     results: dict[str, Any] = {}
-    log("(1, 2) per-block costs")
-    results["blocks"] = bench_blocks(args.quick)
-    print_blocks(results["blocks"])
-    log("(3) gradient streaming")
-    results["streaming"] = bench_streaming((8 if args.quick else 64) * MiB, 2 if args.quick else 5)
-    s = results["streaming"]
-    print(
-        f"\n(3) streaming {s['bytes'] / MiB:.0f} MiB: gRPC chunks {s['grpc_MiB_per_s']:.0f} MiB/s, "
-        f"raw loopback TCP {s['raw_MiB_per_s']:.0f} MiB/s ({s['ratio']:.2f}x)"
-    )
-    log("(4) coordinator overhead")
-    results["coordinator"] = bench_coordinator(20, 3 if args.quick else 10, 12)
-    c = results["coordinator"]
-    phases = ", ".join(f"{k} {v:.1f}" for k, v in c["phases_ms"].items())
-    print(
-        f"\n(4) coordinator with {c['agents']} instant agents, {c['blocks']} blocks: overhead "
-        f"{c['overhead_ms']:.1f} ms per round ({phases} ms; scheduler solve "
-        f"{c['solve_ms']:.2f} ms); whole cycle {c['cycle_ms']:.1f} ms including weight "
-        f"downloads, uploads and report collection ({c['transfer_ms']:.1f} ms from dispatch "
-        f"to last upload)"
-    )
-    if not args.quick:
+    if "blocks" in parts:
+        log("(1, 2) per-block costs")
+        results["blocks"] = bench_blocks(args.quick)
+        print_blocks(results["blocks"])
+    if "streaming" in parts:
+        log("(3) gradient streaming")
+        results["streaming"] = bench_streaming(
+            (8 if args.quick else 64) * MiB, 2 if args.quick else 5
+        )
+        s = results["streaming"]
+        print(
+            f"\n(3) streaming {s['bytes'] / MiB:.0f} MiB: gRPC chunks "
+            f"{s['grpc_MiB_per_s']:.0f} MiB/s, raw loopback TCP {s['raw_MiB_per_s']:.0f} MiB/s "
+            f"({s['ratio']:.2f}x)"
+        )
+    if "coordinator" in parts:
+        log("(4) coordinator overhead")
+        results["coordinator"] = bench_coordinator(20, 3 if args.quick else 10, 12)
+        c = results["coordinator"]
+        phases = ", ".join(f"{k} {v:.1f}" for k, v in c["phases_ms"].items())
+        print(
+            f"\n(4) coordinator with {c['agents']} instant agents, {c['blocks']} blocks: "
+            f"overhead {c['overhead_ms']:.1f} ms per round ({phases} ms; scheduler solve "
+            f"{c['solve_ms']:.2f} ms); whole cycle {c['cycle_ms']:.1f} ms including weight "
+            f"downloads, uploads and report collection ({c['transfer_ms']:.1f} ms from dispatch "
+            f"to last upload)"
+        )
+    if "accuracy" in parts:
         log("(5) DEFT vs centralized")
         results["accuracy"] = bench_accuracy(20, args.out)
         a = results["accuracy"]
@@ -425,13 +442,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     for line in verdicts:
         print("  " + line)
     results["targets"] = verdicts
-    (args.out / "system.json").write_text(json.dumps(results, indent=2))
+    (args.out / f"system-{'-'.join(p for p in PARTS if p in parts)}.json").write_text(
+        json.dumps(results, indent=2)
+    )
     return 0
 
 
 def targets(results: dict[str, Any]) -> list[str]:
     lines = []
-    for result in results["blocks"]:
+    for result in results.get("blocks", []):
         first, full = result["blocks"][0], result["full"]
         time_ratio = first["seconds"] / full["seconds"]
         memory_ratio = first["activation_bytes"] / full["activation_bytes"]
@@ -443,11 +462,12 @@ def targets(results: dict[str, Any]) -> list[str]:
             f"{'PASS' if memory_ratio <= 1 / 3 else 'FAIL'} {result['model']}: shallowest"
             f" block {memory_ratio:.2f}x the activation memory (target <= 0.33)"
         )
-    overhead = results["coordinator"]["overhead_ms"]
-    lines.append(
-        f"{'PASS' if overhead < 50 else 'FAIL'} coordinator overhead {overhead:.1f} ms "
-        f"per round with 20 agents (target < 50 ms)"
-    )
+    if "coordinator" in results:
+        overhead = results["coordinator"]["overhead_ms"]
+        lines.append(
+            f"{'PASS' if overhead < 50 else 'FAIL'} coordinator overhead {overhead:.1f} ms "
+            f"per round with 20 agents (target < 50 ms)"
+        )
     if "accuracy" in results:
         ratio = results["accuracy"]["ratio"]
         lines.append(
