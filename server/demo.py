@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, TextIO
 
+from server.roles_cli import add_model_arguments
+
 MiB = 2**20
 
 
@@ -62,15 +64,7 @@ def add_demo_command(subparsers: Any) -> None:
     parser.add_argument("--agents", type=int, default=6)
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--policy", default="jbba")
-    parser.add_argument(
-        "--model",
-        type=Path,
-        default=None,
-        help="local encoder directory (default: all-MiniLM-L6-v2)",
-    )
-    parser.add_argument(
-        "--data", type=Path, default=None, help="GLUE task folder (default: the embedded sst2-mini)"
-    )
+    add_model_arguments(parser)
     parser.add_argument("--task", default="sst2")
     parser.add_argument("--local-iterations", type=int, default=2)
     parser.add_argument("--lr", type=float, default=5e-3)

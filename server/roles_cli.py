@@ -283,15 +283,7 @@ def add_centralized_command(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "centralized", help="fine-tune the same model and task in one process, for comparison"
     )
-    parser.add_argument(
-        "--model",
-        type=Path,
-        default=None,
-        help="local encoder directory (default: all-MiniLM-L6-v2)",
-    )
-    parser.add_argument(
-        "--data", type=Path, default=None, help="GLUE task folder (default: the embedded sst2-mini)"
-    )
+    add_model_arguments(parser)
     parser.add_argument("--task", default="sst2")
     parser.add_argument("--steps", type=int, default=20, help="Adam steps (= DEFT rounds)")
     parser.add_argument(
