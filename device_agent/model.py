@@ -141,8 +141,9 @@ def load_model(
     hf_logging.disable_progress_bar()
     warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated")
     try:
+        # A checkpoint whose head has another label count gets a fresh head for this task.
         base = AutoModelForSequenceClassification.from_pretrained(
-            str(path), local_files_only=True, **overrides
+            str(path), local_files_only=True, ignore_mismatched_sizes=True, **overrides
         )
         tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     except (OSError, ValueError) as error:

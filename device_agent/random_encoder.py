@@ -11,7 +11,14 @@ import shutil
 from pathlib import Path
 
 import torch
-from transformers import BertConfig, BertForSequenceClassification
+from transformers import (
+    BertConfig,
+    BertForSequenceClassification,
+    PretrainedConfig,
+    PreTrainedModel,
+    RobertaConfig,
+    RobertaForSequenceClassification,
+)
 
 from device_agent.model import default_model_dir
 
@@ -38,9 +45,14 @@ TOKENIZER_FILES = (
 
 
 def make_random_encoder(
-    path: Path | str, size: str = "tiny", *, layers: int | None = None, seed: int = 0
+    path: Path | str,
+    size: str = "tiny",
+    *,
+    layers: int | None = None,
+    seed: int = 0,
+    family: str = "bert",
 ) -> Path:
-    """Write a random BERT-style encoder (and the MiniLM tokenizer) to `path`."""
+    """Write a random BERT- or RoBERTa-architecture encoder (and the MiniLM tokenizer)."""
     path = Path(path)
     shape = dict(SIZES[size])
     if layers is not None:
@@ -48,10 +60,18 @@ def make_random_encoder(
     source = default_model_dir()
     vocab_size = sum(1 for _ in (source / "vocab.txt").open(encoding="utf-8"))
     torch.manual_seed(seed)
-    config = BertConfig(vocab_size=vocab_size, max_position_embeddings=512)
+    if family == "roberta":
+        # Keeps the BERT tokenizer's ids valid: pad id 0 and two token types for sentence pairs.
+        config: PretrainedConfig = RobertaConfig(
+            vocab_size=vocab_size, max_position_embeddings=514, pad_token_id=0, type_vocab_size=2
+        )
+        model_class: type[PreTrainedModel] = RobertaForSequenceClassification
+    else:
+        config = BertConfig(vocab_size=vocab_size, max_position_embeddings=512)
+        model_class = BertForSequenceClassification
     for key, value in shape.items():
         setattr(config, key, value)
-    BertForSequenceClassification(config).save_pretrained(path)
+    model_class(config).save_pretrained(path)
     for name in TOKENIZER_FILES:
         if (source / name).is_file():
             shutil.copy(source / name, path / name)

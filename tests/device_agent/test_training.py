@@ -109,3 +109,18 @@ def test_block_ids_follow_the_paper_depth_index(loaded: LoadedModel) -> None:
     assert loaded.block_payload_bits(1) == 32 * (
         sum(loaded.parameters_by_name()[n].numel() for n in loaded.blocks[1] + loaded.blocks[HEAD])
     )
+
+
+def test_roberta_family_encoders_map_to_blocks_too(tmp_path: Path) -> None:
+    from device_agent.random_encoder import make_random_encoder
+
+    model_dir = make_random_encoder(tmp_path / "roberta", "tiny", layers=3, family="roberta")
+    loaded = load_model(model_dir, num_labels=3, dropout=0.0)
+    assert loaded.model.base_model.model.config.model_type == "roberta"
+    assert all(".layer.2." in name for name in loaded.blocks[1])
+    head = loaded.blocks[HEAD]
+    assert any("dense" in n for n in head) and any("out_proj" in n for n in head)
+    split = read_split(TASK_DIR, task_spec("sst2"), "dev").subset(range(8))
+    data = encode(loaded.tokenizer, split, max_length=16)
+    result = block_gradient(loaded, 2, [BatchSampler(data, 4).next_batch()])
+    assert set(result.gradients) == set(loaded.blocks[2]) | set(head)
