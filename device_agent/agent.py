@@ -187,7 +187,10 @@ class DeviceAgent:
     def prepare(self, setup: coordinator_pb2.RegisterResponse) -> None:
         """Load model, local data shard and profile once per training setup."""
         lora = LoraSettings(setup.lora_rank, setup.lora_alpha, tuple(setup.lora_target_modules))
-        key = (lora, setup.task, setup.num_labels, setup.batch_size, setup.max_seq_length)
+        shard = self.config.shard
+        if shard < 0:  # --shard auto/N
+            shard = setup.agent_index % self.config.num_shards
+        key = (lora, setup.task, setup.num_labels, setup.batch_size, setup.max_seq_length, shard)
         if key == self.setup_key:
             return
         config = self.config
@@ -196,12 +199,10 @@ class DeviceAgent:
         spec = task_spec(setup.task)
         train = read_split(config.data_dir, spec, "train")
         mine = train.subset(
-            shard_indices(
-                train.labels, config.num_shards, config.shard, mode=config.shard_mode, seed=17
-            )
+            shard_indices(train.labels, config.num_shards, shard, mode=config.shard_mode, seed=17)
         )
         data = encode(self.loaded.tokenizer, mine, setup.max_seq_length)
-        self.sampler = BatchSampler(data, setup.batch_size, seed=config.seed + 1000 * config.shard)
+        self.sampler = BatchSampler(data, setup.batch_size, seed=config.seed + 1000 * shard)
         identity = {
             "model": str(config.model_dir),
             "fingerprint": self.fingerprint,
@@ -228,7 +229,7 @@ class DeviceAgent:
             "%s: %d local examples (shard %d/%d, %s); profile %s: %s s/iteration per block",
             config.device_id,
             len(mine),
-            config.shard,
+            shard,
             config.num_shards,
             config.shard_mode,
             "cached" if cached else "measured",

@@ -65,6 +65,7 @@ def add_scheduler_command(subparsers: Any) -> None:
     serve.add_argument(
         "--max-message-mb", type=int, default=64, help="gRPC message size limit in MiB"
     )
+    serve.add_argument("--metrics-port", type=int, default=None, help="Prometheus /metrics port")
     serve.set_defaults(handler=run_serve)
 
 
@@ -179,11 +180,13 @@ def run_serve(args: argparse.Namespace) -> int:
         args.port,
         max_message_bytes=args.max_message_mb * 2**20,
         workers=args.workers,
+        metrics_port=args.metrics_port,
     )
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):  # before "listening": callers may signal then
         signal.signal(signum, lambda *_: stop.set())
-    print(f"scheduler listening on {args.host}:{running.port}", flush=True)
+    metrics = f", metrics on :{running.metrics_port}" if running.metrics_port else ""
+    print(f"scheduler listening on {args.host}:{running.port}{metrics}", flush=True)
     stop.wait()
     running.stop()
     return EXIT_OK

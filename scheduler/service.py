@@ -8,6 +8,7 @@ from concurrent import futures
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from protos.deft.v1 import scheduler_pb2, scheduler_pb2_grpc
 from protos.grpc_options import DEFAULT_MAX_MESSAGE_BYTES, SCHEDULER_SERVICE, message_size_options
@@ -18,21 +19,58 @@ from scheduler.policies import DEFAULT_POLICY, solve
 log = logging.getLogger(__name__)
 
 
+class SchedulerMetrics:
+    """Prometheus metrics of the scheduler microservice (its own registry)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "deft_scheduler_requests_total",
+            "Allocate requests by outcome",
+            ["policy", "code"],
+            registry=self.registry,
+        )
+        self.solve = Histogram(
+            "deft_scheduler_allocate_solve_seconds",
+            "Solve time of successful Allocate requests",
+            ["policy"],
+            registry=self.registry,
+            buckets=(1e-4, 1e-3, 5e-3, 0.02, 0.1, 0.5, 1, 5),
+        )
+        self.devices = Gauge(
+            "deft_scheduler_last_request_devices",
+            "Devices in the last request",
+            registry=self.registry,
+        )
+
+    def serve(self, port: int, host: str = "0.0.0.0") -> int:
+        server, _ = start_http_server(port, addr=host, registry=self.registry)
+        return int(server.server_port)
+
+
 class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
     """Stateless: every request carries the whole round, so any replica can answer it."""
+
+    def __init__(self, metrics: SchedulerMetrics | None = None) -> None:
+        self.metrics = metrics or SchedulerMetrics()
 
     def Allocate(
         self, request: scheduler_pb2.AllocateRequest, context: grpc.ServicerContext
     ) -> scheduler_pb2.AllocateResponse:
         policy = request.policy or DEFAULT_POLICY
+        self.metrics.devices.set(len(request.devices))
         try:
             instance = instance_from_request(request)
             seed = request.seed if request.HasField("seed") else None
             allocation = solve(instance, policy, seed=seed)
         except InstanceError as error:
+            self.metrics.requests.labels(policy, "INVALID_ARGUMENT").inc()
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
         except InfeasibleError as error:
+            self.metrics.requests.labels(policy, "FAILED_PRECONDITION").inc()
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"infeasible: {error}")
+        self.metrics.requests.labels(policy, "OK").inc()
+        self.metrics.solve.labels(policy).observe(allocation.solve_seconds)
         log.info(
             "allocated %d blocks over %d devices with %s: latency %.4g s in %.2f ms",
             instance.num_blocks,
@@ -50,6 +88,7 @@ class RunningScheduler:
     def __init__(self, server: grpc.Server, port: int, health_servicer: health.HealthServicer):
         self.server = server
         self.port = port
+        self.metrics_port: int | None = None
         self._health = health_servicer
 
     def stop(self, grace: float | None = 5.0) -> None:
@@ -64,12 +103,14 @@ def start_scheduler(
     *,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     workers: int = 4,
+    metrics_port: int | None = None,
 ) -> RunningScheduler:
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers),
         options=message_size_options(max_message_bytes),
     )
-    scheduler_pb2_grpc.add_SchedulerServicer_to_server(SchedulerService(), server)
+    metrics = SchedulerMetrics()
+    scheduler_pb2_grpc.add_SchedulerServicer_to_server(SchedulerService(metrics), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for service in ("", SCHEDULER_SERVICE):
@@ -86,4 +127,6 @@ def start_scheduler(
     if bound == 0:
         raise OSError(f"cannot bind the scheduler to {host}:{port}")
     server.start()
-    return RunningScheduler(server, bound, health_servicer)
+    running = RunningScheduler(server, bound, health_servicer)
+    running.metrics_port = metrics.serve(metrics_port) if metrics_port is not None else None
+    return running

@@ -9,7 +9,12 @@ from collections.abc import Sequence
 
 from scheduler.cli import add_compare_command, add_schedule_command, add_scheduler_command
 from server.demo import add_demo_command
-from server.roles_cli import add_agent_command, add_centralized_command, add_coordinator_command
+from server.roles_cli import (
+    add_agent_command,
+    add_centralized_command,
+    add_coordinator_command,
+    add_health_command,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_agent_command(subparsers)
     add_demo_command(subparsers)
     add_centralized_command(subparsers)
+    add_health_command(subparsers)
     return parser
 
 

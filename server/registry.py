@@ -15,6 +15,7 @@ class AgentRecord:
     hardware: str
     agent_version: str
     capabilities: list[str]
+    index: int = 0
     registered_at: float = field(default_factory=time.monotonic)
     last_seen: float = field(default_factory=time.monotonic)
 
@@ -32,6 +33,7 @@ class AgentRegistry:
         self._lock = threading.Lock()
         self._by_session: dict[str, AgentRecord] = {}
         self._session_of: dict[str, str] = {}
+        self._first_seen: dict[str, int] = {}  # device id -> registration order
 
     def register(
         self, device_id: str, hardware: str, version: str, capabilities: list[str]
@@ -40,7 +42,15 @@ class AgentRegistry:
             old = self._session_of.pop(device_id, None)
             if old:
                 self._by_session.pop(old, None)
-            record = AgentRecord(device_id, secrets.token_hex(16), hardware, version, capabilities)
+            self._first_seen.setdefault(device_id, len(self._first_seen))
+            record = AgentRecord(
+                device_id,
+                secrets.token_hex(16),
+                hardware,
+                version,
+                capabilities,
+                index=self._first_seen[device_id],
+            )
             self._by_session[record.session] = record
             self._session_of[device_id] = record.session
             return record

@@ -30,9 +30,14 @@ def byte_size(text: str) -> float:
 
 
 def shard(text: str) -> tuple[int, int]:
-    match = re.fullmatch(r"(\d+)/(\d+)", text)
+    """'I/N' -> (I, N); 'auto/N' -> (-1, N): the coordinator's registration order picks I."""
+    match = re.fullmatch(r"(\d+|auto)/(\d+)", text)
+    if match and match.group(1) == "auto" and int(match.group(2)) > 0:
+        return -1, int(match.group(2))
     if not match or int(match.group(1)) >= int(match.group(2)):
-        raise argparse.ArgumentTypeError(f"shard must be I/N with 0 <= I < N, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"shard must be I/N with 0 <= I < N, or auto/N, got {text!r}"
+        )
     return int(match.group(1)), int(match.group(2))
 
 
@@ -102,7 +107,12 @@ def add_agent_command(subparsers: Any) -> None:
     parser.add_argument("--coordinator", required=True, help="coordinator HOST:PORT")
     parser.add_argument("--id", default=None, help="device id (default: hostname-pid)")
     add_model_arguments(parser)
-    parser.add_argument("--shard", type=shard, default=(0, 1), help="I/N: this agent's data part")
+    parser.add_argument(
+        "--shard",
+        type=shard,
+        default=(0, 1),
+        help="I/N: this agent's part of the data; auto/N: I from the registration order",
+    )
     parser.add_argument("--shard-mode", choices=["iid", "label-skew"], default="iid")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument(
@@ -337,3 +347,31 @@ def run_centralized(args: argparse.Namespace) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(records, indent=1))
     return 0
+
+
+def add_health_command(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "health", help="probe a scheduler or coordinator with the standard gRPC health protocol"
+    )
+    parser.add_argument("target", help="HOST:PORT")
+    parser.add_argument("--service", default="", help="service name ('' = the whole server)")
+    parser.add_argument("--timeout", type=float, default=3.0)
+    parser.set_defaults(handler=run_health)
+
+
+def run_health(args: argparse.Namespace) -> int:
+    """Exit 0 when SERVING (for container HEALTHCHECKs), 1 otherwise."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    try:
+        with grpc.insecure_channel(args.target) as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout
+            )
+    except grpc.RpcError as error:
+        print(f"{args.target}: {error.code().name}: {error.details()}", file=sys.stderr)
+        return 1
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+    print(f"{args.target} {args.service or '(server)'}: {status}")
+    return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1

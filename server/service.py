@@ -96,6 +96,7 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
             batch_size=config.batch_size,
             max_seq_length=config.max_seq_length,
             round=self.engine.state.round + 1,
+            agent_index=record.index,
         )
 
     def SendHeartbeat(

@@ -90,5 +90,7 @@ def test_bad_cli_values_are_explained() -> None:
     with pytest.raises(argparse.ArgumentTypeError, match="not a size"):
         byte_size("lots")
     assert shard("2/6") == (2, 6)
-    with pytest.raises(argparse.ArgumentTypeError, match="0 <= I < N"):
-        shard("6/6")
+    assert shard("auto/6") == (-1, 6)
+    for bad in ("6/6", "auto/0", "x/2"):
+        with pytest.raises(argparse.ArgumentTypeError, match="0 <= I < N"):
+            shard(bad)

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n protos/deft/v1/coordinator.proto\x12\x07\x64\x65\x66t.v1\"~\n\x0fRegisterRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x10\n\x08hardware\x18\x02 \x01(\t\x12\x15\n\ragent_version\x18\x03 \x01(\t\x12\x14\n\x0c\x63\x61pabilities\x18\x04 \x03(\t\x12\x19\n\x11model_fingerprint\x18\x05 \x01(\t\"\x86\x02\n\x10RegisterResponse\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\x1c\n\x14heartbeat_interval_s\x18\x02 \x01(\x01\x12\x12\n\nmodel_name\x18\x03 \x01(\t\x12\x11\n\tlora_rank\x18\x04 \x01(\r\x12\x1b\n\x13lora_target_modules\x18\x05 \x03(\t\x12\x0e\n\x06\x62locks\x18\x06 \x01(\r\x12\x12\n\nlora_alpha\x18\x07 \x01(\x01\x12\x0c\n\x04task\x18\x08 \x01(\t\x12\x12\n\nnum_labels\x18\t \x01(\r\x12\x12\n\nbatch_size\x18\n \x01(\r\x12\x16\n\x0emax_seq_length\x18\x0b \x01(\r\x12\r\n\x05round\x18\x0c \x01(\x04\"\x1c\n\tHeartbeat\x12\x0f\n\x07session\x18\x01 \x01(\t\"\x1d\n\x0cHeartbeatAck\x12\r\n\x05round\x18\x01 \x01(\x04\"T\n\tBlockCost\x12\r\n\x05\x62lock\x18\x01 \x01(\r\x12\x1d\n\x15seconds_per_iteration\x18\x02 \x01(\x01\x12\x19\n\x11peak_memory_bytes\x18\x03 \x01(\x01\"n\n\x0c\x43hannelState\x12\x14\n\x0c\x63hannel_gain\x18\x01 \x01(\x01\x12\x0e\n\x06snr_db\x18\x02 \x01(\x01\x12\x1b\n\x13spectral_efficiency\x18\x03 \x01(\x01\x12\x1b\n\x13measured_uplink_bps\x18\x04 \x01(\x01\"\xb9\x01\n\x0eResourceReport\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x04\x12\x1e\n\x16\x61vailable_memory_bytes\x18\x03 \x01(\x01\x12\x16\n\x0e\x63ompute_factor\x18\x04 \x01(\x01\x12&\n\x07\x63hannel\x18\x05 \x01(\x0b\x32\x15.deft.v1.ChannelState\x12\'\n\x0b\x62lock_costs\x18\x06 \x03(\x0b\x32\x12.deft.v1.BlockCost\"\xa7\x01\n\x10RoundInstruction\x12\r\n\x05round\x18\x01 \x01(\x04\x12\r\n\x05\x62lock\x18\x02 \x01(\r\x12\x14\n\x0c\x62\x61ndwidth_hz\x18\x03 \x01(\x01\x12\x18\n\x10local_iterations\x18\x04 \x01(\r\x12\x17\n\x0f\x64\x65\x61\x64line_unix_s\x18\x05 \x01(\x01\x12\x10\n\x08\x66inished\x18\x06 \x01(\x08\x12\x1a\n\x12modelled_latency_s\x18\x07 \x01(\x01\"0\n\x0eWeightsRequest\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x04\"\xd1\x01\n\x0bTensorChunk\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x04\x12\r\n\x05\x62lock\x18\x03 \x01(\r\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\r\n\x05shape\x18\x05 \x03(\r\x12\r\n\x05\x64type\x18\x06 \x01(\t\x12\x0e\n\x06offset\x18\x07 \x01(\x04\x12\x13\n\x0btotal_bytes\x18\x08 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\t \x01(\x0c\x12\r\n\x05\x63rc32\x18\n \x01(\r\x12\x11\n\tcompute_s\x18\x0b \x01(\x01\x12\x12\n\ntrain_loss\x18\x0c \x01(\x01\"T\n\tUploadAck\x12\r\n\x05round\x18\x01 \x01(\x04\x12\r\n\x05\x62lock\x18\x02 \x01(\r\x12\x16\n\x0ereceived_bytes\x18\x03 \x01(\x04\x12\x11\n\tduplicate\x18\x04 \x01(\x08\x32\xd3\x02\n\x0b\x43oordinator\x12?\n\x08Register\x12\x18.deft.v1.RegisterRequest\x1a\x19.deft.v1.RegisterResponse\x12:\n\rSendHeartbeat\x12\x12.deft.v1.Heartbeat\x1a\x15.deft.v1.HeartbeatAck\x12\x45\n\x0fReportResources\x12\x17.deft.v1.ResourceReport\x1a\x19.deft.v1.RoundInstruction\x12\x42\n\x0f\x44ownloadWeights\x12\x17.deft.v1.WeightsRequest\x1a\x14.deft.v1.TensorChunk0\x01\x12<\n\x0eUploadGradient\x12\x14.deft.v1.TensorChunk\x1a\x12.deft.v1.UploadAck(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n protos/deft/v1/coordinator.proto\x12\x07\x64\x65\x66t.v1\"~\n\x0fRegisterRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x10\n\x08hardware\x18\x02 \x01(\t\x12\x15\n\ragent_version\x18\x03 \x01(\t\x12\x14\n\x0c\x63\x61pabilities\x18\x04 \x03(\t\x12\x19\n\x11model_fingerprint\x18\x05 \x01(\t\"\x9b\x02\n\x10RegisterResponse\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\x1c\n\x14heartbeat_interval_s\x18\x02 \x01(\x01\x12\x12\n\nmodel_name\x18\x03 \x01(\t\x12\x11\n\tlora_rank\x18\x04 \x01(\r\x12\x1b\n\x13lora_target_modules\x18\x05 \x03(\t\x12\x0e\n\x06\x62locks\x18\x06 \x01(\r\x12\x12\n\nlora_alpha\x18\x07 \x01(\x01\x12\x0c\n\x04task\x18\x08 \x01(\t\x12\x12\n\nnum_labels\x18\t \x01(\r\x12\x12\n\nbatch_size\x18\n \x01(\r\x12\x16\n\x0emax_seq_length\x18\x0b \x01(\r\x12\r\n\x05round\x18\x0c \x01(\x04\x12\x13\n\x0b\x61gent_index\x18\r \x01(\r\"\x1c\n\tHeartbeat\x12\x0f\n\x07session\x18\x01 \x01(\t\"\x1d\n\x0cHeartbeatAck\x12\r\n\x05round\x18\x01 \x01(\x04\"T\n\tBlockCost\x12\r\n\x05\x62lock\x18\x01 \x01(\r\x12\x1d\n\x15seconds_per_iteration\x18\x02 \x01(\x01\x12\x19\n\x11peak_memory_bytes\x18\x03 \x01(\x01\"n\n\x0c\x43hannelState\x12\x14\n\x0c\x63hannel_gain\x18\x01 \x01(\x01\x12\x0e\n\x06snr_db\x18\x02 \x01(\x01\x12\x1b\n\x13spectral_efficiency\x18\x03 \x01(\x01\x12\x1b\n\x13measured_uplink_bps\x18\x04 \x01(\x01\"\xb9\x01\n\x0eResourceReport\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x04\x12\x1e\n\x16\x61vailable_memory_bytes\x18\x03 \x01(\x01\x12\x16\n\x0e\x63ompute_factor\x18\x04 \x01(\x01\x12&\n\x07\x63hannel\x18\x05 \x01(\x0b\x32\x15.deft.v1.ChannelState\x12\'\n\x0b\x62lock_costs\x18\x06 \x03(\x0b\x32\x12.deft.v1.BlockCost\"\xa7\x01\n\x10RoundInstruction\x12\r\n\x05round\x18\x01 \x01(\x04\x12\r\n\x05\x62lock\x18\x02 \x01(\r\x12\x14\n\x0c\x62\x61ndwidth_hz\x18\x03 \x01(\x01\x12\x18\n\x10local_iterations\x18\x04 \x01(\r\x12\x17\n\x0f\x64\x65\x61\x64line_unix_s\x18\x05 \x01(\x01\x12\x10\n\x08\x66inished\x18\x06 \x01(\x08\x12\x1a\n\x12modelled_latency_s\x18\x07 \x01(\x01\"0\n\x0eWeightsRequest\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x04\"\xd1\x01\n\x0bTensorChunk\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x04\x12\r\n\x05\x62lock\x18\x03 \x01(\r\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\r\n\x05shape\x18\x05 \x03(\r\x12\r\n\x05\x64type\x18\x06 \x01(\t\x12\x0e\n\x06offset\x18\x07 \x01(\x04\x12\x13\n\x0btotal_bytes\x18\x08 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\t \x01(\x0c\x12\r\n\x05\x63rc32\x18\n \x01(\r\x12\x11\n\tcompute_s\x18\x0b \x01(\x01\x12\x12\n\ntrain_loss\x18\x0c \x01(\x01\"T\n\tUploadAck\x12\r\n\x05round\x18\x01 \x01(\x04\x12\r\n\x05\x62lock\x18\x02 \x01(\r\x12\x16\n\x0ereceived_bytes\x18\x03 \x01(\x04\x12\x11\n\tduplicate\x18\x04 \x01(\x08\x32\xd3\x02\n\x0b\x43oordinator\x12?\n\x08Register\x12\x18.deft.v1.RegisterRequest\x1a\x19.deft.v1.RegisterResponse\x12:\n\rSendHeartbeat\x12\x12.deft.v1.Heartbeat\x1a\x15.deft.v1.HeartbeatAck\x12\x45\n\x0fReportResources\x12\x17.deft.v1.ResourceReport\x1a\x19.deft.v1.RoundInstruction\x12\x42\n\x0f\x44ownloadWeights\x12\x17.deft.v1.WeightsRequest\x1a\x14.deft.v1.TensorChunk0\x01\x12<\n\x0eUploadGradient\x12\x14.deft.v1.TensorChunk\x1a\x12.deft.v1.UploadAck(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,25 +34,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REGISTERREQUEST']._serialized_start=45
   _globals['_REGISTERREQUEST']._serialized_end=171
   _globals['_REGISTERRESPONSE']._serialized_start=174
-  _globals['_REGISTERRESPONSE']._serialized_end=436
-  _globals['_HEARTBEAT']._serialized_start=438
-  _globals['_HEARTBEAT']._serialized_end=466
-  _globals['_HEARTBEATACK']._serialized_start=468
-  _globals['_HEARTBEATACK']._serialized_end=497
-  _globals['_BLOCKCOST']._serialized_start=499
-  _globals['_BLOCKCOST']._serialized_end=583
-  _globals['_CHANNELSTATE']._serialized_start=585
-  _globals['_CHANNELSTATE']._serialized_end=695
-  _globals['_RESOURCEREPORT']._serialized_start=698
-  _globals['_RESOURCEREPORT']._serialized_end=883
-  _globals['_ROUNDINSTRUCTION']._serialized_start=886
-  _globals['_ROUNDINSTRUCTION']._serialized_end=1053
-  _globals['_WEIGHTSREQUEST']._serialized_start=1055
-  _globals['_WEIGHTSREQUEST']._serialized_end=1103
-  _globals['_TENSORCHUNK']._serialized_start=1106
-  _globals['_TENSORCHUNK']._serialized_end=1315
-  _globals['_UPLOADACK']._serialized_start=1317
-  _globals['_UPLOADACK']._serialized_end=1401
-  _globals['_COORDINATOR']._serialized_start=1404
-  _globals['_COORDINATOR']._serialized_end=1743
+  _globals['_REGISTERRESPONSE']._serialized_end=457
+  _globals['_HEARTBEAT']._serialized_start=459
+  _globals['_HEARTBEAT']._serialized_end=487
+  _globals['_HEARTBEATACK']._serialized_start=489
+  _globals['_HEARTBEATACK']._serialized_end=518
+  _globals['_BLOCKCOST']._serialized_start=520
+  _globals['_BLOCKCOST']._serialized_end=604
+  _globals['_CHANNELSTATE']._serialized_start=606
+  _globals['_CHANNELSTATE']._serialized_end=716
+  _globals['_RESOURCEREPORT']._serialized_start=719
+  _globals['_RESOURCEREPORT']._serialized_end=904
+  _globals['_ROUNDINSTRUCTION']._serialized_start=907
+  _globals['_ROUNDINSTRUCTION']._serialized_end=1074
+  _globals['_WEIGHTSREQUEST']._serialized_start=1076
+  _globals['_WEIGHTSREQUEST']._serialized_end=1124
+  _globals['_TENSORCHUNK']._serialized_start=1127
+  _globals['_TENSORCHUNK']._serialized_end=1336
+  _globals['_UPLOADACK']._serialized_start=1338
+  _globals['_UPLOADACK']._serialized_end=1422
+  _globals['_COORDINATOR']._serialized_start=1425
+  _globals['_COORDINATOR']._serialized_end=1764
 # @@protoc_insertion_point(module_scope)
