@@ -34,7 +34,7 @@ def shard(text: str) -> tuple[int, int]:
     match = re.fullmatch(r"(\d+|auto)/(\d+)", text)
     if match and match.group(1) == "auto" and int(match.group(2)) > 0:
         return -1, int(match.group(2))
-    if not match or int(match.group(1)) >= int(match.group(2)):
+    if not match or match.group(1) == "auto" or int(match.group(1)) >= int(match.group(2)):
         raise argparse.ArgumentTypeError(
             f"shard must be I/N with 0 <= I < N, or auto/N, got {text!r}"
         )
