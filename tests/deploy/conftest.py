@@ -1,0 +1,115 @@
+"""A live LoLa-DEFT system for the deployment checks: scheduler, coordinator and 3 agents as real
+processes on loopback, each exporting Prometheus metrics, on a tiny random encoder."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from device_agent.random_encoder import make_random_encoder
+from tests.helpers import start_deft
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def scrape(port: int) -> str:
+    return urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+
+
+@dataclass
+class LiveSystem:
+    scheduler_metrics: int
+    coordinator_metrics: int
+    agent_metrics: list[int]
+
+    def wait_for_rounds(self, rounds: int, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in scrape(self.coordinator_metrics).splitlines():
+                if line.startswith("deft_round ") and float(line.split()[1]) >= rounds:
+                    return
+            time.sleep(0.5)
+        raise AssertionError(f"the coordinator did not complete {rounds} rounds in {timeout} s")
+
+
+@pytest.fixture(scope="session")
+def live_system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveSystem]:
+    root = tmp_path_factory.mktemp("live")
+    model = make_random_encoder(root / "model", "tiny", layers=3)
+    system = LiveSystem(free_port(), free_port(), [free_port() for _ in range(3)])
+    processes: list[subprocess.Popen[str]] = []
+    try:
+        scheduler, match = start_deft(
+            "scheduler",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--metrics-port",
+            str(system.scheduler_metrics),
+            ready=r"listening on .*:(\d+),",
+        )
+        processes.append(scheduler)
+        coordinator, match = start_deft(
+            "coordinator",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--scheduler",
+            f"127.0.0.1:{match.group(1)}",
+            "--model",
+            str(model),
+            "--rounds",
+            "100000",
+            "--report-wait",
+            "0.2",
+            "--checkpoint-dir",
+            str(root / "ck"),
+            "--metrics-port",
+            str(system.coordinator_metrics),
+            "--threads",
+            "1",
+            ready=r"listening on .*:(\d+),",
+        )
+        processes.append(coordinator)
+        for index, port in enumerate(system.agent_metrics):
+            agent, _ = start_deft(
+                "agent",
+                "--coordinator",
+                f"127.0.0.1:{match.group(1)}",
+                "--id",
+                f"dev{index}",
+                "--model",
+                str(model),
+                "--shard",
+                "auto/3",
+                "--threads",
+                "1",
+                "--slowdown",
+                "4",
+                "--metrics-port",
+                str(port),
+                "--profile-cache",
+                str(root / "profiles"),
+                ready="registered",
+            )
+            processes.append(agent)
+        yield system
+    finally:
+        for process in processes:
+            process.kill()
+            process.wait()
