@@ -339,12 +339,13 @@ class DeviceAgent:
         self.metrics.upload.labels(device).set(upload_s)
         self.metrics.loss.labels(device).set(result.loss)
         log.info(
-            "%s: round %d block %d: loss %.4f, compute %.2f s, uploaded %d bytes%s",
+            "%s: round %d block %d: loss %.4f, compute %.2f s, uploaded %d bytes in %.3f s%s",
             self.config.device_id,
             instruction.round,
             instruction.block,
             result.loss,
             result.compute_s,
             ack.received_bytes,
+            upload_s,
             " (duplicate)" if ack.duplicate else "",
         )

@@ -29,6 +29,13 @@ SIZES = {
         "num_attention_heads": 2,
         "intermediate_size": 64,
     },
+    # Bigger adapters than tiny (84 KB per block upload) but still instant: for the testbed.
+    "small": {
+        "hidden_size": 128,
+        "num_hidden_layers": 3,
+        "num_attention_heads": 4,
+        "intermediate_size": 256,
+    },
     "base": {
         "hidden_size": 768,
         "num_hidden_layers": 12,

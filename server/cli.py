@@ -14,6 +14,7 @@ from server.roles_cli import (
     add_centralized_command,
     add_coordinator_command,
     add_health_command,
+    add_testbed_command,
 )
 
 
@@ -31,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_demo_command(subparsers)
     add_centralized_command(subparsers)
     add_health_command(subparsers)
+    add_testbed_command(subparsers)
     return parser
 
 

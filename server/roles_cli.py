@@ -97,6 +97,12 @@ def add_coordinator_command(subparsers: Any) -> None:
     serve.add_argument("--eval-every", type=int, default=1)
     serve.add_argument("--metrics-port", type=int, default=None, help="Prometheus /metrics port")
     serve.add_argument("--max-message-mb", type=int, default=64)
+    serve.add_argument(
+        "--tc-shaping",
+        metavar="PREFIX",
+        default=None,
+        help="testbed: shape agent aI's uplink (namespace PREFIX-aI) to B_k r_k every round",
+    )
     serve.add_argument("--seed", type=int, default=0)
     serve.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     serve.set_defaults(handler=run_coordinator)
@@ -238,6 +244,7 @@ def run_coordinator(args: argparse.Namespace) -> int:
         max_message_bytes=args.max_message_mb * MEBIBYTE,
         on_round=lambda record: print_round(record, config.rounds),
         on_baseline=print_baseline,
+        on_allocation=_shaper(args.tc_shaping),
     )
     stop = threading.Event()
     _wait_for_signal(stop)  # before "listening": callers may signal right after reading it
@@ -254,6 +261,20 @@ def run_coordinator(args: argparse.Namespace) -> int:
         print(f"coordinator failed: {running.engine.error!r}", file=sys.stderr)
         return 1
     return 0
+
+
+def _shaper(prefix: str | None) -> Callable[[dict[str, float]], None] | None:
+    if prefix is None:
+        return None
+    from server.testbed.netns import Testbed, shape
+
+    testbed = Testbed(prefix, agents=0)
+
+    def apply(rates: dict[str, float]) -> None:
+        for device, rate in rates.items():
+            shape(testbed, testbed.index_of(device), rate)
+
+    return apply
 
 
 @user_errors("agent", _agent_errors)
@@ -375,3 +396,76 @@ def run_health(args: argparse.Namespace) -> int:
     status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
     print(f"{args.target} {args.service or '(server)'}: {status}")
     return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1
+
+
+def add_testbed_command(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "testbed", help="emulated multi-host wireless testbed (network namespaces + tc; root)"
+    )
+    commands = parser.add_subparsers(dest="testbed_command", required=True)
+    for name, text in (
+        ("up", "create the namespaces, veth links and bridge"),
+        ("down", "remove everything `up` created"),
+        ("run", "up, train a few rounds through shaped links, compare, down"),
+    ):
+        command = commands.add_parser(name, help=text)
+        command.add_argument("--prefix", default="deft", help="name prefix of what is created")
+        if name != "down":
+            command.add_argument("--agents", type=int, default=3)
+        if name == "run":
+            command.add_argument("--rounds", type=int, default=3)
+            add_model_arguments(command)
+            command.add_argument("--bandwidth-hz", type=float, default=1e6)
+            command.add_argument("--snr-db", type=float, default=20.0)
+            command.add_argument("--path-loss", type=float, default=0.1)
+            command.add_argument("--policy", default="jbba")
+            command.add_argument("--json", type=Path, default=None, help="write the comparison")
+        command.set_defaults(handler=run_testbed_command)
+
+
+def run_testbed_command(args: argparse.Namespace) -> int:
+    from server.testbed.netns import HOST_ADDRESS, Testbed, TestbedUnavailable, down, up
+
+    testbed = Testbed(args.prefix, getattr(args, "agents", 0))
+    try:
+        if args.testbed_command == "down":
+            removed = down(testbed)
+            print(f"removed {len(removed)}: {' '.join(removed) or '(nothing)'}")
+            return 0
+        if args.testbed_command == "up":
+            up(testbed)
+            print(
+                f"bridge {testbed.bridge} {HOST_ADDRESS}/24 (run the coordinator with "
+                f"--host 0.0.0.0 --tc-shaping {args.prefix})"
+            )
+            for index in range(testbed.agents):
+                print(
+                    f"agent a{index}: ip netns exec {testbed.namespace(index)} deft agent "
+                    f"--coordinator {HOST_ADDRESS}:50052 --id a{index}   "
+                    f"# {testbed.agent_address(index)}"
+                )
+            return 0
+        from server.testbed.runner import TestbedConfig, format_report, run_testbed
+
+        result = run_testbed(
+            TestbedConfig(
+                agents=args.agents,
+                rounds=args.rounds,
+                prefix=args.prefix,
+                model_dir=args.model,
+                bandwidth_hz=args.bandwidth_hz,
+                snr_db=args.snr_db,
+                path_loss=args.path_loss,
+                policy=args.policy,
+            )
+        )
+        print(format_report(result))
+        if args.json:
+            args.json.write_text(json.dumps(result, indent=2))
+        return 0
+    except TestbedUnavailable as error:
+        print(f"deft testbed: unavailable here: {error}", file=sys.stderr)
+        return 3
+    except (RuntimeError, ValueError) as error:
+        print(f"deft testbed: error: {error}", file=sys.stderr)
+        return 1

@@ -126,6 +126,7 @@ class RoundEngine:
         dev: EncodedSplit,
         on_round: Callable[[dict[str, Any]], None] | None = None,
         on_baseline: Callable[[dict[str, Any]], None] | None = None,
+        on_allocation: Callable[[dict[str, float]], None] | None = None,
     ) -> None:
         self.config = config
         self.state = state
@@ -136,6 +137,7 @@ class RoundEngine:
         self.dev = dev
         self.on_round = on_round
         self.on_baseline = on_baseline
+        self.on_allocation = on_allocation  # device -> allotted uplink rate B_k r_k, bit/s
         self.blocks = state.loaded.num_blocks
         self.payload_bits = state.loaded.block_payload_bits(1)
         self.stop = threading.Event()
@@ -282,6 +284,17 @@ class RoundEngine:
             self._sit_out(reports, number)
             self.stop.wait(1.0)
             return
+        if self.on_allocation:  # e.g. re-shape the testbed's links before anyone uploads
+            efficiency = {
+                p.device_id: spectral_efficiency(p.report, self.config.bandwidth_hz, self.blocks)
+                for p in reports
+            }
+            self.on_allocation(
+                {
+                    entry.device: entry.bandwidth_hz * efficiency[entry.device]
+                    for entry in allocation.assignment
+                }
+            )
         phases["schedule"] = time.perf_counter() - asked
         self.metrics.scheduler_call.set(phases["schedule"])
         self.metrics.solve.set(allocation.solve_seconds)

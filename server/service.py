@@ -193,6 +193,7 @@ def start_coordinator(
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     on_round: Callable[[dict[str, Any]], None] | None = None,
     on_baseline: Callable[[dict[str, Any]], None] | None = None,
+    on_allocation: Callable[[dict[str, float]], None] | None = None,
 ) -> RunningCoordinator:
     """Load the model and dev data, restore a checkpoint if asked, start serving and the rounds."""
     spec = task_spec(config.task)
@@ -211,7 +212,16 @@ def start_coordinator(
     registry = AgentRegistry(config.liveness_timeout_s)
     scheduler = SchedulerClient(config.scheduler_address, timeout_s=60)
     engine = RoundEngine(
-        config, state, registry, scheduler.allocate, metrics, spec, dev, on_round, on_baseline
+        config,
+        state,
+        registry,
+        scheduler.allocate,
+        metrics,
+        spec,
+        dev,
+        on_round,
+        on_baseline,
+        on_allocation,
     )
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=64), options=message_size_options(max_message_bytes)
