@@ -28,6 +28,7 @@ from device_agent.metrics import AgentMetrics
 from device_agent.model import LoadedModel, LoraSettings, load_model, model_fingerprint
 from device_agent.profiler import BlockProfile, load_or_measure
 from device_agent.training import block_gradient
+from protos.credentials import PLAINTEXT, TlsFiles, open_channel
 from protos.deft.v1 import coordinator_pb2, coordinator_pb2_grpc
 from protos.grpc_options import DEFAULT_MAX_MESSAGE_BYTES, message_size_options
 from protos.tensor_stream import from_chunks, to_chunks
@@ -62,6 +63,7 @@ class AgentConfig:
     max_backoff_s: float = 30.0
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     metrics_port: int | None = None
+    tls: TlsFiles = PLAINTEXT
     hardware: str = field(default_factory=lambda: f"{platform.machine()}, {os.cpu_count()} CPUs")
 
 
@@ -113,8 +115,8 @@ class DeviceAgent:
         self.metrics_port = (
             self.metrics.serve(config.metrics_port) if config.metrics_port is not None else None
         )
-        channel = grpc.insecure_channel(
-            config.coordinator, options=message_size_options(config.max_message_bytes)
+        channel = open_channel(
+            config.coordinator, config.tls, message_size_options(config.max_message_bytes)
         )
         self.stub = coordinator_pb2_grpc.CoordinatorStub(channel)
 

@@ -15,6 +15,7 @@ import threading
 from pathlib import Path
 from typing import Any, TextIO
 
+from protos.credentials import TlsConfigError, add_tls_arguments, tls_from_args
 from scheduler.errors import InfeasibleError, InstanceError
 from scheduler.policy_names import DEFAULT_POLICY, POLICY_HELP
 
@@ -39,6 +40,7 @@ def add_schedule_command(subparsers: Any) -> None:
         metavar="HOST:PORT",
         help="ask a running scheduler service instead of solving here",
     )
+    add_tls_arguments(parser, server=False)
     parser.set_defaults(handler=run_schedule)
 
 
@@ -66,6 +68,7 @@ def add_scheduler_command(subparsers: Any) -> None:
         "--max-message-mb", type=int, default=64, help="gRPC message size limit in MiB"
     )
     serve.add_argument("--metrics-port", type=int, default=None, help="Prometheus /metrics port")
+    add_tls_arguments(serve, server=True)
     serve.set_defaults(handler=run_serve)
 
 
@@ -156,8 +159,10 @@ def _schedule_remote(doc: Any, args: argparse.Namespace) -> int:
     except (json_format.ParseError, TypeError, AttributeError) as error:
         return _fail(EXIT_MALFORMED, f"instance: {error}", sys.stderr)
     try:
-        with SchedulerClient(args.remote) as client:
+        with SchedulerClient(args.remote, tls=tls_from_args(args)) as client:
             response = client.allocate(request)
+    except TlsConfigError as error:
+        return _fail(EXIT_MALFORMED, str(error), sys.stderr)
     except grpc.RpcError as error:
         code = error.code()
         details = error.details() or ""
@@ -175,13 +180,18 @@ def run_serve(args: argparse.Namespace) -> int:
     from scheduler.service import start_scheduler
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    running = start_scheduler(
-        args.host,
-        args.port,
-        max_message_bytes=args.max_message_mb * 2**20,
-        workers=args.workers,
-        metrics_port=args.metrics_port,
-    )
+    try:
+        running = start_scheduler(
+            args.host,
+            args.port,
+            max_message_bytes=args.max_message_mb * 2**20,
+            workers=args.workers,
+            metrics_port=args.metrics_port,
+            tls=tls_from_args(args),
+        )
+    except (TlsConfigError, OSError) as error:
+        print(f"deft scheduler: error: {error}", file=sys.stderr)
+        return EXIT_MALFORMED
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):  # before "listening": callers may signal then
         signal.signal(signum, lambda *_: stop.set())

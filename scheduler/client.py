@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import grpc
-
+from protos.credentials import PLAINTEXT, TlsFiles, open_channel
 from protos.deft.v1 import scheduler_pb2, scheduler_pb2_grpc
 from protos.grpc_options import DEFAULT_MAX_MESSAGE_BYTES, message_size_options
 
@@ -15,12 +14,11 @@ class SchedulerClient:
         *,
         timeout_s: float = 30.0,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        tls: TlsFiles = PLAINTEXT,
     ) -> None:
         self.address = address
         self.timeout_s = timeout_s
-        self._channel = grpc.insecure_channel(
-            address, options=message_size_options(max_message_bytes)
-        )
+        self._channel = open_channel(address, tls, message_size_options(max_message_bytes))
         self._stub = scheduler_pb2_grpc.SchedulerStub(self._channel)
 
     def allocate(self, request: scheduler_pb2.AllocateRequest) -> scheduler_pb2.AllocateResponse:

@@ -10,6 +10,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from protos.credentials import PLAINTEXT, TlsFiles, add_port
 from protos.deft.v1 import scheduler_pb2, scheduler_pb2_grpc
 from protos.grpc_options import DEFAULT_MAX_MESSAGE_BYTES, SCHEDULER_SERVICE, message_size_options
 from scheduler.convert import instance_from_request, response_from_allocation
@@ -104,6 +105,7 @@ def start_scheduler(
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     workers: int = 4,
     metrics_port: int | None = None,
+    tls: TlsFiles = PLAINTEXT,
 ) -> RunningScheduler:
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers),
@@ -123,7 +125,7 @@ def start_scheduler(
         ),
         server,
     )
-    bound = server.add_insecure_port(f"{host}:{port}")
+    bound = add_port(server, f"{host}:{port}", tls)
     if bound == 0:
         raise OSError(f"cannot bind the scheduler to {host}:{port}")
     server.start()

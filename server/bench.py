@@ -6,6 +6,7 @@
 3. Gradient streaming throughput over gRPC versus a raw loopback TCP socket.
 4. Coordinator overhead per round with 20 agents (instant fake agents: no compute).
 5. DEFT (`deft demo`) versus centralized metric at equal steps on the embedded task.
+6. The emulated wireless testbed (root only): measured versus modelled upload times.
 Targets are checked at the end (PASS/FAIL); results go to bench-results/system.json.
 """
 
@@ -380,7 +381,7 @@ def bench_accuracy(rounds: int, out: Path) -> dict[str, Any]:
     }
 
 
-PARTS = ("blocks", "streaming", "coordinator", "accuracy")
+PARTS = ("blocks", "streaming", "coordinator", "accuracy", "testbed")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -437,6 +438,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{a['deft_before']:.4f}), centralized {a['centralized_metric']:.4f}: "
             f"{100 * a['ratio']:.1f}% (demo wall time {a['deft_wall_s']:.0f} s)"
         )
+    if "testbed" in parts:
+        log("(6) emulated wireless testbed")
+        results["testbed"] = bench_testbed(args.quick)
+        if "rows" in results["testbed"]:
+            from server.testbed.runner import format_report
+
+            print("\n(6) testbed: upload time on tc-shaped links vs the scheduler's model")
+            print(format_report(results["testbed"]))
+        else:
+            print(f"\n(6) testbed skipped: {results['testbed']['skipped']}")
     verdicts = targets(results)
     print("\ntargets:")
     for line in verdicts:
@@ -446,6 +457,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         json.dumps(results, indent=2)
     )
     return 0
+
+
+def bench_testbed(quick: bool) -> dict[str, Any]:
+    from server.testbed.netns import TestbedUnavailable, check_available
+    from server.testbed.runner import TestbedConfig, run_testbed
+
+    try:
+        check_available()
+    except TestbedUnavailable as error:
+        return {"skipped": str(error)}
+    config = TestbedConfig(agents=3 if quick else 6, rounds=2 if quick else 5, prefix="dbench")
+    return run_testbed(config, log=log)
 
 
 def targets(results: dict[str, Any]) -> list[str]:
@@ -467,6 +490,12 @@ def targets(results: dict[str, Any]) -> list[str]:
         lines.append(
             f"{'PASS' if overhead < 50 else 'FAIL'} coordinator overhead {overhead:.1f} ms "
             f"per round with 20 agents (target < 50 ms)"
+        )
+    if "rows" in results.get("testbed", {}):
+        error = results["testbed"]["median_abs_error"]
+        lines.append(
+            f"{'PASS' if error <= 0.2 else 'FAIL'} testbed upload time within "
+            f"{100 * error:.1f}% of the modelled S/(B_k r_k) (median; target <= 20%)"
         )
     if "accuracy" in results:
         ratio = results["accuracy"]["ratio"]

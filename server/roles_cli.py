@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from protos.credentials import TlsConfigError, add_tls_arguments, tls_from_args
 from protos.grpc_options import MEBIBYTE
 
 UNITS = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12, "ki": 2**10, "mi": 2**20, "gi": 2**30}
@@ -105,6 +106,8 @@ def add_coordinator_command(subparsers: Any) -> None:
     )
     serve.add_argument("--seed", type=int, default=0)
     serve.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    add_tls_arguments(serve, server=True)
+    add_tls_arguments(serve, "--scheduler-tls", server=False)
     serve.set_defaults(handler=run_coordinator)
 
 
@@ -149,6 +152,7 @@ def add_agent_command(subparsers: Any) -> None:
         default=30.0,
         help="longest wait between reconnection attempts, seconds",
     )
+    add_tls_arguments(parser, server=False)
     parser.set_defaults(handler=run_agent)
 
 
@@ -189,7 +193,7 @@ def _model_and_data_errors() -> tuple[type[Exception], ...]:
     from device_agent.glue import DataError
     from device_agent.model import ModelError
 
-    return ModelError, DataError, OSError
+    return ModelError, DataError, OSError, TlsConfigError
 
 
 def _coordinator_errors() -> tuple[type[Exception], ...]:
@@ -245,6 +249,8 @@ def run_coordinator(args: argparse.Namespace) -> int:
         on_round=lambda record: print_round(record, config.rounds),
         on_baseline=print_baseline,
         on_allocation=_shaper(args.tc_shaping),
+        tls=tls_from_args(args),
+        scheduler_tls=tls_from_args(args, "--scheduler-tls"),
     )
     stop = threading.Event()
     _wait_for_signal(stop)  # before "listening": callers may signal right after reading it
@@ -304,6 +310,7 @@ def run_agent(args: argparse.Namespace) -> int:
         max_message_bytes=args.max_message_mb * MEBIBYTE,
         max_backoff_s=args.max_backoff,
         metrics_port=args.metrics_port,
+        tls=tls_from_args(args),
     )
     agent = DeviceAgent(config)
     _wait_for_signal(agent.stop)
@@ -377,6 +384,7 @@ def add_health_command(subparsers: Any) -> None:
     parser.add_argument("target", help="HOST:PORT")
     parser.add_argument("--service", default="", help="service name ('' = the whole server)")
     parser.add_argument("--timeout", type=float, default=3.0)
+    add_tls_arguments(parser, server=False)
     parser.set_defaults(handler=run_health)
 
 
@@ -385,8 +393,10 @@ def run_health(args: argparse.Namespace) -> int:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+    from protos.credentials import open_channel
+
     try:
-        with grpc.insecure_channel(args.target) as channel:
+        with open_channel(args.target, tls_from_args(args)) as channel:
             reply = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout
             )

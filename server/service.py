@@ -21,6 +21,7 @@ from grpc_reflection.v1alpha import reflection
 from device_agent.batching import encode
 from device_agent.glue import read_split, task_spec
 from device_agent.model import load_model, model_fingerprint
+from protos.credentials import PLAINTEXT, TlsFiles, add_port
 from protos.deft.v1 import coordinator_pb2, coordinator_pb2_grpc
 from protos.grpc_options import (
     COORDINATOR_SERVICE,
@@ -194,6 +195,8 @@ def start_coordinator(
     on_round: Callable[[dict[str, Any]], None] | None = None,
     on_baseline: Callable[[dict[str, Any]], None] | None = None,
     on_allocation: Callable[[dict[str, float]], None] | None = None,
+    tls: TlsFiles = PLAINTEXT,
+    scheduler_tls: TlsFiles = PLAINTEXT,
 ) -> RunningCoordinator:
     """Load the model and dev data, restore a checkpoint if asked, start serving and the rounds."""
     spec = task_spec(config.task)
@@ -210,7 +213,7 @@ def start_coordinator(
     dev = encode(loaded.tokenizer, read_split(config.data_dir, spec, "dev"), config.max_seq_length)
     metrics = CoordinatorMetrics()
     registry = AgentRegistry(config.liveness_timeout_s)
-    scheduler = SchedulerClient(config.scheduler_address, timeout_s=60)
+    scheduler = SchedulerClient(config.scheduler_address, timeout_s=60, tls=scheduler_tls)
     engine = RoundEngine(
         config,
         state,
@@ -237,7 +240,7 @@ def start_coordinator(
     reflection.enable_server_reflection(
         (COORDINATOR_SERVICE, "grpc.health.v1.Health", reflection.SERVICE_NAME), server
     )
-    bound = server.add_insecure_port(f"{host}:{port}")
+    bound = add_port(server, f"{host}:{port}", tls)
     if bound == 0:
         raise OSError(f"cannot bind the coordinator to {host}:{port}")
     server.start()
