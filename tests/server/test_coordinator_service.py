@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,11 +33,14 @@ class FakeAgent:
     instruction: coordinator_pb2.RoundInstruction | None = None
 
 
-@pytest.fixture
-def coordinator(tiny_model_dir: Path, tmp_path: Path) -> Iterator[RunningCoordinator]:
+@contextmanager
+def one_round_coordinator(
+    model_dir: Path, tmp_path: Path, metrics_port: int | None = None
+) -> Iterator[RunningCoordinator]:
+    """Scheduler and coordinator in this process, for one round with agents the test plays."""
     scheduler = start_scheduler("127.0.0.1", 0)
     config = CoordinatorConfig(
-        model_dir=tiny_model_dir,
+        model_dir=model_dir,
         data_dir=EMBEDDED_TASK_DIR,
         rounds=1,
         report_wait_s=0.2,
@@ -45,10 +49,18 @@ def coordinator(tiny_model_dir: Path, tmp_path: Path) -> Iterator[RunningCoordin
         liveness_timeout_s=120,
         scheduler_address=f"127.0.0.1:{scheduler.port}",
     )
-    running = start_coordinator(config, host="127.0.0.1", port=0)
-    yield running
-    running.stop(grace=None)
-    scheduler.stop(grace=None)
+    running = start_coordinator(config, host="127.0.0.1", port=0, metrics_port=metrics_port)
+    try:
+        yield running
+    finally:
+        running.stop(grace=None)
+        scheduler.stop(grace=None)
+
+
+@pytest.fixture
+def coordinator(tiny_model_dir: Path, tmp_path: Path) -> Iterator[RunningCoordinator]:
+    with one_round_coordinator(tiny_model_dir, tmp_path) as running:
+        yield running
 
 
 @pytest.fixture
@@ -283,18 +295,7 @@ def scrape(port: int) -> dict[str, float]:
 
 
 def test_metrics_are_exported_with_prometheus_names(tiny_model_dir: Path, tmp_path: Path) -> None:
-    scheduler = start_scheduler("127.0.0.1", 0)
-    config = CoordinatorConfig(
-        model_dir=tiny_model_dir,
-        data_dir=EMBEDDED_TASK_DIR,
-        rounds=1,
-        report_wait_s=0.2,
-        checkpoint_dir=tmp_path / "ck",
-        scheduler_address=f"127.0.0.1:{scheduler.port}",
-        liveness_timeout_s=120,
-    )
-    running = start_coordinator(config, host="127.0.0.1", port=0, metrics_port=0)
-    try:
+    with one_round_coordinator(tiny_model_dir, tmp_path, metrics_port=0) as running:
         with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
             stub = coordinator_pb2_grpc.CoordinatorStub(channel)
             agents = start_round(stub, tiny_model_dir)
@@ -304,9 +305,6 @@ def test_metrics_are_exported_with_prometheus_names(tiny_model_dir: Path, tmp_pa
         assert running.engine.finished.wait(60)
         assert running.metrics_port is not None
         samples = scrape(running.metrics_port)
-    finally:
-        running.stop(grace=None)
-        scheduler.stop(grace=None)
     record = running.engine.state.history[0]
     assert samples['deft_round_latency_seconds{kind="measured"}'] == pytest.approx(
         record["measured_wall_s"]
