@@ -34,6 +34,13 @@ from protos.grpc_options import DEFAULT_MAX_MESSAGE_BYTES, message_size_options
 from protos.tensor_stream import from_chunks, to_chunks
 
 log = logging.getLogger("deft.agent")
+# Refusals that concern one round only; the agent carries on with the next round.
+ROUND_LEVEL = {
+    grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.PERMISSION_DENIED,
+}
 RETRYABLE = {
     grpc.StatusCode.UNAVAILABLE,
     grpc.StatusCode.NOT_FOUND,
@@ -297,7 +304,20 @@ class DeviceAgent:
                 self.metrics.block.labels(self.config.device_id).set(0)
                 round_number += 1
                 continue
-            self.train_round(session, instruction)
+            try:
+                self.train_round(session, instruction)
+            except grpc.RpcError as error:
+                if error.code() not in ROUND_LEVEL:
+                    raise
+                # This round's work was refused (too late, round closed, a bad gradient): the
+                # coordinator has moved on, and so do we.
+                log.warning(
+                    "%s: round %d not counted: %s: %s",
+                    self.config.device_id,
+                    instruction.round,
+                    error.code().name,
+                    error.details(),
+                )
             round_number += 1
         return False
 

@@ -96,6 +96,13 @@ def add_coordinator_command(subparsers: Any) -> None:
     serve.add_argument("--history", type=Path, default=None, help="write round records as JSON")
     serve.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     serve.add_argument("--eval-every", type=int, default=1)
+    serve.add_argument(
+        "--finish-grace",
+        type=float,
+        default=60.0,
+        help="after the last round, seconds to keep serving until every live agent has been "
+        "told that training is over",
+    )
     serve.add_argument("--metrics-port", type=int, default=None, help="Prometheus /metrics port")
     serve.add_argument("--max-message-mb", type=int, default=64)
     serve.add_argument(
@@ -258,9 +265,10 @@ def run_coordinator(args: argparse.Namespace) -> int:
     print(f"coordinator listening on {args.host}:{running.port}{metrics}", flush=True)
     while not stop.is_set() and not running.engine.finished.is_set():
         stop.wait(0.5)
-    finished = running.engine.finished.is_set()
-    if finished:
-        stop.wait(2.0)  # let waiting agents hear "finished"
+    if running.engine.finished.is_set() and not stop.is_set():
+        missing = running.engine.wait_for_farewells(args.finish_grace)
+        if missing:
+            print(f"agents that never heard the end of training: {sorted(missing)}", flush=True)
     running.stop()
     print(f"coordinator stopped after {running.engine.state.round} rounds", flush=True)
     if running.engine.error is not None:

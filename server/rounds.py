@@ -144,6 +144,7 @@ class RoundEngine:
         self.finished = threading.Event()
         self.current: RunningRound | None = None
         self.error: Exception | None = None
+        self.told_finished: set[str] = set()  # agents that have heard "training is over"
         self._lock = threading.Condition()
         self._pending: dict[str, PendingReport] = {}
 
@@ -153,6 +154,8 @@ class RoundEngine:
     ) -> coordinator_pb2.RoundInstruction:
         validate_report(report, self.blocks)
         if self.finished.is_set():
+            with self._lock:
+                self.told_finished.add(device_id)
             return coordinator_pb2.RoundInstruction(round=self.state.round, finished=True)
         pending = PendingReport(device_id, report)
         with self._lock:
@@ -200,12 +203,26 @@ class RoundEngine:
 
     def _release_all(self, finished: bool = False) -> None:
         with self._lock:
+            if finished:
+                self.told_finished |= set(self._pending)
             for pending in self._pending.values():
                 pending.instruction = coordinator_pb2.RoundInstruction(
                     round=self.state.round + 1, finished=finished
                 )
                 pending.ready.set()
             self._pending.clear()
+
+    def wait_for_farewells(self, timeout_s: float) -> set[str]:
+        """After training, wait (up to timeout_s) until every live agent has heard "finished",
+        so none is left retrying a vanished coordinator. Returns the agents that never did."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            live = {record.device_id for record in self.registry.live()}
+            with self._lock:
+                waiting = live - self.told_finished
+            if not waiting or time.monotonic() >= deadline:
+                return waiting
+            time.sleep(0.2)
 
     def collect_reports(self) -> list[PendingReport]:
         """Wait for enough live agents to report, then briefly for the remaining live ones."""

@@ -163,3 +163,69 @@ def test_training_survives_a_killed_coordinator(tiny_model_dir: Path, tmp_path: 
     assert [r["round"] for r in final["history"]] == list(range(1, ROUNDS + 1))
     assert not np.isnan([r["train_loss"] for r in records]).any()
     assert re.fullmatch(r"[0-9a-f]{16}", saved_digest)
+
+
+def test_agents_that_miss_deadlines_keep_going(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """Every upload arrives after the 1 s round deadline: the coordinator closes the rounds
+    without them, and the agents, refused for those rounds, carry on until training ends."""
+    scheduler, match = start_deft(
+        "scheduler", "serve", "--host", "127.0.0.1", "--port", "0", ready=r"listening on .*:(\d+)"
+    )
+    processes: list[subprocess.Popen[str]] = [scheduler]
+    try:
+        coordinator, match = start_deft(
+            "coordinator",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--scheduler",
+            f"127.0.0.1:{match.group(1)}",
+            "--model",
+            str(tiny_model_dir),
+            "--rounds",
+            "2",
+            "--round-timeout",
+            "1",
+            "--report-wait",
+            "0.3",
+            "--checkpoint-dir",
+            str(tmp_path / "ck"),
+            "--history",
+            str(tmp_path / "h.json"),
+            ready=r"listening on .*:(\d+)",
+        )
+        processes.append(coordinator)
+        agents = [
+            start_deft(
+                "agent",
+                "--coordinator",
+                f"127.0.0.1:{match.group(1)}",
+                "--id",
+                f"late{i}",
+                "--model",
+                str(tiny_model_dir),
+                "--shard",
+                f"{i}/3",
+                "--threads",
+                "1",
+                "--slowdown",
+                "50",
+                "--profile-cache",
+                str(tmp_path / "profiles"),
+                ready="registered",
+            )[0]
+            for i in range(3)
+        ]
+        processes += agents
+        assert coordinator.wait(timeout=180) == 0
+        for agent in agents:
+            assert agent.wait(timeout=120) == 0
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    rounds = json.loads((tmp_path / "h.json").read_text())["rounds"]
+    assert [r["blocks_updated"] for r in rounds] == [[], []]
