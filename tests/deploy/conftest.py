@@ -12,15 +12,8 @@ from dataclasses import dataclass
 import pytest
 
 from device_agent.random_encoder import make_random_encoder
+from server.net import free_port
 from tests.helpers import start_deft
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def scrape(port: int) -> str:

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.conftest import LiveSystem, free_port, scrape
+from server.net import free_port
+from tests.deploy.conftest import LiveSystem, scrape
 from tests.helpers import ROOT
 
 DASHBOARD = ROOT / "deploy/grafana/dashboards/lola-deft.json"

@@ -33,3 +33,9 @@ def test_demo_runs_end_to_end_on_a_tiny_model(tiny_model_dir: Path, tmp_path: Pa
     assert (Path(summary["adapter"]) / "adapter_config.json").is_file()
     assert (out / "demo.png").stat().st_size > 1000
     assert f"adapter (peft format): {summary['adapter']}" in result.stdout
+
+
+def test_demo_refuses_too_few_agents_for_the_blocks(tiny_model_dir: Path) -> None:
+    result = run_deft("demo", "--model", str(tiny_model_dir), "--agents", "2")
+    assert result.returncode == 2
+    assert "the model has 3 LoRA blocks" in result.stderr and "--agents 3" in result.stderr

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import re
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -19,16 +18,11 @@ from peft import PeftModel
 from transformers import AutoModelForSequenceClassification
 
 from device_agent.model import load_model
+from server.net import free_port
 from server.training_state import adapter_digest
 from tests.helpers import start_deft
 
 ROUNDS = 6
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def wait_for(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
