@@ -56,3 +56,90 @@ def start_deft(
             return process, match
     process.kill()
     raise RuntimeError(f"deft {' '.join(args)} did not print {ready!r}; output:\n{''.join(seen)}")
+
+
+class LocalCluster:
+    """Scheduler, coordinator and agents as real `deft` processes on loopback, all killed on
+    exit. Each start_* returns the process; addresses are kept on the cluster."""
+
+    def __init__(self, model: Path, work: Path) -> None:
+        self.model = model
+        self.work = work
+        self.processes: list[subprocess.Popen[str]] = []
+        self.scheduler_address = ""
+        self.coordinator_address = ""
+
+    def __enter__(self) -> LocalCluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+    def _start(self, *args: str, ready: str) -> tuple[subprocess.Popen[str], re.Match[str]]:
+        process, match = start_deft(*args, ready=ready)
+        self.processes.append(process)
+        return process, match
+
+    def start_scheduler(self, *extra: str) -> subprocess.Popen[str]:
+        process, match = self._start(
+            "scheduler",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            *extra,
+            ready=r"listening on .*?:(\d+)",
+        )
+        self.scheduler_address = f"127.0.0.1:{match.group(1)}"
+        return process
+
+    def start_coordinator(
+        self, *extra: str, port: int = 0, ready: str = r"coordinator listening on .*?:(\d+)"
+    ) -> tuple[subprocess.Popen[str], re.Match[str]]:
+        process, match = self._start(
+            "coordinator",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--scheduler",
+            self.scheduler_address,
+            "--model",
+            str(self.model),
+            "--checkpoint-dir",
+            str(self.work / "ck"),
+            "--history",
+            str(self.work / "history.json"),
+            "--threads",
+            "1",
+            *extra,
+            ready=ready,
+        )
+        if port:
+            self.coordinator_address = f"127.0.0.1:{port}"
+        elif match.groups():
+            self.coordinator_address = f"127.0.0.1:{match.group(1)}"
+        return process, match
+
+    def start_agent(self, device_id: str, *extra: str) -> subprocess.Popen[str]:
+        process, _ = self._start(
+            "agent",
+            "--coordinator",
+            self.coordinator_address,
+            "--id",
+            device_id,
+            "--model",
+            str(self.model),
+            "--threads",
+            "1",
+            "--profile-cache",
+            str(self.work / "profiles"),
+            *extra,
+            ready="registered",
+        )
+        return process

@@ -3,7 +3,6 @@ processes on loopback, each exporting Prometheus metrics, on a tiny random encod
 
 from __future__ import annotations
 
-import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -13,7 +12,7 @@ import pytest
 
 from device_agent.random_encoder import make_random_encoder
 from server.net import free_port
-from tests.helpers import start_deft
+from tests.helpers import LocalCluster
 
 
 def scrape(port: int) -> str:
@@ -41,68 +40,18 @@ def live_system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveSystem
     root = tmp_path_factory.mktemp("live")
     model = make_random_encoder(root / "model", "tiny", layers=3)
     system = LiveSystem(free_port(), free_port(), [free_port() for _ in range(3)])
-    processes: list[subprocess.Popen[str]] = []
-    try:
-        scheduler, match = start_deft(
-            "scheduler",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--metrics-port",
-            str(system.scheduler_metrics),
-            ready=r"listening on .*:(\d+),",
-        )
-        processes.append(scheduler)
-        coordinator, match = start_deft(
-            "coordinator",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--scheduler",
-            f"127.0.0.1:{match.group(1)}",
-            "--model",
-            str(model),
+    with LocalCluster(model, root) as cluster:
+        cluster.start_scheduler("--metrics-port", str(system.scheduler_metrics))
+        cluster.start_coordinator(
             "--rounds",
             "100000",
             "--report-wait",
             "0.2",
-            "--checkpoint-dir",
-            str(root / "ck"),
             "--metrics-port",
             str(system.coordinator_metrics),
-            "--threads",
-            "1",
-            ready=r"listening on .*:(\d+),",
         )
-        processes.append(coordinator)
         for index, port in enumerate(system.agent_metrics):
-            agent, _ = start_deft(
-                "agent",
-                "--coordinator",
-                f"127.0.0.1:{match.group(1)}",
-                "--id",
-                f"dev{index}",
-                "--model",
-                str(model),
-                "--shard",
-                "auto/3",
-                "--threads",
-                "1",
-                "--slowdown",
-                "4",
-                "--metrics-port",
-                str(port),
-                "--profile-cache",
-                str(root / "profiles"),
-                ready="registered",
+            cluster.start_agent(
+                f"dev{index}", "--shard", "auto/3", "--slowdown", "4", "--metrics-port", str(port)
             )
-            processes.append(agent)
         yield system
-    finally:
-        for process in processes:
-            process.kill()
-            process.wait()

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import re
 import signal
-import subprocess
 import time
 import urllib.request
 from pathlib import Path
@@ -20,7 +19,7 @@ from transformers import AutoModelForSequenceClassification
 from device_agent.model import load_model
 from server.net import free_port
 from server.training_state import adapter_digest
-from tests.helpers import start_deft
+from tests.helpers import LocalCluster
 
 ROUNDS = 6
 
@@ -49,63 +48,25 @@ def latest_checkpoint(directory: Path) -> Path | None:
 
 def test_training_survives_a_killed_coordinator(tiny_model_dir: Path, tmp_path: Path) -> None:
     checkpoints, history = tmp_path / "ck", tmp_path / "history.json"
-    scheduler, match = start_deft(
-        "scheduler", "serve", "--host", "127.0.0.1", "--port", "0", ready=r"listening on .*:(\d+)"
-    )
-    scheduler_address = f"127.0.0.1:{match.group(1)}"
     port = free_port()
-    coordinator_args = [
-        "coordinator",
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--scheduler",
-        scheduler_address,
-        "--model",
-        str(tiny_model_dir),
-        "--rounds",
-        str(ROUNDS),
-        "--report-wait",
-        "0.3",
-        "--checkpoint-dir",
-        str(checkpoints),
-        "--history",
-        str(history),
-        "--threads",
-        "1",
-    ]
-    processes: list[subprocess.Popen[str]] = [scheduler]
-    try:
-        coordinator, _ = start_deft(*coordinator_args, ready="coordinator listening")
-        processes.append(coordinator)
+    coordinator_args = ("--rounds", str(ROUNDS), "--report-wait", "0.3")
+    with LocalCluster(tiny_model_dir, tmp_path) as cluster:
+        cluster.start_scheduler()
+        coordinator, _ = cluster.start_coordinator(*coordinator_args, port=port)
         agent_metrics_port = free_port()
         agents = [
-            start_deft(
-                "agent",
-                *(["--metrics-port", str(agent_metrics_port)] if i == 0 else []),
-                "--coordinator",
-                f"127.0.0.1:{port}",
-                "--id",
+            cluster.start_agent(
                 f"dev{i}",
-                "--model",
-                str(tiny_model_dir),
                 "--shard",
                 f"{i}/3",
-                "--threads",
-                "1",
                 "--slowdown",
                 "8",
                 "--max-backoff",
                 "1",
-                "--profile-cache",
-                str(tmp_path / "profiles"),
-                ready="registered",
-            )[0]
+                *(["--metrics-port", str(agent_metrics_port)] if i == 0 else []),
+            )
             for i in range(3)
         ]
-        processes += agents
 
         wait_for(lambda: latest_checkpoint(checkpoints) is not None, 120, "a first checkpoint")
         wait_for(lambda: agent_rounds(agent_metrics_port) >= 1, 60, "dev0's metrics")
@@ -128,8 +89,9 @@ def test_training_survives_a_killed_coordinator(tiny_model_dir: Path, tmp_path: 
         for name, value in saved["trainable"].items():
             assert torch.equal(peft_params[name], value), name
 
-        resumed, line = start_deft(*coordinator_args, "--resume", ready=r"resumed from .*")
-        processes.append(resumed)
+        resumed, line = cluster.start_coordinator(
+            *coordinator_args, "--resume", port=port, ready=r"resumed from .*"
+        )
         expected = (
             f"resumed from {killed_at}: {rounds_done} rounds done, adapter sha256 {saved_digest}"
         )
@@ -137,11 +99,6 @@ def test_training_survives_a_killed_coordinator(tiny_model_dir: Path, tmp_path: 
         assert resumed.wait(timeout=240) == 0
         for agent in agents:
             assert agent.wait(timeout=60) == 0  # each heard "finished" and exited cleanly
-    finally:
-        for process in processes:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
 
     document = json.loads(history.read_text())
     assert 0.0 <= document["baseline"]["accuracy"] <= 1.0
@@ -162,64 +119,17 @@ def test_training_survives_a_killed_coordinator(tiny_model_dir: Path, tmp_path: 
 def test_agents_that_miss_deadlines_keep_going(tiny_model_dir: Path, tmp_path: Path) -> None:
     """Every upload arrives after the 1 s round deadline: the coordinator closes the rounds
     without them, and the agents, refused for those rounds, carry on until training ends."""
-    scheduler, match = start_deft(
-        "scheduler", "serve", "--host", "127.0.0.1", "--port", "0", ready=r"listening on .*:(\d+)"
-    )
-    processes: list[subprocess.Popen[str]] = [scheduler]
-    try:
-        coordinator, match = start_deft(
-            "coordinator",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--scheduler",
-            f"127.0.0.1:{match.group(1)}",
-            "--model",
-            str(tiny_model_dir),
-            "--rounds",
-            "2",
-            "--round-timeout",
-            "1",
-            "--report-wait",
-            "0.3",
-            "--checkpoint-dir",
-            str(tmp_path / "ck"),
-            "--history",
-            str(tmp_path / "h.json"),
-            ready=r"listening on .*:(\d+)",
+    with LocalCluster(tiny_model_dir, tmp_path) as cluster:
+        cluster.start_scheduler()
+        coordinator, _ = cluster.start_coordinator(
+            "--rounds", "2", "--round-timeout", "1", "--report-wait", "0.3"
         )
-        processes.append(coordinator)
         agents = [
-            start_deft(
-                "agent",
-                "--coordinator",
-                f"127.0.0.1:{match.group(1)}",
-                "--id",
-                f"late{i}",
-                "--model",
-                str(tiny_model_dir),
-                "--shard",
-                f"{i}/3",
-                "--threads",
-                "1",
-                "--slowdown",
-                "50",
-                "--profile-cache",
-                str(tmp_path / "profiles"),
-                ready="registered",
-            )[0]
+            cluster.start_agent(f"late{i}", "--shard", f"{i}/3", "--slowdown", "50")
             for i in range(3)
         ]
-        processes += agents
         assert coordinator.wait(timeout=180) == 0
         for agent in agents:
             assert agent.wait(timeout=120) == 0
-    finally:
-        for process in processes:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-    rounds = json.loads((tmp_path / "h.json").read_text())["rounds"]
+    rounds = json.loads((tmp_path / "history.json").read_text())["rounds"]
     assert [r["blocks_updated"] for r in rounds] == [[], []]
