@@ -9,33 +9,23 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from device_agent.batching import BatchSampler, encode
 from device_agent.glue import read_split, task_spec
-from device_agent.model import LoraSettings, load_model
+from device_agent.model import load_model
 from device_agent.training import block_gradient
 from server.evaluation import evaluate
+from server.settings import TrainingSettings
 from server.training_state import TrainingState
 
 
 @dataclass
-class CentralizedConfig:
-    model_dir: Path
-    data_dir: Path
-    task: str = "sst2"
-    steps: int = 20
-    local_iterations: int = 2
-    batch_size: int = 16
-    max_seq_length: int = 48
-    learning_rate: float = 5e-4
-    lora: LoraSettings = field(default_factory=LoraSettings)
-    eval_every: int = 1
-    seed: int = 0
+class CentralizedConfig(TrainingSettings):
+    steps: int = 20  # one Adam step per DEFT round
 
 
 def train_centralized(

@@ -65,6 +65,46 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    """Model, task and training budget: shared by the coordinator and the centralized baseline,
+    so both can be given the same settings."""
+    add_model_arguments(parser)
+    parser.add_argument("--task", default="sst2", help="GLUE task name (cola, sst2, mrpc, ...)")
+    parser.add_argument(
+        "--local-iterations",
+        type=int,
+        default=2,
+        help="M: mini-batches per device per round (per centralized step)",
+    )
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--max-seq-length", type=int, default=48)
+    parser.add_argument("--lr", type=float, default=5e-4, help="Adam learning rate")
+    parser.add_argument("--lora-rank", type=int, default=8)
+    parser.add_argument("--lora-alpha", type=float, default=16.0)
+    parser.add_argument("--lora-targets", default="query,value")
+    parser.add_argument("--eval-every", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def training_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """TrainingSettings fields from add_training_arguments' flags."""
+    from device_agent.glue import EMBEDDED_TASK_DIR
+    from device_agent.model import LoraSettings, default_model_dir
+
+    return {
+        "model_dir": args.model or default_model_dir(),
+        "data_dir": args.data or EMBEDDED_TASK_DIR,
+        "task": args.task,
+        "local_iterations": args.local_iterations,
+        "batch_size": args.batch_size,
+        "max_seq_length": args.max_seq_length,
+        "learning_rate": args.lr,
+        "lora": LoraSettings(args.lora_rank, args.lora_alpha, tuple(args.lora_targets.split(","))),
+        "eval_every": args.eval_every,
+        "seed": args.seed,
+    }
+
+
 def add_coordinator_command(subparsers: Any) -> None:
     parser = subparsers.add_parser("coordinator", help="the round coordinator (edge server)")
     commands = parser.add_subparsers(dest="coordinator_command", required=True)
@@ -73,16 +113,8 @@ def add_coordinator_command(subparsers: Any) -> None:
     serve.add_argument("--port", type=int, default=50052, help="gRPC port (0 picks a free one)")
     serve.add_argument("--scheduler", default="127.0.0.1:50051", help="scheduler HOST:PORT")
     serve.add_argument("--policy", default="jbba", help="scheduling policy (see deft schedule -h)")
-    add_model_arguments(serve)
-    serve.add_argument("--task", default="sst2", help="GLUE task name (cola, sst2, mrpc, ...)")
+    add_training_arguments(serve)
     serve.add_argument("--rounds", type=int, default=20)
-    serve.add_argument("--local-iterations", type=int, default=2, help="M")
-    serve.add_argument("--batch-size", type=int, default=16)
-    serve.add_argument("--max-seq-length", type=int, default=48)
-    serve.add_argument("--lr", type=float, default=5e-4, help="server-side Adam learning rate")
-    serve.add_argument("--lora-rank", type=int, default=8)
-    serve.add_argument("--lora-alpha", type=float, default=16.0)
-    serve.add_argument("--lora-targets", default="query,value")
     serve.add_argument("--bandwidth-hz", type=float, default=100e6, help="uplink band B")
     serve.add_argument("--min-agents", type=int, default=0, help="default: number of blocks")
     serve.add_argument(
@@ -95,7 +127,6 @@ def add_coordinator_command(subparsers: Any) -> None:
     serve.add_argument("--checkpoint-dir", type=Path, default=Path("deft-run/checkpoints"))
     serve.add_argument("--history", type=Path, default=None, help="write round records as JSON")
     serve.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
-    serve.add_argument("--eval-every", type=int, default=1)
     serve.add_argument(
         "--finish-grace",
         type=float,
@@ -111,7 +142,6 @@ def add_coordinator_command(subparsers: Any) -> None:
         default=None,
         help="testbed: shape agent aI's uplink (namespace PREFIX-aI) to B_k r_k every round",
     )
-    serve.add_argument("--seed", type=int, default=0)
     serve.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     add_tls_arguments(serve, server=True)
     add_tls_arguments(serve, "--scheduler-tls", server=False)
@@ -219,22 +249,13 @@ def _agent_errors() -> tuple[type[Exception], ...]:
 def run_coordinator(args: argparse.Namespace) -> int:
     setup_logging()
     _set_threads(args.threads)
-    from device_agent.glue import EMBEDDED_TASK_DIR
-    from device_agent.model import LoraSettings, default_model_dir
     from server.progress import print_baseline, print_round
     from server.rounds import CoordinatorConfig
     from server.service import start_coordinator
 
     config = CoordinatorConfig(
-        model_dir=args.model or default_model_dir(),
-        data_dir=args.data or EMBEDDED_TASK_DIR,
-        task=args.task,
+        **training_settings(args),
         rounds=args.rounds,
-        local_iterations=args.local_iterations,
-        batch_size=args.batch_size,
-        max_seq_length=args.max_seq_length,
-        learning_rate=args.lr,
-        lora=LoraSettings(args.lora_rank, args.lora_alpha, tuple(args.lora_targets.split(","))),
         policy=args.policy,
         scheduler_address=args.scheduler,
         bandwidth_hz=args.bandwidth_hz,
@@ -244,8 +265,6 @@ def run_coordinator(args: argparse.Namespace) -> int:
         checkpoint_dir=args.checkpoint_dir,
         history_path=args.history,
         resume=args.resume,
-        eval_every=args.eval_every,
-        seed=args.seed,
     )
     running = start_coordinator(
         config,
@@ -329,17 +348,8 @@ def add_centralized_command(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "centralized", help="fine-tune the same model and task in one process, for comparison"
     )
-    add_model_arguments(parser)
-    parser.add_argument("--task", default="sst2")
+    add_training_arguments(parser)
     parser.add_argument("--steps", type=int, default=20, help="Adam steps (= DEFT rounds)")
-    parser.add_argument(
-        "--local-iterations", type=int, default=2, help="mini-batches per step (= DEFT's M)"
-    )
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--max-seq-length", type=int, default=48)
-    parser.add_argument("--lr", type=float, default=5e-4)
-    parser.add_argument("--eval-every", type=int, default=1)
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="write the step records as JSON")
     parser.set_defaults(handler=run_centralized)
 
@@ -347,22 +357,9 @@ def add_centralized_command(subparsers: Any) -> None:
 @user_errors("centralized", _model_and_data_errors)
 def run_centralized(args: argparse.Namespace) -> int:
     setup_logging()
-    from device_agent.glue import EMBEDDED_TASK_DIR
-    from device_agent.model import default_model_dir
     from server.centralized import CentralizedConfig, final_metric, train_centralized
 
-    config = CentralizedConfig(
-        model_dir=args.model or default_model_dir(),
-        data_dir=args.data or EMBEDDED_TASK_DIR,
-        task=args.task,
-        steps=args.steps,
-        local_iterations=args.local_iterations,
-        batch_size=args.batch_size,
-        max_seq_length=args.max_seq_length,
-        learning_rate=args.lr,
-        eval_every=args.eval_every,
-        seed=args.seed,
-    )
+    config = CentralizedConfig(**training_settings(args), steps=args.steps)
 
     def show(record: dict[str, Any]) -> None:
         evaluation = record.get("eval")

@@ -1,0 +1,26 @@
+"""What a DEFT run and its centralized baseline share: model, task and training budget.
+
+One definition keeps the comparison fair: `deft centralized` accepts exactly the training flags
+of `deft coordinator serve` and builds the same settings from them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from device_agent.model import LoraSettings
+
+
+@dataclass
+class TrainingSettings:
+    model_dir: Path
+    data_dir: Path
+    task: str = "sst2"
+    local_iterations: int = 2  # the paper's M: mini-batches per device (per step) per round
+    batch_size: int = 16
+    max_seq_length: int = 48
+    learning_rate: float = 5e-4
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    eval_every: int = 1
+    seed: int = 0
