@@ -25,28 +25,21 @@ import numpy as np
 
 from device_agent.batching import EncodedSplit
 from device_agent.glue import TaskSpec
-from device_agent.model import HEAD, LoraSettings
+from device_agent.model import HEAD
 from protos.deft.v1 import coordinator_pb2, scheduler_pb2
 from server.aggregation import RoundCollector
 from server.evaluation import evaluate
 from server.metrics import CoordinatorMetrics
 from server.registry import AgentRegistry
+from server.settings import TrainingSettings
 from server.training_state import TrainingState
 
 log = logging.getLogger("deft.coordinator")
 
 
 @dataclass
-class CoordinatorConfig:
-    model_dir: Path
-    data_dir: Path
-    task: str = "sst2"
+class CoordinatorConfig(TrainingSettings):
     rounds: int = 20
-    local_iterations: int = 2
-    batch_size: int = 16
-    max_seq_length: int = 48
-    learning_rate: float = 5e-4
-    lora: LoraSettings = field(default_factory=LoraSettings)
     policy: str = "jbba"
     scheduler_address: str = "127.0.0.1:50051"
     bandwidth_hz: float = 100e6
@@ -58,8 +51,6 @@ class CoordinatorConfig:
     checkpoint_dir: Path = Path("deft-run/checkpoints")
     history_path: Path | None = None
     resume: bool = False
-    eval_every: int = 1
-    seed: int = 0
 
 
 class ReportRejected(ValueError):
@@ -301,19 +292,18 @@ class RoundEngine:
             self._sit_out(reports, number)
             self.stop.wait(1.0)
             return
+        phases["schedule"] = time.perf_counter() - asked
+        self.metrics.scheduler_call.set(phases["schedule"])
         if self.on_allocation:  # e.g. re-shape the testbed's links before anyone uploads
-            efficiency = {
-                p.device_id: spectral_efficiency(p.report, self.config.bandwidth_hz, self.blocks)
-                for p in reports
-            }
+            shaping = time.perf_counter()
+            efficiency = {device.id: device.spectral_efficiency for device in request.devices}
             self.on_allocation(
                 {
                     entry.device: entry.bandwidth_hz * efficiency[entry.device]
                     for entry in allocation.assignment
                 }
             )
-        phases["schedule"] = time.perf_counter() - asked
-        self.metrics.scheduler_call.set(phases["schedule"])
+            phases["shape"] = time.perf_counter() - shaping
         self.metrics.solve.set(allocation.solve_seconds)
         dispatching = time.perf_counter()
         assignment = {entry.device: entry.block for entry in allocation.assignment}
@@ -361,7 +351,7 @@ class RoundEngine:
         saving = time.perf_counter()
         self.state.save(self.config.checkpoint_dir)
         phases["checkpoint"] = time.perf_counter() - saving
-        self._export(record, reports, by_device, uploads)
+        self._export(record, request, by_device, uploads)
         self.current = None
         if self.on_round:
             self.on_round(record)
@@ -431,7 +421,7 @@ class RoundEngine:
     def _export(
         self,
         record: dict[str, Any],
-        reports: list[PendingReport],
+        request: scheduler_pb2.AllocateRequest,
         by_device: dict[str, Any],
         uploads: dict[str, Any],
     ) -> None:
@@ -441,16 +431,14 @@ class RoundEngine:
         m.round_latency.labels("measured").set(record["measured_wall_s"])
         m.round_latency.labels("modelled").set(record["modelled_latency_s"])
         m.round_wall.observe(record["measured_wall_s"])
-        for pending in reports:
-            device = pending.device_id
+        for reported in request.devices:  # what the scheduler was told, device by device
+            device = reported.id
             entry = by_device.get(device)
             m.device_block.labels(device).set(entry.block if entry else 0)
             m.device_bandwidth.labels(device).set(entry.bandwidth_hz if entry else 0.0)
             m.device_modelled.labels(device).set(entry.latency_s if entry else 0.0)
-            m.device_memory.labels(device).set(pending.report.available_memory_bytes)
-            m.device_efficiency.labels(device).set(
-                spectral_efficiency(pending.report, self.config.bandwidth_hz, self.blocks)
-            )
+            m.device_memory.labels(device).set(reported.memory_bytes)
+            m.device_efficiency.labels(device).set(reported.spectral_efficiency)
             upload = uploads.get(device)
             m.device_compute.labels(device).set(upload.compute_s if upload else 0.0)
             m.device_upload.labels(device).set(upload.upload_s if upload else 0.0)
