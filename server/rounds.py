@@ -452,4 +452,6 @@ class RoundEngine:
         if self.config.history_path:
             self.config.history_path.parent.mkdir(parents=True, exist_ok=True)
             document = {"baseline": self.state.baseline, "rounds": self.state.history}
-            self.config.history_path.write_text(json.dumps(document, indent=1))
+            temporary = self.config.history_path.with_suffix(".tmp")
+            temporary.write_text(json.dumps(document, indent=1))
+            temporary.replace(self.config.history_path)  # a crash never leaves half a file
