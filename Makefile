@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 CONSTRAINTS := constraints.txt
 STAMP := $(VENV)/.installed
-PROTO_FILES := $(wildcard protos/deft/v1/*.proto)
+PROTO_FILES := $(wildcard lola_deft/protos/deft/v1/*.proto)
 
 .PHONY: venv demo test bench protos lint clean
 
@@ -26,8 +26,8 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
-	$(PY) -m scheduler.bench
-	$(PY) -m server.bench
+	$(PY) -m lola_deft.scheduler.bench
+	$(PY) -m lola_deft.server.bench
 
 protos: $(STAMP)
 	$(PY) -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=. $(PROTO_FILES)

@@ -1,3 +1,2 @@
-"""LoLa-DEFT device agent: fine-tunes its assigned LoRA block with PyTorch on local data."""
-
-__version__ = "0.1.0"
+"""LoLa-DEFT device agent: what runs on a device (connection, profiling, channel, metrics, the
+block trainer). The model and data code it shares with the coordinator is lola_deft.ml."""

@@ -20,18 +20,18 @@ import grpc
 import psutil
 import torch
 
-from device_agent import __version__
-from device_agent.batching import BatchSampler, encode
-from device_agent.channel import EmulatedChannel, MeasuredChannel
-from device_agent.glue import DataError, read_split, shard_indices, task_spec
-from device_agent.metrics import AgentMetrics
-from device_agent.model import LoadedModel, LoraSettings, load_model, model_fingerprint
-from device_agent.profiler import BlockProfile, load_or_measure
-from device_agent.training import block_gradient
-from protos.credentials import PLAINTEXT, TlsFiles, open_channel
-from protos.deft.v1 import coordinator_pb2, coordinator_pb2_grpc
-from protos.grpc_options import DEFAULT_MAX_MESSAGE_BYTES, message_size_options
-from protos.tensor_stream import from_chunks, to_chunks
+from lola_deft import __version__
+from lola_deft.device_agent.channel import EmulatedChannel, MeasuredChannel
+from lola_deft.device_agent.metrics import AgentMetrics
+from lola_deft.device_agent.profiler import BlockProfile, load_or_measure
+from lola_deft.ml.batching import BatchSampler, encode
+from lola_deft.ml.glue import DataError, read_split, shard_indices, task_spec
+from lola_deft.ml.model import LoadedModel, LoraSettings, load_model, model_fingerprint
+from lola_deft.ml.training import block_gradient
+from lola_deft.protos.credentials import PLAINTEXT, TlsFiles, open_channel
+from lola_deft.protos.deft.v1 import coordinator_pb2, coordinator_pb2_grpc
+from lola_deft.protos.grpc_options import DEFAULT_MAX_MESSAGE_BYTES, message_size_options
+from lola_deft.protos.tensor_stream import from_chunks, to_chunks
 
 log = logging.getLogger("deft.agent")
 # Refusals that concern one round only; the agent carries on with the next round.

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import torch
 
-from device_agent.model import LoadedModel
-from device_agent.training import block_gradient
+from lola_deft.ml.model import LoadedModel
+from lola_deft.ml.training import block_gradient
 
 
 @dataclass

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from protos.deft.v1 import coordinator_pb2
-from protos.grpc_options import CHUNK_BYTES
+from lola_deft.protos.deft.v1 import coordinator_pb2
+from lola_deft.protos.grpc_options import CHUNK_BYTES
 
 ALLOWED_DTYPES = {"float32": np.float32}
 DEFAULT_MAX_TOTAL_BYTES = 1 << 30

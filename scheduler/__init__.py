@@ -11,14 +11,14 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "POLICIES": "scheduler.policies",
-    "solve": "scheduler.policies",
-    "Allocation": "scheduler.allocation",
-    "Instance": "scheduler.instance",
-    "parse_instance": "scheduler.instance",
-    "InfeasibleError": "scheduler.errors",
-    "InstanceError": "scheduler.errors",
-    "SchedulerError": "scheduler.errors",
+    "POLICIES": "lola_deft.scheduler.policies",
+    "solve": "lola_deft.scheduler.policies",
+    "Allocation": "lola_deft.scheduler.allocation",
+    "Instance": "lola_deft.scheduler.instance",
+    "parse_instance": "lola_deft.scheduler.instance",
+    "InfeasibleError": "lola_deft.scheduler.errors",
+    "InstanceError": "lola_deft.scheduler.errors",
+    "SchedulerError": "lola_deft.scheduler.errors",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from scheduler.instance import Instance
+from lola_deft.scheduler.instance import Instance
 
 # Bandwidth sums are compared with this relative slack: policies compute them in floating point.
 BANDWIDTH_TOLERANCE = 1e-9

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from scheduler.errors import InfeasibleError
-from scheduler.instance import Instance
+from lola_deft.scheduler.errors import InfeasibleError
+from lola_deft.scheduler.instance import Instance
 
 
 def greedy_by_rank(instance: Instance, order: np.ndarray, policy: str) -> np.ndarray:

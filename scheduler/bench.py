@@ -21,11 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from scheduler.errors import InfeasibleError
-from scheduler.feasibility import check_feasible
-from scheduler.instance import Instance, parse_instance
-from scheduler.policies import POLICIES, solve
-from scheduler.synthetic import PaperSetting, paper_round
+from lola_deft.scheduler.errors import InfeasibleError
+from lola_deft.scheduler.feasibility import check_feasible
+from lola_deft.scheduler.instance import Instance, parse_instance
+from lola_deft.scheduler.policies import POLICIES, solve
+from lola_deft.scheduler.synthetic import PaperSetting, paper_round
 
 SIZES = [(20, 12), (100, 12), (1000, 24), (10000, 48)]
 SWEEPS: dict[str, tuple[str, list[float], Callable[[PaperSetting, float], PaperSetting]]] = {

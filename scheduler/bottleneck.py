@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from scheduler.errors import InfeasibleError
-from scheduler.feasibility import match_blocks
+from lola_deft.scheduler.errors import InfeasibleError
+from lola_deft.scheduler.feasibility import match_blocks
 
 
 def rows_non_decreasing(cost: np.ndarray) -> bool:

@@ -15,9 +15,9 @@ import threading
 from pathlib import Path
 from typing import Any, TextIO
 
-from protos.credentials import TlsConfigError, add_tls_arguments, tls_from_args
-from scheduler.errors import InfeasibleError, InstanceError
-from scheduler.policy_names import DEFAULT_POLICY, POLICY_HELP
+from lola_deft.protos.credentials import TlsConfigError, add_tls_arguments, tls_from_args
+from lola_deft.scheduler.errors import InfeasibleError, InstanceError
+from lola_deft.scheduler.policy_names import DEFAULT_POLICY, POLICY_HELP
 
 EXIT_OK, EXIT_MALFORMED, EXIT_INFEASIBLE = 0, 2, 3
 EXAMPLE = Path(__file__).with_name("examples") / "paper_round.json"
@@ -105,8 +105,8 @@ def run_schedule(args: argparse.Namespace) -> int:
         return status
     if args.remote:
         return _schedule_remote(doc, args)
-    from scheduler.instance import parse_instance
-    from scheduler.policies import solve
+    from lola_deft.scheduler.instance import parse_instance
+    from lola_deft.scheduler.policies import solve
 
     try:
         allocation = solve(parse_instance(doc), args.policy, seed=args.seed)
@@ -120,8 +120,8 @@ def run_schedule(args: argparse.Namespace) -> int:
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    from scheduler.instance import parse_instance
-    from scheduler.policies import solve
+    from lola_deft.scheduler.instance import parse_instance
+    from lola_deft.scheduler.policies import solve
 
     doc, status = _load(args.instance)
     if status is not None:
@@ -151,8 +151,8 @@ def _schedule_remote(doc: Any, args: argparse.Namespace) -> int:
     import grpc
     from google.protobuf import json_format
 
-    from scheduler.client import SchedulerClient
-    from scheduler.convert import request_from_instance_doc, response_to_json
+    from lola_deft.scheduler.client import SchedulerClient
+    from lola_deft.scheduler.convert import request_from_instance_doc, response_to_json
 
     try:
         request = request_from_instance_doc(doc, args.policy, args.seed)
@@ -177,7 +177,7 @@ def _schedule_remote(doc: Any, args: argparse.Namespace) -> int:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from scheduler.service import start_scheduler
+    from lola_deft.scheduler.service import start_scheduler
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from protos.credentials import PLAINTEXT, TlsFiles, open_channel
-from protos.deft.v1 import scheduler_pb2, scheduler_pb2_grpc
-from protos.grpc_options import DEFAULT_MAX_MESSAGE_BYTES, message_size_options
+from lola_deft.protos.credentials import PLAINTEXT, TlsFiles, open_channel
+from lola_deft.protos.deft.v1 import scheduler_pb2, scheduler_pb2_grpc
+from lola_deft.protos.grpc_options import DEFAULT_MAX_MESSAGE_BYTES, message_size_options
 
 
 class SchedulerClient:

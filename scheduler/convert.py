@@ -10,9 +10,9 @@ from typing import Any
 
 from google.protobuf import json_format
 
-from protos.deft.v1 import scheduler_pb2
-from scheduler.allocation import Allocation
-from scheduler.instance import Instance, parse_instance
+from lola_deft.protos.deft.v1 import scheduler_pb2
+from lola_deft.scheduler.allocation import Allocation
+from lola_deft.scheduler.instance import Instance, parse_instance
 
 REQUEST_ONLY_FIELDS = ("policy", "seed")
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from scheduler.bottleneck import rows_non_decreasing
-from scheduler.errors import InfeasibleError, InstanceError
+from lola_deft.scheduler.bottleneck import rows_non_decreasing
+from lola_deft.scheduler.errors import InfeasibleError, InstanceError
 
 
 def crunch(cost: np.ndarray) -> tuple[float, np.ndarray]:

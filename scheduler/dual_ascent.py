@@ -28,8 +28,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from scheduler.bottleneck import bottleneck_assignment
-from scheduler.instance import Instance
+from lola_deft.scheduler.bottleneck import bottleneck_assignment
+from lola_deft.scheduler.instance import Instance
 
 MAX_ITERATIONS = 300
 PATIENCE = 60

@@ -6,8 +6,8 @@ import numpy as np
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import maximum_bipartite_matching
 
-from scheduler.errors import InfeasibleError
-from scheduler.instance import Instance
+from lola_deft.scheduler.errors import InfeasibleError
+from lola_deft.scheduler.instance import Instance
 
 
 def format_bytes(value: float) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from scheduler.errors import InstanceError
+from lola_deft.scheduler.errors import InstanceError
 
 TOP_LEVEL_FIELDS = {
     "blocks",

@@ -22,9 +22,9 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import brentq, linear_sum_assignment
 
-from scheduler.bottleneck import bottleneck_assignment
-from scheduler.errors import InfeasibleError
-from scheduler.instance import Instance
+from lola_deft.scheduler.bottleneck import bottleneck_assignment
+from lola_deft.scheduler.errors import InfeasibleError
+from lola_deft.scheduler.instance import Instance
 
 RELATIVE_PRECISION = 1e-9
 MAX_STEPS = 200

@@ -7,16 +7,16 @@ from collections.abc import Callable
 
 import numpy as np
 
-from scheduler.allocation import Allocation, make_allocation
-from scheduler.baselines import comm_aware, comp_aware, random_allocation
-from scheduler.bottleneck import bottleneck_assignment, rows_non_decreasing
-from scheduler.crunch import crunch
-from scheduler.dual_ascent import dual_ascent
-from scheduler.errors import InstanceError
-from scheduler.feasibility import check_feasible
-from scheduler.instance import Instance
-from scheduler.jbba import jbba
-from scheduler.policy_names import DEFAULT_POLICY, POLICY_HELP
+from lola_deft.scheduler.allocation import Allocation, make_allocation
+from lola_deft.scheduler.baselines import comm_aware, comp_aware, random_allocation
+from lola_deft.scheduler.bottleneck import bottleneck_assignment, rows_non_decreasing
+from lola_deft.scheduler.crunch import crunch
+from lola_deft.scheduler.dual_ascent import dual_ascent
+from lola_deft.scheduler.errors import InstanceError
+from lola_deft.scheduler.feasibility import check_feasible
+from lola_deft.scheduler.instance import Instance
+from lola_deft.scheduler.jbba import jbba
+from lola_deft.scheduler.policy_names import DEFAULT_POLICY, POLICY_HELP
 
 # Each solver returns (block -> device index, bandwidth per block or None for an equal split).
 Solver = Callable[[Instance, "int | None"], tuple[np.ndarray, "np.ndarray | None"]]

@@ -10,12 +10,16 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from protos.credentials import PLAINTEXT, TlsFiles, add_port
-from protos.deft.v1 import scheduler_pb2, scheduler_pb2_grpc
-from protos.grpc_options import DEFAULT_MAX_MESSAGE_BYTES, SCHEDULER_SERVICE, message_size_options
-from scheduler.convert import instance_from_request, response_from_allocation
-from scheduler.errors import InfeasibleError, InstanceError
-from scheduler.policies import DEFAULT_POLICY, solve
+from lola_deft.protos.credentials import PLAINTEXT, TlsFiles, add_port
+from lola_deft.protos.deft.v1 import scheduler_pb2, scheduler_pb2_grpc
+from lola_deft.protos.grpc_options import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    SCHEDULER_SERVICE,
+    message_size_options,
+)
+from lola_deft.scheduler.convert import instance_from_request, response_from_allocation
+from lola_deft.scheduler.errors import InfeasibleError, InstanceError
+from lola_deft.scheduler.policies import DEFAULT_POLICY, solve
 
 log = logging.getLogger(__name__)
 

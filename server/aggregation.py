@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import grpc
 import numpy as np
 
-from protos.tensor_stream import TensorBundle
+from lola_deft.protos.tensor_stream import TensorBundle
 
 
 class UploadRejected(Exception):

@@ -30,15 +30,15 @@ import grpc
 import numpy as np
 import torch
 
-from device_agent.batching import BatchSampler, encode
-from device_agent.glue import EMBEDDED_TASK_DIR, read_split, task_spec
-from device_agent.model import HEAD, LoadedModel, default_model_dir, load_model, model_fingerprint
-from device_agent.profiler import saved_tensor_bytes
-from device_agent.random_encoder import make_random_encoder
-from device_agent.training import block_gradient
-from protos.deft.v1 import coordinator_pb2, coordinator_pb2_grpc
-from protos.grpc_options import message_size_options
-from protos.tensor_stream import from_chunks, to_chunks
+from lola_deft.device_agent.profiler import saved_tensor_bytes
+from lola_deft.ml.batching import BatchSampler, encode
+from lola_deft.ml.glue import EMBEDDED_TASK_DIR, read_split, task_spec
+from lola_deft.ml.model import HEAD, LoadedModel, default_model_dir, load_model, model_fingerprint
+from lola_deft.ml.random_encoder import make_random_encoder
+from lola_deft.ml.training import block_gradient
+from lola_deft.protos.deft.v1 import coordinator_pb2, coordinator_pb2_grpc
+from lola_deft.protos.grpc_options import message_size_options
+from lola_deft.protos.tensor_stream import from_chunks, to_chunks
 
 MiB = 2**20
 
@@ -216,9 +216,9 @@ def _raw_loopback(payload: bytes) -> float:
 
 # -- 4: coordinator overhead ------------------------------------------------------------------
 def bench_coordinator(num_agents: int, rounds: int, layers: int) -> dict[str, Any]:
-    from scheduler.service import start_scheduler
-    from server.rounds import CoordinatorConfig
-    from server.service import start_coordinator
+    from lola_deft.scheduler.service import start_scheduler
+    from lola_deft.server.rounds import CoordinatorConfig
+    from lola_deft.server.service import start_coordinator
 
     with tempfile.TemporaryDirectory() as folder:
         model_dir = make_random_encoder(Path(folder) / "model", "tiny", layers=layers)
@@ -335,7 +335,7 @@ def _fake_agent(
 
 # -- 5: DEFT vs centralized ---------------------------------------------------------------------
 def bench_accuracy(rounds: int, out: Path) -> dict[str, Any]:
-    from server.centralized import CentralizedConfig, final_metric, train_centralized
+    from lola_deft.server.centralized import CentralizedConfig, final_metric, train_centralized
 
     demo_out = out / "demo"
     log(f"  deft demo, {rounds} rounds")
@@ -344,7 +344,7 @@ def bench_accuracy(rounds: int, out: Path) -> dict[str, Any]:
         [
             sys.executable,
             "-m",
-            "server.cli",
+            "lola_deft.cli.main",
             "demo",
             "--rounds",
             str(rounds),
@@ -442,7 +442,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log("(6) emulated wireless testbed")
         results["testbed"] = bench_testbed(args.quick)
         if "rows" in results["testbed"]:
-            from server.testbed.runner import format_report
+            from lola_deft.server.testbed.runner import format_report
 
             print("\n(6) testbed: upload time on tc-shaped links vs the scheduler's model")
             print(format_report(results["testbed"]))
@@ -460,8 +460,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def bench_testbed(quick: bool) -> dict[str, Any]:
-    from server.testbed.netns import TestbedUnavailable, check_available
-    from server.testbed.runner import TestbedConfig, run_testbed
+    from lola_deft.server.testbed.netns import TestbedUnavailable, check_available
+    from lola_deft.server.testbed.runner import TestbedConfig, run_testbed
 
     try:
         check_available()

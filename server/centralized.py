@@ -14,13 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from device_agent.batching import BatchSampler, encode
-from device_agent.glue import read_split, task_spec
-from device_agent.model import load_model
-from device_agent.training import block_gradient
-from server.evaluation import evaluate
-from server.settings import TrainingSettings
-from server.training_state import TrainingState
+from lola_deft.ml.batching import BatchSampler, encode
+from lola_deft.ml.evaluation import evaluate
+from lola_deft.ml.glue import read_split, task_spec
+from lola_deft.ml.model import load_model
+from lola_deft.ml.training import block_gradient
+from lola_deft.server.settings import TrainingSettings
+from lola_deft.server.training_state import TrainingState
 
 
 @dataclass

@@ -20,8 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, TextIO
 
-from server.net import free_port
-from server.roles_cli import add_model_arguments
+from lola_deft.server.net import free_port
 
 MiB = 2**20
 
@@ -48,40 +47,12 @@ FLEET = [
 ]
 
 
-def add_demo_command(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
-        "demo",
-        help="scheduler + coordinator + N agents on this machine, end to end",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--agents", type=int, default=6)
-    parser.add_argument("--rounds", type=int, default=20)
-    parser.add_argument("--policy", default="jbba")
-    add_model_arguments(parser)
-    parser.add_argument("--task", default="sst2")
-    parser.add_argument("--local-iterations", type=int, default=2)
-    parser.add_argument("--lr", type=float, default=5e-3)
-    parser.add_argument("--max-seq-length", type=int, default=32)
-    parser.add_argument("--eval-every", type=int, default=2)
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=Path("deft-demo"),
-        help="output folder (checkpoints, logs, metrics JSON, plot)",
-    )
-    parser.add_argument(
-        "--metrics-port", type=int, default=0, help="coordinator's Prometheus port (0: a free one)"
-    )
-    parser.set_defaults(handler=run_demo)
-
-
 def _spawn(args: list[str], log: Path | None = None) -> subprocess.Popen[str]:
     stdout: TextIO | int = subprocess.PIPE
     if log is not None:
         stdout = log.open("w")
     return subprocess.Popen(
-        [sys.executable, "-m", "server.cli", *args],
+        [sys.executable, "-m", "lola_deft.cli.main", *args],
         stdout=stdout,
         stderr=subprocess.STDOUT if log is not None else subprocess.PIPE,
         text=True,

@@ -23,16 +23,16 @@ from typing import Any
 import grpc
 import numpy as np
 
-from device_agent.batching import EncodedSplit
-from device_agent.glue import TaskSpec
-from device_agent.model import HEAD
-from protos.deft.v1 import coordinator_pb2, scheduler_pb2
-from server.aggregation import RoundCollector
-from server.evaluation import evaluate
-from server.metrics import CoordinatorMetrics
-from server.registry import AgentRegistry
-from server.settings import TrainingSettings
-from server.training_state import TrainingState
+from lola_deft.ml.batching import EncodedSplit
+from lola_deft.ml.evaluation import evaluate
+from lola_deft.ml.glue import TaskSpec
+from lola_deft.ml.model import HEAD
+from lola_deft.protos.deft.v1 import coordinator_pb2, scheduler_pb2
+from lola_deft.server.aggregation import RoundCollector
+from lola_deft.server.metrics import CoordinatorMetrics
+from lola_deft.server.registry import AgentRegistry
+from lola_deft.server.settings import TrainingSettings
+from lola_deft.server.training_state import TrainingState
 
 log = logging.getLogger("deft.coordinator")
 

@@ -18,23 +18,23 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from device_agent.batching import encode
-from device_agent.glue import read_split, task_spec
-from device_agent.model import load_model, model_fingerprint
-from protos.credentials import PLAINTEXT, TlsFiles, add_port
-from protos.deft.v1 import coordinator_pb2, coordinator_pb2_grpc
-from protos.grpc_options import (
+from lola_deft.ml.batching import encode
+from lola_deft.ml.glue import read_split, task_spec
+from lola_deft.ml.model import load_model, model_fingerprint
+from lola_deft.protos.credentials import PLAINTEXT, TlsFiles, add_port
+from lola_deft.protos.deft.v1 import coordinator_pb2, coordinator_pb2_grpc
+from lola_deft.protos.grpc_options import (
     COORDINATOR_SERVICE,
     DEFAULT_MAX_MESSAGE_BYTES,
     message_size_options,
 )
-from protos.tensor_stream import TensorStreamError, from_chunks, to_chunks
-from scheduler.client import SchedulerClient
-from server.aggregation import UploadRejected
-from server.metrics import CoordinatorMetrics
-from server.registry import AgentRegistry, UnknownSession
-from server.rounds import CoordinatorConfig, ReportRejected, RoundEngine
-from server.training_state import TrainingState, adapter_digest
+from lola_deft.protos.tensor_stream import TensorStreamError, from_chunks, to_chunks
+from lola_deft.scheduler.client import SchedulerClient
+from lola_deft.server.aggregation import UploadRejected
+from lola_deft.server.metrics import CoordinatorMetrics
+from lola_deft.server.registry import AgentRegistry, UnknownSession
+from lola_deft.server.rounds import CoordinatorConfig, ReportRejected, RoundEngine
+from lola_deft.server.training_state import TrainingState, adapter_digest
 
 log = logging.getLogger("deft.coordinator")
 MAX_DEVICE_ID = 128

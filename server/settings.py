@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from device_agent.model import LoraSettings
+from lola_deft.ml.model import LoraSettings
 
 
 @dataclass

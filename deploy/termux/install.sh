@@ -67,11 +67,11 @@ log "pip install lola-deft[agent]"
 
 # 4. Check every import the agent needs, naming the one that is broken.
 for module in numpy torch transformers peft grpc google.protobuf psutil prometheus_client \
-              device_agent.agent; do
+              lola_deft.device_agent.agent; do
   "$PYTHON" -c "import $module" 2>/dev/null \
     || fail "import $module failed after installation; reinstall it (pkg install python-${module%%.*} or pip install ${module%%.*}) and run this script again"
 done
-"$PYTHON" -m server.cli agent --help >/dev/null || fail "deft agent --help failed"
+"$PYTHON" -m lola_deft.cli.main agent --help >/dev/null || fail "deft agent --help failed"
 
 log "installed. Run an agent, e.g.:"
 echo "  deft agent --coordinator EDGE_SERVER:50052 --id phone-\$(getprop ro.product.model | tr ' ' _) --threads 4 --memory-limit 1.5G"

@@ -21,8 +21,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from server.net import free_port
-from server.testbed.netns import HOST_ADDRESS, Testbed, down, up
+from lola_deft.server.net import free_port
+from lola_deft.server.testbed.netns import HOST_ADDRESS, Testbed, down, up
 
 AGREEMENT = 0.20  # the upload times should agree within 20%
 UPLOAD_LINE = re.compile(r"round (\d+) block (\d+): .* uploaded (\d+) bytes in ([0-9.]+) s")
@@ -43,7 +43,7 @@ class TestbedConfig:
 
 
 def _deft(*args: str) -> list[str]:
-    return [sys.executable, "-m", "server.cli", *args]
+    return [sys.executable, "-m", "lola_deft.cli.main", *args]
 
 
 def _raise_on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -175,7 +175,7 @@ def run_testbed(config: TestbedConfig, log: Any = print) -> dict[str, Any]:
 
 
 def _small_model(work: Path) -> Path:
-    from device_agent.random_encoder import make_random_encoder
+    from lola_deft.ml.random_encoder import make_random_encoder
 
     return make_random_encoder(work / "model", "small")
 

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from device_agent.random_encoder import make_random_encoder
-from server.net import free_port
+from lola_deft.ml.random_encoder import make_random_encoder
+from lola_deft.server.net import free_port
 from tests.helpers import LocalCluster
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from server.net import free_port
+from lola_deft.server.net import free_port
 from tests.deploy.conftest import LiveSystem, scrape
 from tests.helpers import ROOT
 

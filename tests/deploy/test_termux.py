@@ -69,7 +69,7 @@ def test_termux_packages_first_then_the_agent_extra(tmp_path: Path) -> None:
     assert "torch==2.6.0" in pinned and "numpy==2.1.3" in pinned
     assert not any(p.startswith("grpcio") for p in pinned)  # too old for the stubs: rebuilt
     assert "older than 1.85.1" in result.stdout
-    assert "python -c import device_agent.agent" in log
+    assert "python -c import lola_deft.device_agent.agent" in log
 
 
 def test_a_broken_import_is_named(tmp_path: Path) -> None:

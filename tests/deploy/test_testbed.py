@@ -9,9 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from server.testbed.netns import Testbed, TestbedUnavailable, check_available, leftovers, shape
-from server.testbed.netns import shaped_rate as tc_show
-from server.testbed.runner import TestbedConfig, run_testbed
+from lola_deft.server.testbed.netns import (
+    Testbed,
+    TestbedUnavailable,
+    check_available,
+    leftovers,
+    shape,
+)
+from lola_deft.server.testbed.netns import shaped_rate as tc_show
+from lola_deft.server.testbed.runner import TestbedConfig, run_testbed
 from tests.helpers import run_deft
 
 

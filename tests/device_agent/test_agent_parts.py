@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from device_agent.agent import available_memory, resolve_device
-from device_agent.batching import BatchSampler, encode
-from device_agent.channel import EmulatedChannel, MeasuredChannel
-from device_agent.glue import EMBEDDED_TASK_DIR, read_split, task_spec
-from device_agent.model import load_model
-from device_agent.profiler import load_or_measure
-from server.roles_cli import byte_size, shard
+from lola_deft.cli.common import byte_size, shard
+from lola_deft.device_agent.agent import available_memory, resolve_device
+from lola_deft.device_agent.channel import EmulatedChannel, MeasuredChannel
+from lola_deft.device_agent.profiler import load_or_measure
+from lola_deft.ml.batching import BatchSampler, encode
+from lola_deft.ml.glue import EMBEDDED_TASK_DIR, read_split, task_spec
+from lola_deft.ml.model import load_model
 
 
 def test_cuda_is_refused_clearly_when_absent() -> None:

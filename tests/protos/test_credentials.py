@@ -10,10 +10,10 @@ from pathlib import Path
 import grpc
 import pytest
 
-from protos.credentials import TlsConfigError, TlsFiles
-from scheduler.client import SchedulerClient
-from scheduler.convert import request_from_instance_doc
-from scheduler.service import start_scheduler
+from lola_deft.protos.credentials import TlsConfigError, TlsFiles
+from lola_deft.scheduler.client import SchedulerClient
+from lola_deft.scheduler.convert import request_from_instance_doc
+from lola_deft.scheduler.service import start_scheduler
 from tests.helpers import ROOT, run_deft
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl not installed")
@@ -108,7 +108,9 @@ def test_tls_server_verified_by_the_client_ca(pki: Path) -> None:
 
 def test_mutual_tls_requires_a_client_certificate(pki: Path) -> None:
     running = start_scheduler(
-        "localhost", 0, tls=TlsFiles(pki / "server.pem", pki / "server.key", pki / "ca.pem")
+        "localhost",
+        0,
+        tls=TlsFiles(pki / "server.pem", pki / "server.key", pki / "ca.pem"),
     )
     try:
         with pytest.raises(grpc.RpcError):

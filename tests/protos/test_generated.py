@@ -8,7 +8,8 @@ from pathlib import Path
 
 from tests.helpers import ROOT
 
-PROTO_DIR = ROOT / "protos" / "deft" / "v1"
+# Generated through the link lola_deft/protos, so the stubs import lola_deft.protos.deft.v1.
+PROTO_DIR = ROOT / "lola_deft" / "protos" / "deft" / "v1"
 
 
 def test_committed_stubs_match_the_proto_files(tmp_path: Path) -> None:
@@ -29,7 +30,7 @@ def test_committed_stubs_match_the_proto_files(tmp_path: Path) -> None:
         check=True,
         cwd=ROOT,
     )
-    generated = sorted((tmp_path / "protos" / "deft" / "v1").iterdir())
+    generated = sorted((tmp_path / "lola_deft" / "protos" / "deft" / "v1").iterdir())
     committed = sorted(p for p in PROTO_DIR.iterdir() if "_pb2" in p.name)
     assert [p.name for p in generated] == [p.name for p in committed]
     stale = [p.name for p in generated if p.read_bytes() != (PROTO_DIR / p.name).read_bytes()]
@@ -37,7 +38,7 @@ def test_committed_stubs_match_the_proto_files(tmp_path: Path) -> None:
 
 
 def test_both_services_are_in_one_versioned_package() -> None:
-    from protos.deft.v1 import coordinator_pb2, scheduler_pb2
+    from lola_deft.protos.deft.v1 import coordinator_pb2, scheduler_pb2
 
     assert scheduler_pb2.DESCRIPTOR.package == "deft.v1"
     assert coordinator_pb2.DESCRIPTOR.package == "deft.v1"

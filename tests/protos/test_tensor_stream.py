@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from protos.tensor_stream import TensorStreamError, from_chunks, to_chunks
+from lola_deft.protos.tensor_stream import TensorStreamError, from_chunks, to_chunks
 
 
 def tensors() -> dict[str, np.ndarray]:

@@ -9,7 +9,7 @@ import numpy as np
 from hypothesis import strategies as st
 from scipy.optimize import brentq
 
-from scheduler.instance import Instance, parse_instance
+from lola_deft.scheduler.instance import Instance, parse_instance
 
 positive = st.floats(min_value=0.05, max_value=20.0, allow_nan=False, allow_infinity=False)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from scheduler import bench
+from lola_deft.scheduler import bench
 
 
 def test_quick_bench_writes_results(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from scheduler import POLICIES
+from lola_deft.scheduler import POLICIES
 from tests.helpers import run_deft, start_deft
 
 EXAMPLE_PATH = Path(__file__).parents[2] / "scheduler" / "examples" / "paper_round.json"

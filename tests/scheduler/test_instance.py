@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from scheduler import InstanceError, parse_instance
+from lola_deft.scheduler import InstanceError, parse_instance
 
 EXAMPLE = Path(__file__).parents[2] / "scheduler" / "examples" / "paper_round.json"
 

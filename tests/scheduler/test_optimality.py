@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 
-from scheduler import InfeasibleError, Instance, solve
+from lola_deft.scheduler import InfeasibleError, Instance, solve
 from tests.scheduler.strategies import (
     brute_force_equal_bandwidth,
     brute_force_joint,

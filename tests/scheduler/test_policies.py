@@ -10,9 +10,16 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from scheduler import POLICIES, InfeasibleError, Instance, InstanceError, parse_instance, solve
-from scheduler.allocation import InvalidAllocationError, make_allocation
-from scheduler.synthetic import PaperSetting, paper_round
+from lola_deft.scheduler import (
+    POLICIES,
+    InfeasibleError,
+    Instance,
+    InstanceError,
+    parse_instance,
+    solve,
+)
+from lola_deft.scheduler.allocation import InvalidAllocationError, make_allocation
+from lola_deft.scheduler.synthetic import PaperSetting, paper_round
 from tests.scheduler.strategies import instances
 
 EXAMPLE = Path(__file__).parents[2] / "scheduler" / "examples" / "paper_round.json"
@@ -162,7 +169,7 @@ def test_invalid_allocations_are_caught(
 
 
 def test_block_lists_are_compact() -> None:
-    from scheduler.feasibility import format_blocks
+    from lola_deft.scheduler.feasibility import format_blocks
 
     assert format_blocks(np.array([2])) == "block 3"
     assert format_blocks(np.array([0, 2, 3, 4, 7])) == "blocks 1, 3..5, 8"

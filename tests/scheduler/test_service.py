@@ -18,12 +18,12 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 
-from protos.deft.v1 import scheduler_pb2
-from scheduler import parse_instance, solve
-from scheduler.client import SchedulerClient
-from scheduler.convert import request_from_instance_doc, response_to_json
-from scheduler.service import start_scheduler
-from scheduler.synthetic import PaperSetting, paper_round
+from lola_deft.protos.deft.v1 import scheduler_pb2
+from lola_deft.scheduler import parse_instance, solve
+from lola_deft.scheduler.client import SchedulerClient
+from lola_deft.scheduler.convert import request_from_instance_doc, response_to_json
+from lola_deft.scheduler.service import start_scheduler
+from lola_deft.scheduler.synthetic import PaperSetting, paper_round
 from tests.helpers import start_deft
 
 EXAMPLE = json.loads(

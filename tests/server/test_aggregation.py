@@ -8,8 +8,8 @@ import grpc
 import numpy as np
 import pytest
 
-from protos.tensor_stream import TensorBundle
-from server.aggregation import RoundCollector, UploadRejected
+from lola_deft.protos.tensor_stream import TensorBundle
+from lola_deft.server.aggregation import RoundCollector, UploadRejected
 
 SHAPES = {"b1": (2,), "b2": (3,), "head": (2, 2)}
 

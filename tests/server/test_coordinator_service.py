@@ -15,13 +15,13 @@ import grpc
 import numpy as np
 import pytest
 
-from device_agent.glue import EMBEDDED_TASK_DIR
-from device_agent.model import HEAD, model_fingerprint
-from protos.deft.v1 import coordinator_pb2, coordinator_pb2_grpc
-from protos.tensor_stream import from_chunks, to_chunks
-from scheduler.service import start_scheduler
-from server.rounds import CoordinatorConfig
-from server.service import RunningCoordinator, start_coordinator
+from lola_deft.ml.glue import EMBEDDED_TASK_DIR
+from lola_deft.ml.model import HEAD, model_fingerprint
+from lola_deft.protos.deft.v1 import coordinator_pb2, coordinator_pb2_grpc
+from lola_deft.protos.tensor_stream import from_chunks, to_chunks
+from lola_deft.scheduler.service import start_scheduler
+from lola_deft.server.rounds import CoordinatorConfig
+from lola_deft.server.service import RunningCoordinator, start_coordinator
 
 BLOCKS = 3
 

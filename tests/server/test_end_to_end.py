@@ -16,9 +16,9 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForSequenceClassification
 
-from device_agent.model import load_model
-from server.net import free_port
-from server.training_state import adapter_digest
+from lola_deft.ml.model import load_model
+from lola_deft.server.net import free_port
+from lola_deft.server.training_state import adapter_digest
 from tests.helpers import LocalCluster
 
 ROUNDS = 6

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from server.registry import AgentRegistry, UnknownSession
+from lola_deft.server.registry import AgentRegistry, UnknownSession
 
 
 def test_re_registration_replaces_the_session_and_keeps_the_index() -> None:

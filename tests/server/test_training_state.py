@@ -10,8 +10,8 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForSequenceClassification
 
-from device_agent.model import HEAD, load_model
-from server.training_state import CheckpointError, TrainingState
+from lola_deft.ml.model import HEAD, load_model
+from lola_deft.server.training_state import CheckpointError, TrainingState
 
 
 def make_state(model_dir: Path) -> TrainingState:

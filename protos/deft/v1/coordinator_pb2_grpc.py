@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from protos.deft.v1 import coordinator_pb2 as protos_dot_deft_dot_v1_dot_coordinator__pb2
+from lola_deft.protos.deft.v1 import coordinator_pb2 as lola__deft_dot_protos_dot_deft_dot_v1_dot_coordinator__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in protos/deft/v1/coordinator_pb2_grpc.py depends on'
+        + ' but the generated code in lola_deft/protos/deft/v1/coordinator_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -36,28 +36,28 @@ class CoordinatorStub:
         """
         self.Register = channel.unary_unary(
                 '/deft.v1.Coordinator/Register',
-                request_serializer=protos_dot_deft_dot_v1_dot_coordinator__pb2.RegisterRequest.SerializeToString,
-                response_deserializer=protos_dot_deft_dot_v1_dot_coordinator__pb2.RegisterResponse.FromString,
+                request_serializer=lola__deft_dot_protos_dot_deft_dot_v1_dot_coordinator__pb2.RegisterRequest.SerializeToString,
+                response_deserializer=lola__deft_dot_protos_dot_deft_dot_v1_dot_coordinator__pb2.RegisterResponse.FromString,
                 _registered_method=True)
         self.SendHeartbeat = channel.unary_unary(
                 '/deft.v1.Coordinator/SendHeartbeat',
-                request_serializer=protos_dot_deft_dot_v1_dot_coordinator__pb2.Heartbeat.SerializeToString,
-                response_deserializer=protos_dot_deft_dot_v1_dot_coordinator__pb2.HeartbeatAck.FromString,
+                request_serializer=lola__deft_dot_protos_dot_deft_dot_v1_dot_coordinator__pb2.Heartbeat.SerializeToString,
+                response_deserializer=lola__deft_dot_protos_dot_deft_dot_v1_dot_coordinator__pb2.HeartbeatAck.FromString,
                 _registered_method=True)
         self.ReportResources = channel.unary_unary(
                 '/deft.v1.Coordinator/ReportResources',
-                request_serializer=protos_dot_deft_dot_v1_dot_coordinator__pb2.ResourceReport.SerializeToString,
-                response_deserializer=protos_dot_deft_dot_v1_dot_coordinator__pb2.RoundInstruction.FromString,
+                request_serializer=lola__deft_dot_protos_dot_deft_dot_v1_dot_coordinator__pb2.ResourceReport.SerializeToString,
+                response_deserializer=lola__deft_dot_protos_dot_deft_dot_v1_dot_coordinator__pb2.RoundInstruction.FromString,
                 _registered_method=True)
         self.DownloadWeights = channel.unary_stream(
                 '/deft.v1.Coordinator/DownloadWeights',
-                request_serializer=protos_dot_deft_dot_v1_dot_coordinator__pb2.WeightsRequest.SerializeToString,
-                response_deserializer=protos_dot_deft_dot_v1_dot_coordinator__pb2.TensorChunk.FromString,
+                request_serializer=lola__deft_dot_protos_dot_deft_dot_v1_dot_coordinator__pb2.WeightsRequest.SerializeToString,
+                response_deserializer=lola__deft_dot_protos_dot_deft_dot_v1_dot_coordinator__pb2.TensorChunk.FromString,
                 _registered_method=True)
         self.UploadGradient = channel.stream_unary(
                 '/deft.v1.Coordinator/UploadGradient',
-                request_serializer=protos_dot_deft_dot_v1_dot_coordinator__pb2.TensorChunk.SerializeToString,
-                response_deserializer=protos_dot_deft_dot_v1_dot_coordinator__pb2.UploadAck.FromString,
+                request_serializer=lola__deft_dot_protos_dot_deft_dot_v1_dot_coordinator__pb2.TensorChunk.SerializeToString,
+                response_deserializer=lola__deft_dot_protos_dot_deft_dot_v1_dot_coordinator__pb2.UploadAck.FromString,
                 _registered_method=True)
 
 
@@ -99,28 +99,28 @@ def add_CoordinatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Register': grpc.unary_unary_rpc_method_handler(
                     servicer.Register,
-                    request_deserializer=protos_dot_deft_dot_v1_dot_coordinator__pb2.RegisterRequest.FromString,
-                    response_serializer=protos_dot_deft_dot_v1_dot_coordinator__pb2.RegisterResponse.SerializeToString,
+                    request_deserializer=lola__deft_dot_protos_dot_deft_dot_v1_dot_coordinator__pb2.RegisterRequest.FromString,
+                    response_serializer=lola__deft_dot_protos_dot_deft_dot_v1_dot_coordinator__pb2.RegisterResponse.SerializeToString,
             ),
             'SendHeartbeat': grpc.unary_unary_rpc_method_handler(
                     servicer.SendHeartbeat,
-                    request_deserializer=protos_dot_deft_dot_v1_dot_coordinator__pb2.Heartbeat.FromString,
-                    response_serializer=protos_dot_deft_dot_v1_dot_coordinator__pb2.HeartbeatAck.SerializeToString,
+                    request_deserializer=lola__deft_dot_protos_dot_deft_dot_v1_dot_coordinator__pb2.Heartbeat.FromString,
+                    response_serializer=lola__deft_dot_protos_dot_deft_dot_v1_dot_coordinator__pb2.HeartbeatAck.SerializeToString,
             ),
             'ReportResources': grpc.unary_unary_rpc_method_handler(
                     servicer.ReportResources,
-                    request_deserializer=protos_dot_deft_dot_v1_dot_coordinator__pb2.ResourceReport.FromString,
-                    response_serializer=protos_dot_deft_dot_v1_dot_coordinator__pb2.RoundInstruction.SerializeToString,
+                    request_deserializer=lola__deft_dot_protos_dot_deft_dot_v1_dot_coordinator__pb2.ResourceReport.FromString,
+                    response_serializer=lola__deft_dot_protos_dot_deft_dot_v1_dot_coordinator__pb2.RoundInstruction.SerializeToString,
             ),
             'DownloadWeights': grpc.unary_stream_rpc_method_handler(
                     servicer.DownloadWeights,
-                    request_deserializer=protos_dot_deft_dot_v1_dot_coordinator__pb2.WeightsRequest.FromString,
-                    response_serializer=protos_dot_deft_dot_v1_dot_coordinator__pb2.TensorChunk.SerializeToString,
+                    request_deserializer=lola__deft_dot_protos_dot_deft_dot_v1_dot_coordinator__pb2.WeightsRequest.FromString,
+                    response_serializer=lola__deft_dot_protos_dot_deft_dot_v1_dot_coordinator__pb2.TensorChunk.SerializeToString,
             ),
             'UploadGradient': grpc.stream_unary_rpc_method_handler(
                     servicer.UploadGradient,
-                    request_deserializer=protos_dot_deft_dot_v1_dot_coordinator__pb2.TensorChunk.FromString,
-                    response_serializer=protos_dot_deft_dot_v1_dot_coordinator__pb2.UploadAck.SerializeToString,
+                    request_deserializer=lola__deft_dot_protos_dot_deft_dot_v1_dot_coordinator__pb2.TensorChunk.FromString,
+                    response_serializer=lola__deft_dot_protos_dot_deft_dot_v1_dot_coordinator__pb2.UploadAck.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -148,8 +148,8 @@ class Coordinator:
             request,
             target,
             '/deft.v1.Coordinator/Register',
-            protos_dot_deft_dot_v1_dot_coordinator__pb2.RegisterRequest.SerializeToString,
-            protos_dot_deft_dot_v1_dot_coordinator__pb2.RegisterResponse.FromString,
+            lola__deft_dot_protos_dot_deft_dot_v1_dot_coordinator__pb2.RegisterRequest.SerializeToString,
+            lola__deft_dot_protos_dot_deft_dot_v1_dot_coordinator__pb2.RegisterResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -175,8 +175,8 @@ class Coordinator:
             request,
             target,
             '/deft.v1.Coordinator/SendHeartbeat',
-            protos_dot_deft_dot_v1_dot_coordinator__pb2.Heartbeat.SerializeToString,
-            protos_dot_deft_dot_v1_dot_coordinator__pb2.HeartbeatAck.FromString,
+            lola__deft_dot_protos_dot_deft_dot_v1_dot_coordinator__pb2.Heartbeat.SerializeToString,
+            lola__deft_dot_protos_dot_deft_dot_v1_dot_coordinator__pb2.HeartbeatAck.FromString,
             options,
             channel_credentials,
             insecure,
@@ -202,8 +202,8 @@ class Coordinator:
             request,
             target,
             '/deft.v1.Coordinator/ReportResources',
-            protos_dot_deft_dot_v1_dot_coordinator__pb2.ResourceReport.SerializeToString,
-            protos_dot_deft_dot_v1_dot_coordinator__pb2.RoundInstruction.FromString,
+            lola__deft_dot_protos_dot_deft_dot_v1_dot_coordinator__pb2.ResourceReport.SerializeToString,
+            lola__deft_dot_protos_dot_deft_dot_v1_dot_coordinator__pb2.RoundInstruction.FromString,
             options,
             channel_credentials,
             insecure,
@@ -229,8 +229,8 @@ class Coordinator:
             request,
             target,
             '/deft.v1.Coordinator/DownloadWeights',
-            protos_dot_deft_dot_v1_dot_coordinator__pb2.WeightsRequest.SerializeToString,
-            protos_dot_deft_dot_v1_dot_coordinator__pb2.TensorChunk.FromString,
+            lola__deft_dot_protos_dot_deft_dot_v1_dot_coordinator__pb2.WeightsRequest.SerializeToString,
+            lola__deft_dot_protos_dot_deft_dot_v1_dot_coordinator__pb2.TensorChunk.FromString,
             options,
             channel_credentials,
             insecure,
@@ -256,8 +256,8 @@ class Coordinator:
             request_iterator,
             target,
             '/deft.v1.Coordinator/UploadGradient',
-            protos_dot_deft_dot_v1_dot_coordinator__pb2.TensorChunk.SerializeToString,
-            protos_dot_deft_dot_v1_dot_coordinator__pb2.UploadAck.FromString,
+            lola__deft_dot_protos_dot_deft_dot_v1_dot_coordinator__pb2.TensorChunk.SerializeToString,
+            lola__deft_dot_protos_dot_deft_dot_v1_dot_coordinator__pb2.UploadAck.FromString,
             options,
             channel_credentials,
             insecure,

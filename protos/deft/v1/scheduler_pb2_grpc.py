@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from protos.deft.v1 import scheduler_pb2 as protos_dot_deft_dot_v1_dot_scheduler__pb2
+from lola_deft.protos.deft.v1 import scheduler_pb2 as lola__deft_dot_protos_dot_deft_dot_v1_dot_scheduler__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in protos/deft/v1/scheduler_pb2_grpc.py depends on'
+        + ' but the generated code in lola_deft/protos/deft/v1/scheduler_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -39,8 +39,8 @@ class SchedulerStub:
         """
         self.Allocate = channel.unary_unary(
                 '/deft.v1.Scheduler/Allocate',
-                request_serializer=protos_dot_deft_dot_v1_dot_scheduler__pb2.AllocateRequest.SerializeToString,
-                response_deserializer=protos_dot_deft_dot_v1_dot_scheduler__pb2.AllocateResponse.FromString,
+                request_serializer=lola__deft_dot_protos_dot_deft_dot_v1_dot_scheduler__pb2.AllocateRequest.SerializeToString,
+                response_deserializer=lola__deft_dot_protos_dot_deft_dot_v1_dot_scheduler__pb2.AllocateResponse.FromString,
                 _registered_method=True)
 
 
@@ -61,8 +61,8 @@ def add_SchedulerServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Allocate': grpc.unary_unary_rpc_method_handler(
                     servicer.Allocate,
-                    request_deserializer=protos_dot_deft_dot_v1_dot_scheduler__pb2.AllocateRequest.FromString,
-                    response_serializer=protos_dot_deft_dot_v1_dot_scheduler__pb2.AllocateResponse.SerializeToString,
+                    request_deserializer=lola__deft_dot_protos_dot_deft_dot_v1_dot_scheduler__pb2.AllocateRequest.FromString,
+                    response_serializer=lola__deft_dot_protos_dot_deft_dot_v1_dot_scheduler__pb2.AllocateResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -93,8 +93,8 @@ class Scheduler:
             request,
             target,
             '/deft.v1.Scheduler/Allocate',
-            protos_dot_deft_dot_v1_dot_scheduler__pb2.AllocateRequest.SerializeToString,
-            protos_dot_deft_dot_v1_dot_scheduler__pb2.AllocateResponse.FromString,
+            lola__deft_dot_protos_dot_deft_dot_v1_dot_scheduler__pb2.AllocateRequest.SerializeToString,
+            lola__deft_dot_protos_dot_deft_dot_v1_dot_scheduler__pb2.AllocateResponse.FromString,
             options,
             channel_credentials,
             insecure,

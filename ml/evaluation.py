@@ -7,9 +7,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from device_agent.batching import EncodedSplit
-from device_agent.glue import TaskSpec, compute_metrics
-from device_agent.model import LoadedModel
+from lola_deft.ml.batching import EncodedSplit
+from lola_deft.ml.glue import TaskSpec, compute_metrics
+from lola_deft.ml.model import LoadedModel
 
 
 def evaluate(

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from device_agent.batching import BatchSampler, encode
-from device_agent.glue import read_split, task_spec
-from device_agent.model import HEAD, LoadedModel, load_model
-from device_agent.training import block_gradient, select_block
+from lola_deft.ml.batching import BatchSampler, encode
+from lola_deft.ml.glue import read_split, task_spec
+from lola_deft.ml.model import HEAD, LoadedModel, load_model
+from lola_deft.ml.training import block_gradient, select_block
 
-TASK_DIR = Path(__file__).parents[2] / "device_agent" / "tasks" / "sst2-mini"
+TASK_DIR = Path(__file__).parents[2] / "ml" / "tasks" / "sst2-mini"
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +112,7 @@ def test_block_ids_follow_the_paper_depth_index(loaded: LoadedModel) -> None:
 
 
 def test_roberta_family_encoders_map_to_blocks_too(tmp_path: Path) -> None:
-    from device_agent.random_encoder import make_random_encoder
+    from lola_deft.ml.random_encoder import make_random_encoder
 
     model_dir = make_random_encoder(tmp_path / "roberta", "tiny", layers=3, family="roberta")
     loaded = load_model(model_dir, num_labels=3, dropout=0.0)

@@ -2,7 +2,7 @@
 
 Short product and film reviews built from templates; negations and contrast clauses ("but")
 keep it from being solvable by single words, so the metric visibly rises over a few rounds
-instead of jumping to 100% at once. Run: python -m device_agent.tasks.generate_sst2_mini
+instead of jumping to 100% at once. Run: python -m lola_deft.ml.tasks.generate_sst2_mini
 """
 
 from __future__ import annotations

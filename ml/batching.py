@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from device_agent.glue import Split
+from lola_deft.ml.glue import Split
 
 
 @dataclass

@@ -20,7 +20,7 @@ from transformers import (
     RobertaForSequenceClassification,
 )
 
-from device_agent.model import default_model_dir
+from lola_deft.ml.model import default_model_dir
 
 SIZES = {
     "tiny": {

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from device_agent.glue import (
+from lola_deft.ml.glue import (
     TASKS,
     DataError,
     compute_metrics,
@@ -16,7 +16,7 @@ from device_agent.glue import (
     task_spec,
 )
 
-TASK_DIR = Path(__file__).parents[2] / "device_agent" / "tasks" / "sst2-mini"
+TASK_DIR = Path(__file__).parents[2] / "ml" / "tasks" / "sst2-mini"
 
 # One row per task in the official GLUE layout (headers as in the GLUE distribution).
 SAMPLES = {

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from device_agent.model import HEAD, LoadedModel
+from lola_deft.ml.model import HEAD, LoadedModel
 
 
 @dataclass

@@ -1,0 +1,107 @@
+"""`deft agent`: the device agent, the one role an agent-only install carries."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+from lola_deft.cli.common import (
+    add_model_arguments,
+    byte_size,
+    model_and_data_errors,
+    set_threads,
+    setup_logging,
+    shard,
+    user_errors,
+    wait_for_signal,
+)
+from lola_deft.protos.credentials import add_tls_arguments, tls_from_args
+from lola_deft.protos.grpc_options import MEBIBYTE
+
+
+def add_agent_command(subparsers: Any) -> None:
+    parser = subparsers.add_parser("agent", help="a device agent that trains assigned blocks")
+    parser.add_argument("--coordinator", required=True, help="coordinator HOST:PORT")
+    parser.add_argument("--id", default=None, help="device id (default: hostname-pid)")
+    add_model_arguments(parser)
+    parser.add_argument(
+        "--shard",
+        type=shard,
+        default=(0, 1),
+        help="I/N: this agent's part of the data; auto/N: I from the registration order",
+    )
+    parser.add_argument("--shard-mode", choices=["iid", "label-skew"], default="iid")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument(
+        "--memory-limit",
+        type=byte_size,
+        default=None,
+        help="cap the reported memory (e.g. 300M) to emulate a smaller device",
+    )
+    parser.add_argument(
+        "--slowdown",
+        type=float,
+        default=1.0,
+        help="emulate hardware X times slower (sleeps after each iteration)",
+    )
+    parser.add_argument("--channel", choices=["emulated", "measured"], default="emulated")
+    parser.add_argument("--snr-db", type=float, default=10.0, help="emulated transmit SNR")
+    parser.add_argument("--path-loss", type=float, default=1e-3, help="emulated path loss")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--profile-cache", type=Path, default=None)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--max-message-mb", type=int, default=64)
+    parser.add_argument(
+        "--metrics-port", type=int, default=None, help="serve this agent's Prometheus /metrics"
+    )
+    parser.add_argument(
+        "--max-backoff",
+        type=float,
+        default=30.0,
+        help="longest wait between reconnection attempts, seconds",
+    )
+    add_tls_arguments(parser, server=False)
+    parser.set_defaults(handler=run_agent)
+
+
+def _agent_errors() -> tuple[type[Exception], ...]:
+    from lola_deft.device_agent.agent import DeviceUnavailable
+
+    return (*model_and_data_errors(), DeviceUnavailable)
+
+
+@user_errors("agent", _agent_errors)
+def run_agent(args: argparse.Namespace) -> int:
+    setup_logging()
+    set_threads(args.threads)
+    from lola_deft.device_agent.agent import AgentConfig, DeviceAgent
+    from lola_deft.ml.glue import EMBEDDED_TASK_DIR
+    from lola_deft.ml.model import default_model_dir
+
+    config = AgentConfig(
+        coordinator=args.coordinator,
+        device_id=args.id or f"{socket.gethostname()}-{os.getpid()}",
+        model_dir=args.model or default_model_dir(),
+        data_dir=args.data or EMBEDDED_TASK_DIR,
+        shard=args.shard[0],
+        num_shards=args.shard[1],
+        shard_mode=args.shard_mode,
+        device=args.device,
+        memory_limit_bytes=args.memory_limit,
+        slowdown=args.slowdown,
+        channel=args.channel,
+        transmit_snr_db=args.snr_db,
+        path_loss=args.path_loss,
+        seed=args.seed,
+        profile_cache=args.profile_cache,
+        max_message_bytes=args.max_message_mb * MEBIBYTE,
+        max_backoff_s=args.max_backoff,
+        metrics_port=args.metrics_port,
+        tls=tls_from_args(args),
+    )
+    agent = DeviceAgent(config)
+    wait_for_signal(agent.stop)
+    return agent.run()

@@ -1,0 +1,151 @@
+"""What every `deft` command shares: argument types, the model/training flags, logging, and the
+wrapper that turns a user's mistake into one line and exit status 2."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+import re
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from lola_deft.protos.credentials import TlsConfigError
+
+UNITS = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12, "ki": 2**10, "mi": 2**20, "gi": 2**30}
+
+
+def byte_size(text: str) -> float:
+    """'1.5G', '512Mi', '2000000' -> bytes."""
+    match = re.fullmatch(r"\s*([0-9.]+)\s*([kKmMgGtT]i?)?[bB]?\s*", text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 2G, 512Mi, 1500000000)")
+    return float(match.group(1)) * UNITS[(match.group(2) or "").lower()]
+
+
+def shard(text: str) -> tuple[int, int]:
+    """'I/N' -> (I, N); 'auto/N' -> (-1, N): the coordinator's registration order picks I."""
+    match = re.fullmatch(r"(\d+|auto)/(\d+)", text)
+    if match and match.group(1) == "auto" and int(match.group(2)) > 0:
+        return -1, int(match.group(2))
+    if not match or match.group(1) == "auto" or int(match.group(1)) >= int(match.group(2)):
+        raise argparse.ArgumentTypeError(
+            f"shard must be I/N with 0 <= I < N, or auto/N, got {text!r}"
+        )
+    return int(match.group(1)), int(match.group(2))
+
+
+def setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        help="local Hugging Face encoder directory (default: all-MiniLM-L6-v2)",
+    )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="GLUE task folder with train.tsv/dev.tsv (default: embedded sst2-mini)",
+    )
+
+
+def add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    """Model, task and training budget: shared by the coordinator and the centralized baseline,
+    so both can be given the same settings."""
+    add_model_arguments(parser)
+    parser.add_argument("--task", default="sst2", help="GLUE task name (cola, sst2, mrpc, ...)")
+    parser.add_argument(
+        "--local-iterations",
+        type=int,
+        default=2,
+        help="M: mini-batches per device per round (per centralized step)",
+    )
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--max-seq-length", type=int, default=48)
+    parser.add_argument("--lr", type=float, default=5e-4, help="Adam learning rate")
+    parser.add_argument("--lora-rank", type=int, default=8)
+    parser.add_argument("--lora-alpha", type=float, default=16.0)
+    parser.add_argument("--lora-targets", default="query,value")
+    parser.add_argument("--eval-every", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def training_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """TrainingSettings fields from add_training_arguments' flags."""
+    from lola_deft.ml.glue import EMBEDDED_TASK_DIR
+    from lola_deft.ml.model import LoraSettings, default_model_dir
+
+    return {
+        "model_dir": args.model or default_model_dir(),
+        "data_dir": args.data or EMBEDDED_TASK_DIR,
+        "task": args.task,
+        "local_iterations": args.local_iterations,
+        "batch_size": args.batch_size,
+        "max_seq_length": args.max_seq_length,
+        "learning_rate": args.lr,
+        "lora": LoraSettings(args.lora_rank, args.lora_alpha, tuple(args.lora_targets.split(","))),
+        "eval_every": args.eval_every,
+        "seed": args.seed,
+    }
+
+
+def set_threads(threads: int) -> None:
+    if threads > 0:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def wait_for_signal(stop: threading.Event) -> None:
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+
+
+def user_errors(
+    role: str, loader: Callable[[], tuple[type[Exception], ...]]
+) -> Callable[[Callable[[argparse.Namespace], int]], Callable[[argparse.Namespace], int]]:
+    """Turn the errors a user can cause (bad model or data folder, no checkpoint, busy port)
+    into one clear line and exit status 2 instead of a traceback."""
+
+    def wrap(function: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+        @functools.wraps(function)
+        def run(args: argparse.Namespace) -> int:
+            try:
+                expected = loader()
+                return function(args)
+            except ModuleNotFoundError as error:
+                if not (error.name or "").startswith("lola_deft."):
+                    raise
+                print(
+                    f"deft {role}: error: not part of this install ({error.name} is missing; "
+                    "an agent-only install runs `deft agent` only)",
+                    file=sys.stderr,
+                )
+                return 2
+            except expected as error:
+                print(f"deft {role}: error: {error}", file=sys.stderr)
+                return 2
+
+        return run
+
+    return wrap
+
+
+def model_and_data_errors() -> tuple[type[Exception], ...]:
+    from lola_deft.ml.glue import DataError
+    from lola_deft.ml.model import ModelError
+
+    return ModelError, DataError, OSError, TlsConfigError

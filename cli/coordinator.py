@@ -1,0 +1,177 @@
+"""`deft coordinator serve` and `deft centralized`: the edge server's long-running role and its
+single-process baseline. Server code is imported when a command runs, so the parser builds in
+an agent-only install too (and says so when asked for these)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from lola_deft.cli.common import (
+    add_training_arguments,
+    model_and_data_errors,
+    set_threads,
+    setup_logging,
+    training_settings,
+    user_errors,
+    wait_for_signal,
+)
+from lola_deft.protos.credentials import add_tls_arguments, tls_from_args
+from lola_deft.protos.grpc_options import MEBIBYTE
+
+
+def add_coordinator_command(subparsers: Any) -> None:
+    parser = subparsers.add_parser("coordinator", help="the round coordinator (edge server)")
+    commands = parser.add_subparsers(dest="coordinator_command", required=True)
+    serve = commands.add_parser("serve", help="run rounds with the agents that register")
+    serve.add_argument("--host", default="[::]")
+    serve.add_argument("--port", type=int, default=50052, help="gRPC port (0 picks a free one)")
+    serve.add_argument("--scheduler", default="127.0.0.1:50051", help="scheduler HOST:PORT")
+    serve.add_argument("--policy", default="jbba", help="scheduling policy (see deft schedule -h)")
+    add_training_arguments(serve)
+    serve.add_argument("--rounds", type=int, default=20)
+    serve.add_argument("--bandwidth-hz", type=float, default=100e6, help="uplink band B")
+    serve.add_argument("--min-agents", type=int, default=0, help="default: number of blocks")
+    serve.add_argument(
+        "--report-wait",
+        type=float,
+        default=2.0,
+        help="seconds to wait for more reports once enough agents reported",
+    )
+    serve.add_argument("--round-timeout", type=float, default=300.0)
+    serve.add_argument("--checkpoint-dir", type=Path, default=Path("deft-run/checkpoints"))
+    serve.add_argument("--history", type=Path, default=None, help="write round records as JSON")
+    serve.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    serve.add_argument(
+        "--finish-grace",
+        type=float,
+        default=60.0,
+        help="after the last round, seconds to keep serving until every live agent has been "
+        "told that training is over",
+    )
+    serve.add_argument("--metrics-port", type=int, default=None, help="Prometheus /metrics port")
+    serve.add_argument("--max-message-mb", type=int, default=64)
+    serve.add_argument(
+        "--tc-shaping",
+        metavar="PREFIX",
+        default=None,
+        help="testbed: shape agent aI's uplink (namespace PREFIX-aI) to B_k r_k every round",
+    )
+    serve.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    add_tls_arguments(serve, server=True)
+    add_tls_arguments(serve, "--scheduler-tls", server=False)
+    serve.set_defaults(handler=run_coordinator)
+
+
+def _coordinator_errors() -> tuple[type[Exception], ...]:
+    from lola_deft.server.training_state import CheckpointError
+
+    return (*model_and_data_errors(), CheckpointError)
+
+
+@user_errors("coordinator", _coordinator_errors)
+def run_coordinator(args: argparse.Namespace) -> int:
+    setup_logging()
+    set_threads(args.threads)
+    from lola_deft.server.progress import print_baseline, print_round
+    from lola_deft.server.rounds import CoordinatorConfig
+    from lola_deft.server.service import start_coordinator
+
+    config = CoordinatorConfig(
+        **training_settings(args),
+        rounds=args.rounds,
+        policy=args.policy,
+        scheduler_address=args.scheduler,
+        bandwidth_hz=args.bandwidth_hz,
+        min_agents=args.min_agents,
+        report_wait_s=args.report_wait,
+        round_timeout_s=args.round_timeout,
+        checkpoint_dir=args.checkpoint_dir,
+        history_path=args.history,
+        resume=args.resume,
+    )
+    running = start_coordinator(
+        config,
+        host=args.host,
+        port=args.port,
+        metrics_port=args.metrics_port,
+        max_message_bytes=args.max_message_mb * MEBIBYTE,
+        on_round=lambda record: print_round(record, config.rounds),
+        on_baseline=print_baseline,
+        on_allocation=_shaper(args.tc_shaping),
+        tls=tls_from_args(args),
+        scheduler_tls=tls_from_args(args, "--scheduler-tls"),
+    )
+    stop = threading.Event()
+    wait_for_signal(stop)  # before "listening": callers may signal right after reading it
+    metrics = f", metrics on :{running.metrics_port}" if running.metrics_port else ""
+    print(f"coordinator listening on {args.host}:{running.port}{metrics}", flush=True)
+    while not stop.is_set() and not running.engine.finished.is_set():
+        stop.wait(0.5)
+    if running.engine.finished.is_set() and not stop.is_set():
+        missing = running.engine.wait_for_farewells(args.finish_grace)
+        if missing:
+            print(f"agents that never heard the end of training: {sorted(missing)}", flush=True)
+    running.stop()
+    print(f"coordinator stopped after {running.engine.state.round} rounds", flush=True)
+    if running.engine.error is not None:
+        print(f"coordinator failed: {running.engine.error!r}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _shaper(prefix: str | None) -> Callable[[dict[str, float]], None] | None:
+    if prefix is None:
+        return None
+    from lola_deft.server.testbed.netns import Testbed, shape
+
+    testbed = Testbed(prefix, agents=0)
+
+    def apply(rates: dict[str, float]) -> None:
+        for device, rate in rates.items():
+            shape(testbed, testbed.index_of(device), rate)
+
+    return apply
+
+
+def add_centralized_command(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "centralized", help="fine-tune the same model and task in one process, for comparison"
+    )
+    add_training_arguments(parser)
+    parser.add_argument("--steps", type=int, default=20, help="Adam steps (= DEFT rounds)")
+    parser.add_argument("--out", type=Path, default=None, help="write the step records as JSON")
+    parser.set_defaults(handler=run_centralized)
+
+
+@user_errors("centralized", model_and_data_errors)
+def run_centralized(args: argparse.Namespace) -> int:
+    setup_logging()
+    from lola_deft.server.centralized import CentralizedConfig, final_metric, train_centralized
+
+    config = CentralizedConfig(**training_settings(args), steps=args.steps)
+
+    def show(record: dict[str, Any]) -> None:
+        evaluation = record.get("eval")
+        metric = f" | metric {evaluation['metric']:.4f}" if evaluation else ""
+        print(
+            f"step {record['step']:4d}/{config.steps} | loss {record['train_loss']:.4f}"
+            f" | {record['seconds']:.2f} s{metric}",
+            flush=True,
+        )
+
+    records = train_centralized(config, on_step=show)
+    baseline = records[0]["eval"]
+    print(
+        f"metric ({baseline['metric_name']}) before: {baseline['metric']:.4f}  "
+        f"after {config.steps} steps: {final_metric(records):.4f}"
+    )
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(records, indent=1))
+    return 0

@@ -1,0 +1,53 @@
+"""`deft demo`: the whole system on one machine (the demo itself is lola_deft.server.demo)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from lola_deft.cli.common import add_model_arguments, user_errors
+
+DEMO_DESCRIPTION = """Starts the scheduler, the coordinator and N agents as separate processes
+on loopback, with heterogeneous memory caps, channels and slowdowns, shows progress and the
+per-round table, and ends with the metric before and after, the saved adapter, a metrics JSON
+and a plot."""
+
+
+def _no_expected_errors() -> tuple[type[Exception], ...]:
+    return ()
+
+
+def add_demo_command(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "demo",
+        help="scheduler + coordinator + N agents on this machine, end to end",
+        description=DEMO_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--agents", type=int, default=6)
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--policy", default="jbba")
+    add_model_arguments(parser)
+    parser.add_argument("--task", default="sst2")
+    parser.add_argument("--local-iterations", type=int, default=2)
+    parser.add_argument("--lr", type=float, default=5e-3)
+    parser.add_argument("--max-seq-length", type=int, default=32)
+    parser.add_argument("--eval-every", type=int, default=2)
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("deft-demo"),
+        help="output folder (checkpoints, logs, metrics JSON, plot)",
+    )
+    parser.add_argument(
+        "--metrics-port", type=int, default=0, help="coordinator's Prometheus port (0: a free one)"
+    )
+    parser.set_defaults(handler=run_demo)
+
+
+@user_errors("demo", _no_expected_errors)
+def run_demo(args: argparse.Namespace) -> int:
+    from lola_deft.server.demo import run_demo as run
+
+    return run(args)

@@ -1,0 +1,70 @@
+"""The `deft` command. Role modules import their heavy code only when a command runs, so an
+agent-only install (no scheduler, no coordinator, no scipy) still builds the parser and runs
+`deft agent`; the scheduler's commands come from the scheduler package when it is installed."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from lola_deft import __version__
+from lola_deft.cli import agent, coordinator, demo, health, testbed
+
+
+def _add_scheduler_commands(subparsers: Any) -> None:
+    try:
+        from lola_deft.scheduler.cli import (
+            add_compare_command,
+            add_schedule_command,
+            add_scheduler_command,
+        )
+    except ModuleNotFoundError as error:
+        if not (error.name or "").startswith("lola_deft."):
+            raise
+        for name in ("schedule", "compare", "scheduler"):
+            parser = subparsers.add_parser(name, help="(not in this agent-only install)")
+            parser.set_defaults(handler=_not_installed(name))
+        return
+    add_schedule_command(subparsers)
+    add_compare_command(subparsers)
+    add_scheduler_command(subparsers)
+
+
+def _not_installed(name: str) -> Any:
+    def handler(args: argparse.Namespace) -> int:
+        print(
+            f"deft {name}: error: not part of this install (the scheduler is missing; an "
+            "agent-only install runs `deft agent` only)",
+            file=sys.stderr,
+        )
+        return 2
+
+    return handler
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="deft",
+        description="LoLa-DEFT: low-latency device-edge cooperative LoRA fine-tuning.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    _add_scheduler_commands(subparsers)
+    coordinator.add_coordinator_command(subparsers)
+    agent.add_agent_command(subparsers)
+    demo.add_demo_command(subparsers)
+    coordinator.add_centralized_command(subparsers)
+    health.add_health_command(subparsers)
+    testbed.add_testbed_command(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.handler(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
