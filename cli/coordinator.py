@@ -43,7 +43,30 @@ def add_coordinator_command(subparsers: Any) -> None:
         default=2.0,
         help="seconds to wait for more reports once enough agents reported",
     )
-    serve.add_argument("--round-timeout", type=float, default=300.0)
+    serve.add_argument(
+        "--round-timeout",
+        type=float,
+        default=300.0,
+        help="seconds a round waits for its gradients",
+    )
+    serve.add_argument(
+        "--report-poll",
+        type=float,
+        default=120.0,
+        help="longest a resource report waits for its instruction before 'report again'",
+    )
+    serve.add_argument(
+        "--forget-after",
+        type=float,
+        default=600.0,
+        help="seconds after its last call a departed device is dropped from the registry",
+    )
+    serve.add_argument(
+        "--max-devices",
+        type=int,
+        default=10_000,
+        help="registered devices at most; more are refused (RESOURCE_EXHAUSTED)",
+    )
     serve.add_argument("--checkpoint-dir", type=Path, default=Path("deft-run/checkpoints"))
     serve.add_argument("--history", type=Path, default=None, help="write round records as JSON")
     serve.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
@@ -78,8 +101,8 @@ def _coordinator_errors() -> tuple[type[Exception], ...]:
 def run_coordinator(args: argparse.Namespace) -> int:
     setup_logging()
     set_threads(args.threads)
+    from lola_deft.server.config import CoordinatorConfig
     from lola_deft.server.progress import print_baseline, print_round
-    from lola_deft.server.rounds import CoordinatorConfig
     from lola_deft.server.service import start_coordinator
 
     config = CoordinatorConfig(
@@ -94,6 +117,9 @@ def run_coordinator(args: argparse.Namespace) -> int:
         checkpoint_dir=args.checkpoint_dir,
         history_path=args.history,
         resume=args.resume,
+        report_poll_s=args.report_poll,
+        forget_after_s=args.forget_after,
+        max_devices=args.max_devices,
     )
     running = start_coordinator(
         config,
@@ -114,11 +140,11 @@ def run_coordinator(args: argparse.Namespace) -> int:
     while not stop.is_set() and not running.engine.finished.is_set():
         stop.wait(0.5)
     if running.engine.finished.is_set() and not stop.is_set():
-        missing = running.engine.wait_for_farewells(args.finish_grace)
+        missing = running.wait_for_farewells(args.finish_grace)
         if missing:
             print(f"agents that never heard the end of training: {sorted(missing)}", flush=True)
     running.stop()
-    print(f"coordinator stopped after {running.engine.state.round} rounds", flush=True)
+    print(f"coordinator stopped after {running.engine.completed} rounds", flush=True)
     if running.engine.error is not None:
         print(f"coordinator failed: {running.engine.error!r}", file=sys.stderr)
         return 1

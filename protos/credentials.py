@@ -68,7 +68,8 @@ class TlsFiles:
 PLAINTEXT = TlsFiles()
 
 
-def add_port(server: grpc.Server, address: str, tls: TlsFiles = PLAINTEXT) -> int:
+def add_port(server: grpc.Server | grpc.aio.Server, address: str, tls: TlsFiles = PLAINTEXT) -> int:
+    """Bind `address` (with TLS when configured); returns the port, 0 when it cannot bind."""
     credentials = tls.server_credentials()
     if credentials is None:
         return server.add_insecure_port(address)

@@ -13,6 +13,7 @@ Targets are checked at the end (PASS/FAIL); results go to bench-results/system.j
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import socket
 import statistics
@@ -38,7 +39,7 @@ from lola_deft.ml.random_encoder import make_random_encoder
 from lola_deft.ml.training import block_gradient
 from lola_deft.protos.deft.v1 import coordinator_pb2, coordinator_pb2_grpc
 from lola_deft.protos.grpc_options import message_size_options
-from lola_deft.protos.tensor_stream import from_chunks, to_chunks
+from lola_deft.protos.tensor_stream import from_chunks, upload_parts
 
 MiB = 2**20
 
@@ -147,11 +148,11 @@ def print_blocks(results: list[dict[str, Any]]) -> None:
 class _Sink(coordinator_pb2_grpc.CoordinatorServicer):
     def UploadGradient(
         self,
-        request_iterator: Iterator[coordinator_pb2.TensorChunk],
+        request_iterator: Iterator[coordinator_pb2.GradientPart],
         context: grpc.ServicerContext,
     ) -> coordinator_pb2.UploadAck:
-        bundle = from_chunks(request_iterator)
-        return coordinator_pb2.UploadAck(received_bytes=bundle.num_bytes)
+        tensors = from_chunks(part.chunk for part in request_iterator if part.HasField("chunk"))
+        return coordinator_pb2.UploadAck(received_bytes=sum(t.nbytes for t in tensors.values()))
 
 
 def bench_streaming(total_bytes: int, repeats: int) -> dict[str, float]:
@@ -168,7 +169,7 @@ def bench_streaming(total_bytes: int, repeats: int) -> dict[str, float]:
         stub = coordinator_pb2_grpc.CoordinatorStub(channel)
         for _ in range(repeats + 1):
             started = time.perf_counter()
-            ack = stub.UploadGradient(to_chunks(tensors, session="bench", round=1, block=1))
+            ack = stub.UploadGradient(upload_parts(coordinator_pb2.UploadHeader(), tensors))
             grpc_times.append(time.perf_counter() - started)
             assert ack.received_bytes == total_bytes
     server.stop(None)
@@ -216,13 +217,13 @@ def _raw_loopback(payload: bytes) -> float:
 
 # -- 4: coordinator overhead ------------------------------------------------------------------
 def bench_coordinator(num_agents: int, rounds: int, layers: int) -> dict[str, Any]:
-    from lola_deft.scheduler.service import start_scheduler
-    from lola_deft.server.rounds import CoordinatorConfig
+    from lola_deft.server.allocator import InProcessAllocator
+    from lola_deft.server.config import CoordinatorConfig
+    from lola_deft.server.fake_agent import BlockLayout, CallLog, FakeAgent
     from lola_deft.server.service import start_coordinator
 
     with tempfile.TemporaryDirectory() as folder:
         model_dir = make_random_encoder(Path(folder) / "model", "tiny", layers=layers)
-        scheduler = start_scheduler("127.0.0.1", 0)
         config = CoordinatorConfig(
             model_dir=model_dir,
             data_dir=EMBEDDED_TASK_DIR,
@@ -231,7 +232,6 @@ def bench_coordinator(num_agents: int, rounds: int, layers: int) -> dict[str, An
             report_wait_s=5.0,
             round_timeout_s=60,
             checkpoint_dir=Path(folder) / "ck",
-            scheduler_address=f"127.0.0.1:{scheduler.port}",
             liveness_timeout_s=60,
         )
         finished_at: list[float] = []
@@ -240,28 +240,31 @@ def bench_coordinator(num_agents: int, rounds: int, layers: int) -> dict[str, An
             host="127.0.0.1",
             port=0,
             on_round=lambda record: finished_at.append(time.perf_counter()),
+            allocator=InProcessAllocator(),
         )
-        shapes = running.engine.state.shapes()
-        blocks = running.engine.state.loaded.blocks
-        address = f"127.0.0.1:{running.port}"
-        threads = [
-            threading.Thread(
-                target=_fake_agent,
-                args=(address, f"fake-{i}", model_fingerprint(model_dir), shapes, blocks, layers),
-                daemon=True,
-            )
-            for i in range(num_agents)
-        ]
-        for thread in threads:
-            thread.start()
+        layout = BlockLayout(running.trainer.block_names, running.trainer.head_names)
+        fingerprint = model_fingerprint(model_dir)
+
+        async def fleet() -> None:
+            async with grpc.aio.insecure_channel(
+                f"127.0.0.1:{running.port}", options=message_size_options()
+            ) as channel:
+                stub = coordinator_pb2_grpc.CoordinatorStub(channel)
+                calls = CallLog()
+                agents = [
+                    FakeAgent(stub, f"fake-{i}", fingerprint, layout, calls, efficiency=0.5 + i)
+                    for i in range(num_agents)
+                ]
+                await asyncio.gather(*(agent.run() for agent in agents))
+
+        asyncio.run(fleet())
         running.engine.finished.wait(600)
-        history = running.engine.state.history
+        history = running.engine.history.rounds
         running.stop(grace=None)
-        scheduler.stop(grace=None)
     cycles = np.diff(finished_at)  # round 1 includes registration: skip it
     measured = history[1:]
     phases = {
-        name: 1e3 * float(np.median([r["coordinator_s"][name] for r in measured]))
+        name: 1e3 * float(np.median([r.coordinator_s[name] for r in measured]))
         for name in ("schedule", "dispatch", "apply", "checkpoint")
     }
     return {
@@ -269,68 +272,11 @@ def bench_coordinator(num_agents: int, rounds: int, layers: int) -> dict[str, An
         "blocks": layers,
         "rounds": len(cycles),
         "cycle_ms": 1e3 * float(np.median(cycles)),
-        "transfer_ms": 1e3 * float(np.median([r["measured_wall_s"] for r in measured])),
-        "solve_ms": 1e3 * float(np.median([r["solve_seconds"] for r in measured])),
+        "transfer_ms": 1e3 * float(np.median([r.measured_wall_s for r in measured])),
+        "solve_ms": 1e3 * float(np.median([r.solve_seconds for r in measured])),
         "phases_ms": phases,
         "overhead_ms": sum(phases.values()),
     }
-
-
-def _fake_agent(
-    address: str,
-    device_id: str,
-    fingerprint: str,
-    shapes: dict[str, tuple[int, ...]],
-    blocks: dict[int, list[str]],
-    layers: int,
-) -> None:
-    """Answers instantly with a fixed gradient: what is left of a round is coordinator work."""
-    with grpc.insecure_channel(address, options=message_size_options()) as channel:
-        stub = coordinator_pb2_grpc.CoordinatorStub(channel)
-        session = stub.Register(
-            coordinator_pb2.RegisterRequest(device_id=device_id, model_fingerprint=fingerprint),
-            timeout=30,
-        ).session
-        costs = [
-            coordinator_pb2.BlockCost(
-                block=b, seconds_per_iteration=0.1 * (1 + b / layers), peak_memory_bytes=1e6 * b
-            )
-            for b in range(1, layers + 1)
-        ]
-        rng = np.random.default_rng(abs(hash(device_id)) % 2**32)
-        while True:
-            try:
-                instruction = stub.ReportResources(
-                    coordinator_pb2.ResourceReport(
-                        session=session,
-                        available_memory_bytes=1e9,
-                        channel=coordinator_pb2.ChannelState(
-                            spectral_efficiency=float(rng.exponential(2.0) + 0.1)
-                        ),
-                        block_costs=costs,
-                    ),
-                    timeout=120,
-                )
-                if instruction.finished:
-                    return
-                if instruction.block == 0:
-                    continue
-                from_chunks(
-                    stub.DownloadWeights(
-                        coordinator_pb2.WeightsRequest(session=session, round=instruction.round),
-                        timeout=60,
-                    )
-                )
-                names = blocks[instruction.block] + blocks[HEAD]
-                gradient = {n: np.full(shapes[n], 1e-3, np.float32) for n in names}
-                stub.UploadGradient(
-                    to_chunks(
-                        gradient, session=session, round=instruction.round, block=instruction.block
-                    ),
-                    timeout=60,
-                )
-            except grpc.RpcError:
-                return
 
 
 # -- 5: DEFT vs centralized ---------------------------------------------------------------------

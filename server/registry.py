@@ -1,11 +1,24 @@
-"""Registered agents, their sessions and liveness."""
+"""Registered agents, their sessions and liveness, bounded in size and in time.
+
+A device that registers again gets a new session and its old one stops working (so a restarted
+agent cannot upload twice under two names). Devices not heard from for `forget_after_s` are
+dropped entirely, and the registry refuses new devices beyond `max_devices`, so neither a long
+run with churn nor a flood of made-up ids grows the coordinator's memory without bound.
+
+Every agent keeps a small `index` (the lowest one free when it first registered, kept while it
+is remembered): `--shard auto/N` agents take shard index % N, and a device that replaces one
+that left takes over its shard.
+"""
 
 from __future__ import annotations
 
 import secrets
-import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from lola_deft.server.errors import TooLarge, UnknownSession
+from lola_deft.server.messages import Registration
 
 
 @dataclass
@@ -14,58 +27,87 @@ class AgentRecord:
     session: str
     hardware: str
     agent_version: str
-    capabilities: list[str]
+    capabilities: tuple[str, ...]
     index: int = 0
     registered_at: float = field(default_factory=time.monotonic)
     last_seen: float = field(default_factory=time.monotonic)
 
 
-class UnknownSession(LookupError):
-    pass
-
-
 class AgentRegistry:
-    """Thread-safe map of sessions to agents. A device that registers again gets a new session;
-    its old one stops working (so a restarted agent cannot upload twice under two names)."""
+    """Used from the coordinator's event loop only (no locking needed)."""
 
-    def __init__(self, liveness_timeout_s: float) -> None:
+    def __init__(
+        self,
+        liveness_timeout_s: float,
+        forget_after_s: float = 600.0,
+        max_devices: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.liveness_timeout_s = liveness_timeout_s
-        self._lock = threading.Lock()
-        self._by_session: dict[str, AgentRecord] = {}
-        self._session_of: dict[str, str] = {}
-        self._first_seen: dict[str, int] = {}  # device id -> registration order
+        self.forget_after_s = max(forget_after_s, liveness_timeout_s)
+        self.max_devices = max_devices
+        self.clock = clock
+        self._by_device: dict[str, AgentRecord] = {}
+        self._device_of_session: dict[str, str] = {}
 
-    def register(
-        self, device_id: str, hardware: str, version: str, capabilities: list[str]
-    ) -> AgentRecord:
-        with self._lock:
-            old = self._session_of.pop(device_id, None)
-            if old:
-                self._by_session.pop(old, None)
-            self._first_seen.setdefault(device_id, len(self._first_seen))
-            record = AgentRecord(
-                device_id,
-                secrets.token_hex(16),
-                hardware,
-                version,
-                capabilities,
-                index=self._first_seen[device_id],
+    def __len__(self) -> int:
+        return len(self._by_device)
+
+    def register(self, registration: Registration) -> AgentRecord:
+        self.forget_departed()
+        device_id = registration.device_id
+        previous = self._by_device.pop(device_id, None)
+        if previous is not None:
+            self._device_of_session.pop(previous.session, None)
+        elif len(self._by_device) >= self.max_devices:
+            raise TooLarge(
+                f"registry full: {self.max_devices} devices are registered; try again later"
             )
-            self._by_session[record.session] = record
-            self._session_of[device_id] = record.session
-            return record
+        now = self.clock()
+        record = AgentRecord(
+            device_id,
+            secrets.token_hex(16),
+            registration.hardware,
+            registration.agent_version,
+            registration.capabilities,
+            index=previous.index if previous else self._lowest_free_index(),
+            registered_at=now,
+            last_seen=now,
+        )
+        self._by_device[device_id] = record
+        self._device_of_session[record.session] = device_id
+        return record
+
+    def _lowest_free_index(self) -> int:
+        taken = {record.index for record in self._by_device.values()}
+        return next(i for i in range(len(taken) + 1) if i not in taken)
 
     def touch(self, session: str) -> AgentRecord:
-        with self._lock:
-            record = self._by_session.get(session)
-            if record is None:
-                raise UnknownSession("unknown session; register again")
-            record.last_seen = time.monotonic()
-            return record
+        """The session's agent, marked as seen now; UnknownSession if it has none."""
+        device_id = self._device_of_session.get(session)
+        if device_id is None:
+            raise UnknownSession("unknown session; register again")
+        record = self._by_device[device_id]
+        record.last_seen = self.clock()
+        return record
+
+    def is_live(self, device_id: str) -> bool:
+        record = self._by_device.get(device_id)
+        return record is not None and self.clock() - record.last_seen <= self.liveness_timeout_s
 
     def live(self) -> list[AgentRecord]:
-        now = time.monotonic()
-        with self._lock:
-            return [
-                r for r in self._by_session.values() if now - r.last_seen <= self.liveness_timeout_s
-            ]
+        now = self.clock()
+        return [r for r in self._by_device.values() if now - r.last_seen <= self.liveness_timeout_s]
+
+    def forget_departed(self) -> list[str]:
+        """Drop devices silent for longer than forget_after_s; returns their ids."""
+        now = self.clock()
+        gone = [
+            device_id
+            for device_id, record in self._by_device.items()
+            if now - record.last_seen > self.forget_after_s
+        ]
+        for device_id in gone:
+            record = self._by_device.pop(device_id)
+            self._device_of_session.pop(record.session, None)
+        return gone

@@ -1,18 +1,22 @@
-"""The coordinator's gRPC service (deft.v1.Coordinator) and the process that runs it.
+"""The coordinator's gRPC service (deft.v1.Coordinator) on grpc.aio, and the process around it.
 
-Handlers validate and hand over to the RoundEngine; every rejection carries a status code and a
-message that names the problem, and leaves the round state untouched.
+Handlers are thin: convert with `wire`, call the `Coordinator`, convert back. Every
+CoordinatorError maps to one status code in STATUS_OF. Long-polls are awaits on the event loop,
+not threads, so heartbeats and registrations never queue behind reports or uploads, and a
+cancelled call releases what it held. The loop runs in a thread of its own; callers get a
+synchronous handle (RunningCoordinator).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import re
 import threading
-import time
-from collections.abc import Callable, Iterator
-from concurrent import futures
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Coroutine
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -28,161 +32,196 @@ from lola_deft.protos.grpc_options import (
     DEFAULT_MAX_MESSAGE_BYTES,
     message_size_options,
 )
-from lola_deft.protos.tensor_stream import TensorStreamError, from_chunks, to_chunks
-from lola_deft.scheduler.client import SchedulerClient
-from lola_deft.server.aggregation import UploadRejected
+from lola_deft.protos.tensor_stream import to_chunks
+from lola_deft.server import wire
+from lola_deft.server.allocator import Allocator, GrpcAllocator
+from lola_deft.server.config import CoordinatorConfig
+from lola_deft.server.coordinator import Coordinator
+from lola_deft.server.engine import EngineHooks, RoundEngine
+from lola_deft.server.errors import (
+    CoordinatorError,
+    DeadlinePassed,
+    Incompatible,
+    InvalidRequest,
+    NotAssigned,
+    NotNow,
+    TooLarge,
+    UnknownSession,
+)
+from lola_deft.server.export import export_metrics, write_history
+from lola_deft.server.messages import AllocationRequest, Evaluation, RoundRecord
 from lola_deft.server.metrics import CoordinatorMetrics
-from lola_deft.server.registry import AgentRegistry, UnknownSession
-from lola_deft.server.rounds import CoordinatorConfig, ReportRejected, RoundEngine
+from lola_deft.server.registry import AgentRegistry
+from lola_deft.server.trainer import AdapterTrainer
 from lola_deft.server.training_state import TrainingState, adapter_digest
 
 log = logging.getLogger("deft.coordinator")
-MAX_DEVICE_ID = 128
+T = TypeVar("T")
+
+STATUS_OF: dict[type[CoordinatorError], grpc.StatusCode] = {
+    InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
+    UnknownSession: grpc.StatusCode.NOT_FOUND,  # agents register again on NOT_FOUND
+    Incompatible: grpc.StatusCode.FAILED_PRECONDITION,
+    NotNow: grpc.StatusCode.FAILED_PRECONDITION,
+    NotAssigned: grpc.StatusCode.PERMISSION_DENIED,
+    DeadlinePassed: grpc.StatusCode.DEADLINE_EXCEEDED,
+    TooLarge: grpc.StatusCode.RESOURCE_EXHAUSTED,
+}
+
+
+def reason(error: CoordinatorError) -> str:
+    """Metric label of a refusal: the error's class in snake case."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", type(error).__name__).lower()
 
 
 class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
-    def __init__(
-        self,
-        engine: RoundEngine,
-        registry: AgentRegistry,
-        fingerprint: str,
-        metrics: CoordinatorMetrics,
-    ) -> None:
-        self.engine = engine
-        self.registry = registry
-        self.fingerprint = fingerprint
+    def __init__(self, coordinator: Coordinator, metrics: CoordinatorMetrics) -> None:
+        self.coordinator = coordinator
         self.metrics = metrics
 
-    def _session(self, session: str, context: grpc.ServicerContext) -> str:
-        try:
-            return self.registry.touch(session).device_id
-        except UnknownSession as error:
-            context.abort(grpc.StatusCode.NOT_FOUND, str(error))
-            raise  # unreachable: abort raises
+    async def _refuse(self, context: grpc.aio.ServicerContext, error: CoordinatorError) -> NoReturn:
+        await context.abort(STATUS_OF[type(error)], str(error))
+        raise AssertionError("unreachable: abort raises")
 
-    def Register(
-        self,
-        request: coordinator_pb2.RegisterRequest,
-        context: grpc.ServicerContext,
+    async def Register(
+        self, request: coordinator_pb2.RegisterRequest, context: grpc.aio.ServicerContext
     ) -> coordinator_pb2.RegisterResponse:
-        device_id = request.device_id
-        if not device_id or len(device_id) > MAX_DEVICE_ID or not device_id.isprintable():
-            context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"device_id: must be 1..{MAX_DEVICE_ID} printable characters",
-            )
-        if request.model_fingerprint != self.fingerprint:
-            context.abort(
-                grpc.StatusCode.FAILED_PRECONDITION,
-                f"model_fingerprint: agent loaded {request.model_fingerprint!r}, "
-                f"coordinator trains {self.fingerprint!r}",
-            )
-        record = self.registry.register(
-            device_id, request.hardware, request.agent_version, list(request.capabilities)
-        )
-        config = self.engine.config
-        log.info(
-            "agent %s registered (%s, agent %s)", device_id, request.hardware, request.agent_version
-        )
-        return coordinator_pb2.RegisterResponse(
-            session=record.session,
-            heartbeat_interval_s=config.heartbeat_interval_s,
-            model_name=self.fingerprint,
-            lora_rank=config.lora.rank,
-            lora_alpha=config.lora.alpha,
-            lora_target_modules=list(config.lora.targets),
-            blocks=self.engine.blocks,
-            task=config.task,
-            num_labels=self.engine.state.loaded.model.config.num_labels,
-            batch_size=config.batch_size,
-            max_seq_length=config.max_seq_length,
-            round=self.engine.state.round + 1,
-            agent_index=record.index,
-        )
+        try:
+            welcome = self.coordinator.register(wire.registration(request))
+        except CoordinatorError as error:
+            await self._refuse(context, error)
+        log.info("agent %s registered (%.60s)", request.device_id, request.hardware)
+        return wire.welcome_message(welcome)
 
-    def SendHeartbeat(
-        self,
-        request: coordinator_pb2.Heartbeat,
-        context: grpc.ServicerContext,
+    async def SendHeartbeat(
+        self, request: coordinator_pb2.Heartbeat, context: grpc.aio.ServicerContext
     ) -> coordinator_pb2.HeartbeatAck:
-        self._session(request.session, context)
-        return coordinator_pb2.HeartbeatAck(round=self.engine.state.round)
+        try:
+            return coordinator_pb2.HeartbeatAck(round=self.coordinator.heartbeat(request.session))
+        except CoordinatorError as error:
+            await self._refuse(context, error)
 
-    def ReportResources(
-        self,
-        request: coordinator_pb2.ResourceReport,
-        context: grpc.ServicerContext,
+    async def ReportResources(
+        self, request: coordinator_pb2.ResourceReport, context: grpc.aio.ServicerContext
     ) -> coordinator_pb2.RoundInstruction:
-        device_id = self._session(request.session, context)
         try:
-            return self.engine.submit_report(device_id, request)
-        except ReportRejected as error:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
-            raise
+            device_id = self.coordinator.authenticate(request.session)
+            instruction = await self.coordinator.report(wire.resource_report(request, device_id))
+        except CoordinatorError as error:
+            await self._refuse(context, error)
+        return wire.instruction_message(instruction)
 
-    def DownloadWeights(
-        self,
-        request: coordinator_pb2.WeightsRequest,
-        context: grpc.ServicerContext,
-    ) -> Iterator[coordinator_pb2.TensorChunk]:
-        device_id = self._session(request.session, context)
+    async def DownloadWeights(
+        self, request: coordinator_pb2.WeightsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[coordinator_pb2.TensorChunk]:
         try:
-            weights = self.engine.weights_for(device_id, request.round)
-        except LookupError as error:
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(error))
-        except PermissionError as error:
-            context.abort(grpc.StatusCode.PERMISSION_DENIED, str(error))
-        for chunk in to_chunks(weights, session=request.session, round=request.round):
+            weights = self.coordinator.weights(request.session, request.round)
+        except CoordinatorError as error:
+            await self._refuse(context, error)
+        for chunk in to_chunks(weights):
             self.metrics.bytes.labels("down").inc(len(chunk.data))
             yield chunk
 
-    def UploadGradient(
+    async def UploadGradient(
         self,
-        request_iterator: Iterator[coordinator_pb2.TensorChunk],
-        context: grpc.ServicerContext,
+        request_iterator: AsyncIterator[coordinator_pb2.GradientPart],
+        context: grpc.aio.ServicerContext,
     ) -> coordinator_pb2.UploadAck:
-        started = time.perf_counter()
         try:
-            bundle = from_chunks(request_iterator)
-        except TensorStreamError as error:
-            self.metrics.rejected.labels("malformed").inc()
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"gradient stream: {error}")
-        upload_s = time.perf_counter() - started
-        device_id = self._session(bundle.session, context)
-        running = self.engine.current
-        if running is None or running.number != bundle.round:
-            self.metrics.rejected.labels("wrong_round").inc()
-            context.abort(
-                grpc.StatusCode.FAILED_PRECONDITION, f"round {bundle.round} is not running"
-            )
-        try:
-            duplicate, received = running.collector.accept(device_id, bundle, upload_s)
-        except UploadRejected as error:
-            self.metrics.rejected.labels(error.code.name.lower()).inc()
-            context.abort(error.code, str(error))
-        if not duplicate:
-            self.metrics.bytes.labels("up").inc(received)
-        return coordinator_pb2.UploadAck(
-            round=bundle.round, block=bundle.block, received_bytes=received, duplicate=duplicate
-        )
+            ack = await wire.receive_upload(request_iterator, self.coordinator)
+        except CoordinatorError as error:
+            self.metrics.rejected.labels(reason(error)).inc()
+            await self._refuse(context, error)
+        if not ack.duplicate:
+            self.metrics.bytes.labels("up").inc(ack.received_bytes)
+        return wire.ack_message(ack)
 
 
 @dataclass
 class RunningCoordinator:
-    server: grpc.Server
+    """A coordinator serving on its own event loop thread, driven from synchronous code."""
+
     port: int
-    engine: RoundEngine
-    thread: threading.Thread
     metrics_port: int | None
-    scheduler: SchedulerClient
-    health: health.HealthServicer
+    engine: RoundEngine
+    trainer: AdapterTrainer
+    loop: asyncio.AbstractEventLoop
+    thread: threading.Thread
+    _stopped: asyncio.Event = field(repr=False)
+    _closing: list[Callable[[], None]] = field(default_factory=list)
+
+    def call(self, function: Callable[[], T]) -> T:
+        """Run `function` on the coordinator's loop (where its state lives) and return its value."""
+
+        async def run() -> T:
+            return function()
+
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(timeout=30)
+
+    def wait_for_farewells(self, timeout_s: float) -> set[str]:
+        """After training, wait (up to timeout_s) until every live agent has heard "finished",
+        so none is left retrying a vanished coordinator. Returns the agents that never did."""
+        deadline = self.loop.time() + timeout_s
+        while True:
+            waiting = self.call(self.engine.unfinished_agents)
+            if not waiting or self.loop.time() >= deadline:
+                return waiting
+            threading.Event().wait(0.2)
 
     def stop(self, grace: float | None = 2.0) -> None:
-        self.engine.stop.set()
-        self.health.enter_graceful_shutdown()
-        self.thread.join(timeout=30)
-        self.server.stop(grace).wait()
-        self.scheduler.close()
+        if self.thread.is_alive():
+            self.loop.call_soon_threadsafe(self._stopped.set)
+            self.thread.join(timeout=30 + (grace or 0))
+        for close in self._closing:
+            close()
+
+
+async def _serve(
+    coordinator: Coordinator,
+    engine: RoundEngine,
+    metrics: CoordinatorMetrics,
+    address: str,
+    tls: TlsFiles,
+    max_message_bytes: int,
+    max_concurrent_rpcs: int,
+    started: Future[tuple[int, asyncio.Event]],
+) -> None:
+    stopped = asyncio.Event()
+    try:
+        server = grpc.aio.server(
+            options=message_size_options(max_message_bytes),
+            maximum_concurrent_rpcs=max_concurrent_rpcs,
+        )
+        coordinator_pb2_grpc.add_CoordinatorServicer_to_server(
+            CoordinatorService(coordinator, metrics), server
+        )
+        health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        for service in ("", COORDINATOR_SERVICE):
+            await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+        reflection.enable_server_reflection(
+            (COORDINATOR_SERVICE, "grpc.health.v1.Health", reflection.SERVICE_NAME), server
+        )
+        try:
+            bound = add_port(server, address, tls)
+        except RuntimeError:  # grpc's "Failed to bind": in use, or not an address of this host
+            bound = 0
+        if bound == 0:
+            raise OSError(f"cannot bind the coordinator to {address} (in use, or not this host's)")
+        await server.start()
+    except BaseException as error:
+        started.set_exception(error)
+        return
+    started.set_result((bound, stopped))
+    rounds = asyncio.create_task(engine.run())
+    await stopped.wait()
+    engine.stop()
+    await health_servicer.enter_graceful_shutdown()
+    await server.stop(1.0)
+    try:
+        await asyncio.wait_for(rounds, timeout=30)
+    except asyncio.TimeoutError:
+        log.warning("round engine did not stop within 30 s")
 
 
 def start_coordinator(
@@ -192,16 +231,16 @@ def start_coordinator(
     port: int = 50052,
     metrics_port: int | None = None,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-    on_round: Callable[[dict[str, Any]], None] | None = None,
-    on_baseline: Callable[[dict[str, Any]], None] | None = None,
+    on_round: Callable[[RoundRecord], None] | None = None,
+    on_baseline: Callable[[Evaluation], None] | None = None,
     on_allocation: Callable[[dict[str, float]], None] | None = None,
     tls: TlsFiles = PLAINTEXT,
     scheduler_tls: TlsFiles = PLAINTEXT,
+    allocator: Allocator | None = None,
 ) -> RunningCoordinator:
     """Load the model and dev data, restore a checkpoint if asked, start serving and the rounds."""
     spec = task_spec(config.task)
-    num_labels = spec.num_labels
-    loaded = load_model(config.model_dir, num_labels, config.lora, seed=config.seed)
+    loaded = load_model(config.model_dir, spec.num_labels, config.lora, seed=config.seed)
     state = TrainingState(loaded, config.learning_rate)
     if config.resume:
         restored = state.load(config.checkpoint_dir)
@@ -211,42 +250,74 @@ def start_coordinator(
             flush=True,
         )
     dev = encode(loaded.tokenizer, read_split(config.data_dir, spec, "dev"), config.max_seq_length)
+    trainer = AdapterTrainer(state, dev, spec, config.checkpoint_dir)
     metrics = CoordinatorMetrics()
-    registry = AgentRegistry(config.liveness_timeout_s)
-    scheduler = SchedulerClient(config.scheduler_address, timeout_s=60, tls=scheduler_tls)
+    registry = AgentRegistry(config.liveness_timeout_s, config.forget_after_s, config.max_devices)
+    if allocator is None:
+        allocator = GrpcAllocator(
+            config.scheduler_address, config.scheduler_timeout_s, scheduler_tls
+        )
+    history_path = config.history_path
+
+    def export(record: RoundRecord, request: AllocationRequest) -> None:
+        export_metrics(metrics, record, request)
+        metrics.live_agents.set(len(registry.live()))
+        if history_path is not None:
+            write_history(history_path, engine.history)
+
+    hooks = EngineHooks(on_baseline, on_allocation, [export])
+    if on_round is not None:
+        hooks.on_round.append(lambda record, request: on_round(record))
     engine = RoundEngine(
         config,
-        state,
+        trainer,
         registry,
-        scheduler.allocate,
+        allocator,
+        hooks,
+        completed=state.round,
+        history=trainer.restored_history(),
+    )
+    coordinator = Coordinator(
+        config, engine, registry, model_fingerprint(config.model_dir), spec.num_labels
+    )
+    loop = asyncio.new_event_loop()
+    started: Future[tuple[int, asyncio.Event]] = Future()
+    serving = _serve(
+        coordinator,
+        engine,
         metrics,
-        spec,
-        dev,
-        on_round,
-        on_baseline,
-        on_allocation,
+        f"{host}:{port}",
+        tls,
+        max_message_bytes,
+        max_concurrent_rpcs=3 * config.max_devices + 64,
+        started=started,
     )
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=64), options=message_size_options(max_message_bytes)
-    )
-    fingerprint = model_fingerprint(config.model_dir)
-    coordinator_pb2_grpc.add_CoordinatorServicer_to_server(
-        CoordinatorService(engine, registry, fingerprint, metrics), server
-    )
-    health_servicer = health.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    for service in ("", COORDINATOR_SERVICE):
-        health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
-    reflection.enable_server_reflection(
-        (COORDINATOR_SERVICE, "grpc.health.v1.Health", reflection.SERVICE_NAME), server
-    )
-    bound = add_port(server, f"{host}:{port}", tls)
-    if bound == 0:
-        raise OSError(f"cannot bind the coordinator to {host}:{port}")
-    server.start()
-    bound_metrics = metrics.serve(metrics_port) if metrics_port is not None else None
-    thread = threading.Thread(target=engine.run, name="rounds", daemon=True)
+    thread = threading.Thread(target=_run_loop, args=(loop, serving), name="coordinator")
     thread.start()
-    return RunningCoordinator(
-        server, bound, engine, thread, bound_metrics, scheduler, health_servicer
+    try:
+        bound, stopped = started.result(timeout=60)
+    except BaseException:
+        thread.join(timeout=10)
+        allocator.close()
+        raise
+    bound_metrics = (
+        metrics.serve(metrics_port, _http_host(host)) if metrics_port is not None else None
     )
+    return RunningCoordinator(
+        bound, bound_metrics, engine, trainer, loop, thread, stopped, [allocator.close]
+    )
+
+
+def _run_loop(loop: asyncio.AbstractEventLoop, main: Coroutine[Any, Any, None]) -> None:
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_until_complete(main)
+    finally:
+        loop.close()
+
+
+def _http_host(grpc_host: str) -> str:
+    """The metrics endpoint listens where the gRPC port does; "all interfaces" stays IPv4's
+    0.0.0.0, which works in containers without IPv6 too."""
+    host = grpc_host.strip("[]")
+    return "0.0.0.0" if host in ("", "::", "0.0.0.0") else host

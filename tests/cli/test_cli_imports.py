@@ -16,6 +16,7 @@ from tests.helpers import ROOT
 
 BLOCK_SCIPY = "import sys; sys.modules['scipy'] = None; "
 AGENT_CONTEXT = ["lola_deft", "protos", "ml", "cli", "device_agent"]  # as agent.Dockerfile copies
+FULL_CONTEXT = [*AGENT_CONTEXT, "scheduler", "server"]
 
 
 def build_wheel(source: Path, out: Path) -> Path:
@@ -35,12 +36,13 @@ def top_level_names(wheel: Path) -> set[str]:
         return {name.split("/")[0] for name in archive.namelist() if ".dist-info/" not in name}
 
 
-def agent_only_tree(tmp_path: Path) -> Path:
-    tree = tmp_path / "agent-context"
+def source_tree(tmp_path: Path, folders: list[str]) -> Path:
+    """A copy of the build context with only these folders (a fresh one: no stale build/)."""
+    tree = tmp_path / "context"
     tree.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, tree / name)
-    for name in AGENT_CONTEXT:
+    for name in folders:
         shutil.copytree(
             ROOT / name,
             tree / name,
@@ -63,7 +65,7 @@ def run_from(site: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess[s
 
 
 def test_the_full_wheel_installs_nothing_generic(tmp_path: Path) -> None:
-    wheel = build_wheel(ROOT, tmp_path / "dist")
+    wheel = build_wheel(source_tree(tmp_path, FULL_CONTEXT), tmp_path / "dist")
     assert top_level_names(wheel) == {"lola_deft"}
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
@@ -73,7 +75,7 @@ def test_the_full_wheel_installs_nothing_generic(tmp_path: Path) -> None:
 
 
 def test_an_agent_only_install_has_no_server_code_and_runs_the_agent(tmp_path: Path) -> None:
-    wheel = build_wheel(agent_only_tree(tmp_path), tmp_path / "dist")
+    wheel = build_wheel(source_tree(tmp_path, AGENT_CONTEXT), tmp_path / "dist")
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
         archive.extractall(tmp_path / "site")

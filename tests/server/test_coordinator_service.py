@@ -5,6 +5,7 @@ The coordinator and scheduler run in this process on loopback; the test plays th
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -16,11 +17,11 @@ import numpy as np
 import pytest
 
 from lola_deft.ml.glue import EMBEDDED_TASK_DIR
-from lola_deft.ml.model import HEAD, model_fingerprint
+from lola_deft.ml.model import model_fingerprint
 from lola_deft.protos.deft.v1 import coordinator_pb2, coordinator_pb2_grpc
-from lola_deft.protos.tensor_stream import from_chunks, to_chunks
+from lola_deft.protos.tensor_stream import from_chunks, upload_parts
 from lola_deft.scheduler.service import start_scheduler
-from lola_deft.server.rounds import CoordinatorConfig
+from lola_deft.server.config import CoordinatorConfig
 from lola_deft.server.service import RunningCoordinator, start_coordinator
 
 BLOCKS = 3
@@ -35,7 +36,7 @@ class FakeAgent:
 
 @contextmanager
 def one_round_coordinator(
-    model_dir: Path, tmp_path: Path, metrics_port: int | None = None
+    model_dir: Path, tmp_path: Path, metrics_port: int | None = None, **overrides: object
 ) -> Iterator[RunningCoordinator]:
     """Scheduler and coordinator in this process, for one round with agents the test plays."""
     scheduler = start_scheduler("127.0.0.1", 0)
@@ -49,6 +50,8 @@ def one_round_coordinator(
         liveness_timeout_s=120,
         scheduler_address=f"127.0.0.1:{scheduler.port}",
     )
+    for name, value in overrides.items():
+        setattr(config, name, value)
     running = start_coordinator(config, host="127.0.0.1", port=0, metrics_port=metrics_port)
     try:
         yield running
@@ -119,9 +122,9 @@ def gradient(
     block: int | None = None,
     value: float = 0.01,
 ) -> dict[str, np.ndarray]:
-    loaded = coordinator.engine.state.loaded
+    trainer = coordinator.trainer
     block = block if block is not None else agent.instruction.block  # type: ignore[union-attr]
-    names = loaded.blocks[block] + loaded.blocks[HEAD]
+    names = trainer.block_names[block] + trainer.head_names
     return {name: np.full(weights[name].shape, value, np.float32) for name in names}
 
 
@@ -134,9 +137,8 @@ def upload(
     block: int | None = None,
 ) -> coordinator_pb2.UploadAck:
     block = block if block is not None else agent.instruction.block  # type: ignore[union-attr]
-    return stub.UploadGradient(
-        to_chunks(tensors, session=agent.session, round=round_number, block=block), timeout=30
-    )
+    header = coordinator_pb2.UploadHeader(session=agent.session, round=round_number, block=block)
+    return stub.UploadGradient(upload_parts(header, tensors), timeout=30)
 
 
 def rejected(call: object) -> grpc.RpcError:
@@ -156,8 +158,8 @@ def test_a_round_with_every_rejection_path(
         stub.DownloadWeights(
             coordinator_pb2.WeightsRequest(session=first.session, round=1), timeout=30
         )
-    ).tensors
-    assert set(weights) == set(coordinator.engine.state.params)
+    )
+    assert set(weights) == set(coordinator.trainer.shapes)
     collector = coordinator.engine.current.collector  # type: ignore[union-attr]
     good = gradient(coordinator, first, weights)
 
@@ -177,7 +179,7 @@ def test_a_round_with_every_rejection_path(
                 gradient(coordinator, first, weights, block=second.instruction.block),  # type: ignore[union-attr]
                 block=second.instruction.block,
             ),  # type: ignore[union-attr]
-            grpc.StatusCode.INVALID_ARGUMENT,
+            grpc.StatusCode.PERMISSION_DENIED,
             "was assigned block",
         ),
         (
@@ -249,15 +251,15 @@ def test_a_round_with_every_rejection_path(
         assert message in error.details(), error.details()
         assert_nothing_stored()
 
-    before = coordinator.engine.state.snapshot()
+    before = coordinator.trainer.snapshot()
     assert not upload(stub, first, good).duplicate
     assert upload(stub, first, good).duplicate  # a retry is acknowledged, not applied twice
     assert len(collector.uploads) == 1
     for agent in (second, third):
         assert not upload(stub, agent, gradient(coordinator, agent, weights)).duplicate
     coordinator.engine.finished.wait(60)
-    after = coordinator.engine.state.snapshot()
-    assert coordinator.engine.state.round == 1
+    after = coordinator.trainer.snapshot()
+    assert coordinator.engine.completed == 1
     # One Adam step from zero moments moves every tensor by exactly lr against the gradient sign.
     step = coordinator.engine.config.learning_rate
     for name in before:
@@ -277,8 +279,8 @@ def test_dead_agents_do_not_stall_the_round(
     upload(stub, agents[0], gradient(coordinator, agents[0], weights))
     # The other two never upload nor send heartbeats: the round closes without waiting 60 s.
     assert coordinator.engine.finished.wait(30)
-    record = coordinator.engine.state.history[-1]
-    assert record["blocks_updated"] == [agents[0].instruction.block]  # type: ignore[union-attr]
+    record = coordinator.engine.history.rounds[-1]
+    assert record.blocks_updated == [agents[0].instruction.block]  # type: ignore[union-attr]
 
 
 def scrape(port: int) -> dict[str, float]:
@@ -305,12 +307,13 @@ def test_metrics_are_exported_with_prometheus_names(tiny_model_dir: Path, tmp_pa
         assert running.engine.finished.wait(60)
         assert running.metrics_port is not None
         samples = scrape(running.metrics_port)
-    record = running.engine.state.history[0]
+    record = running.engine.history.rounds[0]
+    assert record.eval is not None
     assert samples['deft_round_latency_seconds{kind="measured"}'] == pytest.approx(
-        record["measured_wall_s"]
+        record.measured_wall_s
     )
     assert samples['deft_round_latency_seconds{kind="modelled"}'] == pytest.approx(
-        record["modelled_latency_s"]
+        record.modelled_latency_s
     )
     assert samples["deft_rounds_total"] == 1.0
     for agent in agents:
@@ -326,10 +329,126 @@ def test_metrics_are_exported_with_prometheus_names(tiny_model_dir: Path, tmp_pa
         assert f'deft_device_upload_seconds{{device="{agent.device_id}"}}' in samples
         assert samples[f'deft_device_memory_bytes{{device="{agent.device_id}"}}'] == 8e9
     assert samples['deft_eval_metric{metric="accuracy"}'] == pytest.approx(
-        record["eval"]["accuracy"]
+        record.eval.scores["accuracy"]
     )
     assert samples['deft_bytes_total{direction="up"}'] > 0
     assert "deft_training_loss" in samples and "deft_scheduler_solve_seconds" in samples
     assert samples["deft_live_agents"] == 3
     counters = {k.split("{")[0] for k in samples if k.split("{")[0].endswith("_total")}
     assert counters >= {"deft_rounds_total", "deft_bytes_total"}
+
+
+def test_hostile_uploads_are_refused_from_their_header(
+    coordinator: RunningCoordinator,
+    stub: coordinator_pb2_grpc.CoordinatorStub,
+    tiny_model_dir: Path,
+) -> None:
+    agents = start_round(stub, tiny_model_dir)
+    first = agents[0]
+    collector = coordinator.engine.current.collector  # type: ignore[union-attr]
+    header = coordinator_pb2.UploadHeader(session=first.session, round=1, block=1)
+    chunk = coordinator_pb2.TensorChunk(name="x", shape=[65536] * 4, dtype="float32")
+
+    no_header = rejected(
+        lambda: stub.UploadGradient(iter([coordinator_pb2.GradientPart(chunk=chunk)]), timeout=10)
+    )
+    assert no_header.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "must open with an UploadHeader" in no_header.details()
+
+    block = first.instruction.block  # type: ignore[union-attr]
+    name = coordinator.trainer.block_names[block][0]
+    huge = coordinator_pb2.TensorChunk(name=name, shape=[65536] * 4, dtype="float32")
+    overflow = rejected(
+        lambda: stub.UploadGradient(
+            iter(
+                [
+                    coordinator_pb2.GradientPart(header=header),
+                    coordinator_pb2.GradientPart(chunk=huge),
+                ]
+            ),
+            timeout=10,
+        )
+    )
+    assert overflow.code() in (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.PERMISSION_DENIED,  # when block 1 went to another device
+    )
+
+    # A made-up session with a 512 MiB stream behind it: refused at the header, the rest unread.
+    sent = []
+
+    def big_stream() -> Iterator[coordinator_pb2.GradientPart]:
+        yield coordinator_pb2.GradientPart(
+            header=coordinator_pb2.UploadHeader(session="made-up", round=1, block=1)
+        )
+        for i in range(512):
+            sent.append(i)
+            yield coordinator_pb2.GradientPart(
+                chunk=coordinator_pb2.TensorChunk(
+                    name="x",
+                    shape=[512 * 2**18],
+                    dtype="float32",
+                    offset=i * 2**20,
+                    total_bytes=512 * 2**20,
+                    data=bytes(2**20),
+                )
+            )
+
+    forged = rejected(lambda: stub.UploadGradient(big_stream(), timeout=30))
+    assert forged.code() == grpc.StatusCode.NOT_FOUND
+    assert len(sent) < 512
+    assert collector.uploads == {}
+
+
+def test_registration_bounds_every_free_text_field(
+    stub: coordinator_pb2_grpc.CoordinatorStub, tiny_model_dir: Path
+) -> None:
+    fingerprint = model_fingerprint(tiny_model_dir)
+    cases = {
+        "device_id": coordinator_pb2.RegisterRequest(
+            device_id="d" * 10_000, model_fingerprint=fingerprint
+        ),
+        "hardware": coordinator_pb2.RegisterRequest(
+            device_id="ok", hardware="h" * 100_000, model_fingerprint=fingerprint
+        ),
+        "capabilities": coordinator_pb2.RegisterRequest(
+            device_id="ok", capabilities=["cpu"] * 1000, model_fingerprint=fingerprint
+        ),
+        "model_fingerprint": coordinator_pb2.RegisterRequest(
+            device_id="ok", model_fingerprint="f" * 10_000
+        ),
+    }
+    for field, request in cases.items():
+        error = rejected(lambda request=request: stub.Register(request, timeout=10))
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error.details()
+        assert error.details().startswith(field)
+        assert len(error.details()) < 200
+
+
+def test_long_polls_never_delay_heartbeats(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """Hundreds of reports waiting for a round that cannot start yet hold no thread: heartbeats
+    and registrations are answered meanwhile, and cancelled reports leave nothing behind."""
+    waiting = 300
+    with (
+        one_round_coordinator(tiny_model_dir, tmp_path, min_agents=10_000) as running,
+        grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel,
+    ):
+        stub = coordinator_pb2_grpc.CoordinatorStub(channel)
+        fingerprint = model_fingerprint(tiny_model_dir)
+        agents = [register(stub, f"dev{i}", fingerprint) for i in range(waiting)]
+        polls = [stub.ReportResources.future(report(a.session), timeout=60) for a in agents]
+        while running.call(running.engine.waiting_reports) < waiting:
+            time.sleep(0.05)
+        for agent in agents[:50]:
+            assert (
+                stub.SendHeartbeat(
+                    coordinator_pb2.Heartbeat(session=agent.session), timeout=10
+                ).round
+                == 0
+            )
+        late = register(stub, "late", fingerprint)
+        assert late.session
+        for poll in polls:
+            poll.cancel()
+        while running.call(running.engine.waiting_reports) > 0:
+            time.sleep(0.05)

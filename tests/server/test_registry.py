@@ -1,17 +1,31 @@
-"""Sessions, liveness and the stable registration order used by `--shard auto/N`."""
+"""Sessions, liveness, forgetting and the shard index used by `--shard auto/N`."""
 
 from __future__ import annotations
 
 import pytest
 
-from lola_deft.server.registry import AgentRegistry, UnknownSession
+from lola_deft.server.errors import TooLarge, UnknownSession
+from lola_deft.server.messages import Registration
+from lola_deft.server.registry import AgentRegistry
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def joining(device_id: str) -> Registration:
+    return Registration(device_id, "hw", "1", (), "fp")
 
 
 def test_re_registration_replaces_the_session_and_keeps_the_index() -> None:
     registry = AgentRegistry(liveness_timeout_s=60)
-    first = registry.register("a", "hw", "1", [])
-    second = registry.register("b", "hw", "1", [])
-    again = registry.register("a", "hw", "1", [])
+    first = registry.register(joining("a"))
+    second = registry.register(joining("b"))
+    again = registry.register(joining("a"))
     assert (first.index, second.index, again.index) == (0, 1, 0)
     with pytest.raises(UnknownSession):
         registry.touch(first.session)
@@ -19,7 +33,32 @@ def test_re_registration_replaces_the_session_and_keeps_the_index() -> None:
     assert {r.device_id for r in registry.live()} == {"a", "b"}
 
 
-def test_silent_agents_are_not_live() -> None:
-    registry = AgentRegistry(liveness_timeout_s=0.0)
-    registry.register("a", "hw", "1", [])
-    assert registry.live() == []
+def test_silent_agents_are_not_live_then_forgotten() -> None:
+    clock = Clock()
+    registry = AgentRegistry(liveness_timeout_s=10, forget_after_s=100, clock=clock)
+    a = registry.register(joining("a"))
+    registry.register(joining("b"))
+    clock.now += 50
+    registry.touch(a.session)
+    assert [r.device_id for r in registry.live()] == ["a"] and len(registry) == 2
+    clock.now += 60  # b silent for 110 s, a for 60 s
+    assert registry.forget_departed() == ["b"]
+    assert len(registry) == 1 and not registry.is_live("b")
+    # A newcomer takes the departed device's shard index; the remembered one keeps its own.
+    assert registry.register(joining("c")).index == 1
+    assert registry.register(joining("a")).index == 0
+
+
+def test_churn_does_not_grow_the_registry_and_a_full_one_refuses_newcomers() -> None:
+    clock = Clock()
+    registry = AgentRegistry(liveness_timeout_s=1, forget_after_s=5, max_devices=100, clock=clock)
+    for i in range(4000):
+        record = registry.register(joining(f"device-{i}"))
+        clock.now += 0.1
+    assert len(registry) <= 51 and record.index < 51
+    clock.now += 10  # everyone so far has left
+    for i in range(100):
+        registry.register(joining(f"burst-{i}"))
+    with pytest.raises(TooLarge, match="registry full: 100 devices"):
+        registry.register(joining("one-too-many"))
+    registry.register(joining("burst-0"))  # a known device may always come back

@@ -127,10 +127,7 @@ class WeightsRequest(_message.Message):
     def __init__(self, session: _Optional[str] = ..., round: _Optional[int] = ...) -> None: ...
 
 class TensorChunk(_message.Message):
-    __slots__ = ("session", "round", "block", "name", "shape", "dtype", "offset", "total_bytes", "data", "crc32", "compute_s", "train_loss")
-    SESSION_FIELD_NUMBER: _ClassVar[int]
-    ROUND_FIELD_NUMBER: _ClassVar[int]
-    BLOCK_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("name", "shape", "dtype", "offset", "total_bytes", "data", "crc32")
     NAME_FIELD_NUMBER: _ClassVar[int]
     SHAPE_FIELD_NUMBER: _ClassVar[int]
     DTYPE_FIELD_NUMBER: _ClassVar[int]
@@ -138,11 +135,6 @@ class TensorChunk(_message.Message):
     TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
     CRC32_FIELD_NUMBER: _ClassVar[int]
-    COMPUTE_S_FIELD_NUMBER: _ClassVar[int]
-    TRAIN_LOSS_FIELD_NUMBER: _ClassVar[int]
-    session: str
-    round: int
-    block: int
     name: str
     shape: _containers.RepeatedScalarFieldContainer[int]
     dtype: str
@@ -150,9 +142,29 @@ class TensorChunk(_message.Message):
     total_bytes: int
     data: bytes
     crc32: int
+    def __init__(self, name: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., dtype: _Optional[str] = ..., offset: _Optional[int] = ..., total_bytes: _Optional[int] = ..., data: _Optional[bytes] = ..., crc32: _Optional[int] = ...) -> None: ...
+
+class UploadHeader(_message.Message):
+    __slots__ = ("session", "round", "block", "compute_s", "train_loss")
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    BLOCK_FIELD_NUMBER: _ClassVar[int]
+    COMPUTE_S_FIELD_NUMBER: _ClassVar[int]
+    TRAIN_LOSS_FIELD_NUMBER: _ClassVar[int]
+    session: str
+    round: int
+    block: int
     compute_s: float
     train_loss: float
-    def __init__(self, session: _Optional[str] = ..., round: _Optional[int] = ..., block: _Optional[int] = ..., name: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., dtype: _Optional[str] = ..., offset: _Optional[int] = ..., total_bytes: _Optional[int] = ..., data: _Optional[bytes] = ..., crc32: _Optional[int] = ..., compute_s: _Optional[float] = ..., train_loss: _Optional[float] = ...) -> None: ...
+    def __init__(self, session: _Optional[str] = ..., round: _Optional[int] = ..., block: _Optional[int] = ..., compute_s: _Optional[float] = ..., train_loss: _Optional[float] = ...) -> None: ...
+
+class GradientPart(_message.Message):
+    __slots__ = ("header", "chunk")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    header: UploadHeader
+    chunk: TensorChunk
+    def __init__(self, header: _Optional[_Union[UploadHeader, _Mapping]] = ..., chunk: _Optional[_Union[TensorChunk, _Mapping]] = ...) -> None: ...
 
 class UploadAck(_message.Message):
     __slots__ = ("round", "block", "received_bytes", "duplicate")

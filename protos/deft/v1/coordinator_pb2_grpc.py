@@ -56,7 +56,7 @@ class CoordinatorStub:
                 _registered_method=True)
         self.UploadGradient = channel.stream_unary(
                 '/deft.v1.Coordinator/UploadGradient',
-                request_serializer=lola__deft_dot_protos_dot_deft_dot_v1_dot_coordinator__pb2.TensorChunk.SerializeToString,
+                request_serializer=lola__deft_dot_protos_dot_deft_dot_v1_dot_coordinator__pb2.GradientPart.SerializeToString,
                 response_deserializer=lola__deft_dot_protos_dot_deft_dot_v1_dot_coordinator__pb2.UploadAck.FromString,
                 _registered_method=True)
 
@@ -119,7 +119,7 @@ def add_CoordinatorServicer_to_server(servicer, server):
             ),
             'UploadGradient': grpc.stream_unary_rpc_method_handler(
                     servicer.UploadGradient,
-                    request_deserializer=lola__deft_dot_protos_dot_deft_dot_v1_dot_coordinator__pb2.TensorChunk.FromString,
+                    request_deserializer=lola__deft_dot_protos_dot_deft_dot_v1_dot_coordinator__pb2.GradientPart.FromString,
                     response_serializer=lola__deft_dot_protos_dot_deft_dot_v1_dot_coordinator__pb2.UploadAck.SerializeToString,
             ),
     }
@@ -256,7 +256,7 @@ class Coordinator:
             request_iterator,
             target,
             '/deft.v1.Coordinator/UploadGradient',
-            lola__deft_dot_protos_dot_deft_dot_v1_dot_coordinator__pb2.TensorChunk.SerializeToString,
+            lola__deft_dot_protos_dot_deft_dot_v1_dot_coordinator__pb2.GradientPart.SerializeToString,
             lola__deft_dot_protos_dot_deft_dot_v1_dot_coordinator__pb2.UploadAck.FromString,
             options,
             channel_credentials,

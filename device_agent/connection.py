@@ -1,0 +1,116 @@
+"""The agent's link to the coordinator: one channel, registration, heartbeats in the
+background, the round calls, and how long to back off when the coordinator is away."""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Mapping
+
+import grpc
+import numpy as np
+
+from lola_deft.protos.credentials import TlsFiles, open_channel
+from lola_deft.protos.deft.v1 import coordinator_pb2, coordinator_pb2_grpc
+from lola_deft.protos.grpc_options import message_size_options
+from lola_deft.protos.tensor_stream import from_chunks, upload_parts
+
+# Refusals that concern one round only; the agent carries on with the next round.
+ROUND_LEVEL = {
+    grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.PERMISSION_DENIED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+}
+# Worth registering again after a pause: the coordinator is away, restarted or overloaded.
+RETRYABLE = {
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.UNKNOWN,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.CANCELLED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+}
+
+
+class SessionLost(Exception):
+    """The coordinator no longer knows this session (it restarted): register again."""
+
+
+class Backoff:
+    """Exponential back-off with jitter, reset after a success."""
+
+    def __init__(self, first_s: float = 0.5, max_s: float = 30.0) -> None:
+        self.first_s = first_s
+        self.max_s = max_s
+        self._next = first_s
+
+    def reset(self) -> None:
+        self._next = self.first_s
+
+    def next_delay(self) -> float:
+        delay = self._next * (1 + random.random() * 0.25)
+        self._next = min(self._next * 2, self.max_s)
+        return delay
+
+
+class CoordinatorConnection:
+    def __init__(
+        self, address: str, tls: TlsFiles, max_message_bytes: int, stop: threading.Event
+    ) -> None:
+        self.address = address
+        self.stop = stop
+        self._channel = open_channel(address, tls, message_size_options(max_message_bytes))
+        self.stub = coordinator_pb2_grpc.CoordinatorStub(self._channel)
+        self.session = ""
+
+    def register(
+        self, request: coordinator_pb2.RegisterRequest
+    ) -> coordinator_pb2.RegisterResponse:
+        """Register and keep the new session alive with heartbeats until it is lost."""
+        response = self.stub.Register(request, timeout=30, wait_for_ready=True)
+        self.session = response.session
+        threading.Thread(
+            target=self._heartbeat,
+            args=(response.session, response.heartbeat_interval_s),
+            daemon=True,
+        ).start()
+        return response
+
+    def _heartbeat(self, session: str, interval: float) -> None:
+        while not self.stop.wait(max(interval, 0.2)) and session == self.session:
+            try:
+                self.stub.SendHeartbeat(coordinator_pb2.Heartbeat(session=session), timeout=10)
+            except grpc.RpcError as error:
+                if error.code() == grpc.StatusCode.NOT_FOUND:
+                    return  # session gone; the round loop registers again
+
+    def report(self, report: coordinator_pb2.ResourceReport) -> coordinator_pb2.RoundInstruction:
+        """Long-poll for this round's instruction; SessionLost when the session is gone."""
+        try:
+            return self.stub.ReportResources(report, timeout=3600)
+        except grpc.RpcError as error:
+            if error.code() == grpc.StatusCode.NOT_FOUND:
+                raise SessionLost(error.details()) from error
+            raise
+
+    def download(self, round_number: int) -> dict[str, np.ndarray]:
+        return from_chunks(
+            self.stub.DownloadWeights(
+                coordinator_pb2.WeightsRequest(session=self.session, round=round_number),
+                timeout=600,
+            )
+        )
+
+    def upload(
+        self,
+        header: coordinator_pb2.UploadHeader,
+        gradients: Mapping[str, np.ndarray],
+        timeout_s: float,
+    ) -> coordinator_pb2.UploadAck:
+        return self.stub.UploadGradient(upload_parts(header, gradients), timeout=timeout_s)
+
+    def close(self) -> None:
+        self.session = ""
+        self._channel.close()

@@ -1,0 +1,35 @@
+"""How an agent is configured (the `deft agent` flags fill it in)."""
+
+from __future__ import annotations
+
+import os
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lola_deft.protos.credentials import PLAINTEXT, TlsFiles
+from lola_deft.protos.grpc_options import DEFAULT_MAX_MESSAGE_BYTES
+
+
+@dataclass
+class AgentConfig:
+    coordinator: str
+    device_id: str
+    model_dir: Path
+    data_dir: Path
+    shard: int = 0
+    num_shards: int = 1
+    shard_mode: str = "iid"
+    device: str = "auto"
+    memory_limit_bytes: float | None = None
+    slowdown: float = 1.0
+    channel: str = "emulated"  # or "measured"
+    transmit_snr_db: float = 10.0
+    path_loss: float = 1e-3
+    seed: int = 0
+    profile_cache: Path | None = None
+    max_backoff_s: float = 30.0
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    metrics_port: int | None = None
+    tls: TlsFiles = PLAINTEXT
+    hardware: str = field(default_factory=lambda: f"{platform.machine()}, {os.cpu_count()} CPUs")

@@ -1,0 +1,180 @@
+"""The agent's work: for a training setup from the coordinator, load the model and the local
+data shard and profile every block (once per setup); describe this device's resources each
+round; train an assigned block and return its gradient. No networking here."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import psutil
+import torch
+
+from lola_deft.device_agent.channel import EmulatedChannel, MeasuredChannel
+from lola_deft.device_agent.metrics import AgentMetrics
+from lola_deft.device_agent.profiler import BlockProfile, load_or_measure
+from lola_deft.device_agent.settings import AgentConfig
+from lola_deft.ml.batching import BatchSampler, encode
+from lola_deft.ml.glue import DataError, read_split, shard_indices, task_spec
+from lola_deft.ml.model import LoadedModel, LoraSettings, load_model, model_fingerprint
+from lola_deft.ml.training import block_gradient
+from lola_deft.protos.deft.v1 import coordinator_pb2
+
+log = logging.getLogger("deft.agent")
+
+
+class DeviceUnavailable(RuntimeError):
+    """The requested training device does not exist on this machine."""
+
+
+def resolve_device(choice: str) -> torch.device:
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise DeviceUnavailable("--device cuda requested, but CUDA is not available to torch")
+    return torch.device(choice)
+
+
+def available_memory(device: torch.device, limit: float | None) -> float:
+    """Free memory on the training device, capped by --memory-limit to emulate smaller hardware."""
+    if device.type == "cuda":
+        free = float(torch.cuda.mem_get_info(device)[0])
+    else:
+        free = float(psutil.virtual_memory().available)
+    return min(free, limit) if limit else free
+
+
+@dataclass
+class TrainedBlock:
+    block: int
+    gradients: dict[str, np.ndarray]
+    compute_s: float
+    loss: float
+
+
+class BlockWorker:
+    def __init__(self, config: AgentConfig, metrics: AgentMetrics) -> None:
+        self.config = config
+        self.metrics = metrics
+        # Fail fast, before contacting anyone, on folders that cannot work.
+        self.fingerprint = model_fingerprint(config.model_dir)
+        if not (config.data_dir / "train.tsv").is_file():
+            raise DataError(f"{config.data_dir}/train.tsv: no such file (need a GLUE task folder)")
+        self.device = resolve_device(config.device)
+        self.channel = (
+            MeasuredChannel()
+            if config.channel == "measured"
+            else EmulatedChannel(config.transmit_snr_db, config.path_loss, config.seed)
+        )
+        self.loaded: LoadedModel | None = None
+        self.sampler: BatchSampler | None = None
+        self.profile: BlockProfile | None = None
+        self.setup_key: tuple[object, ...] | None = None
+
+    @property
+    def capabilities(self) -> list[str]:
+        return ["cuda"] if self.device.type == "cuda" else ["cpu"]
+
+    def prepare(self, setup: coordinator_pb2.RegisterResponse) -> None:
+        """Load model, local data shard and profile once per training setup."""
+        lora = LoraSettings(setup.lora_rank, setup.lora_alpha, tuple(setup.lora_target_modules))
+        shard = self.config.shard
+        if shard < 0:  # --shard auto/N
+            shard = setup.agent_index % self.config.num_shards
+        key = (lora, setup.task, setup.num_labels, setup.batch_size, setup.max_seq_length, shard)
+        if key == self.setup_key:
+            return
+        config = self.config
+        self.loaded = load_model(config.model_dir, setup.num_labels, lora, seed=config.seed)
+        self.loaded.model.to(self.device)
+        spec = task_spec(setup.task)
+        train = read_split(config.data_dir, spec, "train")
+        mine = train.subset(
+            shard_indices(train.labels, config.num_shards, shard, mode=config.shard_mode, seed=17)
+        )
+        data = encode(self.loaded.tokenizer, mine, setup.max_seq_length)
+        self.sampler = BatchSampler(data, setup.batch_size, seed=config.seed + 1000 * shard)
+        identity = {
+            "model": str(config.model_dir),
+            "fingerprint": self.fingerprint,
+            "lora": [lora.rank, lora.alpha, list(lora.targets)],
+            "labels": setup.num_labels,
+            "batch": self.sampler.batch_size,
+            "seq": setup.max_seq_length,
+        }
+        self.profile, cached = load_or_measure(
+            self.loaded,
+            self.sampler.next_batch(),
+            self.device,
+            identity,
+            cache_dir=config.profile_cache,
+            slowdown=config.slowdown,
+        )
+        for block, (seconds, peak) in enumerate(
+            zip(self.profile.seconds_per_iteration, self.profile.peak_memory_bytes, strict=True),
+            start=1,
+        ):
+            self.metrics.block_seconds.labels(config.device_id, str(block)).set(seconds)
+            self.metrics.block_memory.labels(config.device_id, str(block)).set(peak)
+        log.info(
+            "%s: %d local examples (shard %d/%d, %s); profile %s: %s s/iteration per block",
+            config.device_id,
+            len(mine),
+            shard,
+            config.num_shards,
+            config.shard_mode,
+            "cached" if cached else "measured",
+            " ".join(f"{s:.3f}" for s in self.profile.seconds_per_iteration),
+        )
+        self.setup_key = key
+
+    def report(self, session: str, round_number: int) -> coordinator_pb2.ResourceReport:
+        assert self.profile is not None
+        reading = self.channel.reading(round_number)
+        memory = available_memory(self.device, self.config.memory_limit_bytes)
+        self.metrics.memory.labels(self.config.device_id).set(memory)
+        self.metrics.efficiency.labels(self.config.device_id).set(reading.spectral_efficiency)
+        return coordinator_pb2.ResourceReport(
+            session=session,
+            round=round_number,
+            available_memory_bytes=memory,
+            compute_factor=1.0,
+            channel=coordinator_pb2.ChannelState(
+                channel_gain=reading.channel_gain,
+                snr_db=reading.snr_db,
+                spectral_efficiency=reading.spectral_efficiency,
+                measured_uplink_bps=reading.measured_uplink_bps,
+            ),
+            block_costs=[
+                coordinator_pb2.BlockCost(block=b + 1, seconds_per_iteration=s, peak_memory_bytes=m)
+                for b, (s, m) in enumerate(
+                    zip(
+                        self.profile.seconds_per_iteration,
+                        self.profile.peak_memory_bytes,
+                        strict=True,
+                    )
+                )
+            ],
+        )
+
+    def train(
+        self, instruction: coordinator_pb2.RoundInstruction, weights: dict[str, np.ndarray]
+    ) -> TrainedBlock:
+        """The round-start adapters in, this block's (and the head's) gradient out."""
+        assert self.loaded is not None and self.sampler is not None
+        self.loaded.load_trainable_state(weights)
+        result = block_gradient(
+            self.loaded,
+            instruction.block,
+            self.sampler.take(instruction.local_iterations),
+            device=self.device,
+            slowdown=self.config.slowdown,
+        )
+        gradients = {name: g.numpy() for name, g in result.gradients.items()}
+        return TrainedBlock(instruction.block, gradients, result.compute_s, result.loss)
+
+    def uploaded(self, num_bytes: int, seconds: float) -> None:
+        """A measured channel learns its rate from each upload."""
+        if isinstance(self.channel, MeasuredChannel):
+            self.channel.record_upload(num_bytes, seconds)

@@ -1,0 +1,30 @@
+"""Everything a coordinator run is configured with (flags and compose fill it in)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from lola_deft.server.settings import TrainingSettings
+
+
+@dataclass
+class CoordinatorConfig(TrainingSettings):
+    rounds: int = 20
+    policy: str = "jbba"
+    scheduler_address: str = "127.0.0.1:50051"
+    scheduler_timeout_s: float = 60.0
+    bandwidth_hz: float = 100e6
+    min_agents: int = 0  # 0: as many as there are blocks
+    report_wait_s: float = 2.0
+    round_timeout_s: float = 300.0
+    heartbeat_interval_s: float = 2.0
+    liveness_timeout_s: float = 10.0
+    # Server-side bounds: a report waits at most this long for its instruction (then "report
+    # again"); silent devices are forgotten after forget_after_s; at most max_devices known.
+    report_poll_s: float = 120.0
+    forget_after_s: float = 600.0
+    max_devices: int = 10_000
+    checkpoint_dir: Path = Path("deft-run/checkpoints")
+    history_path: Path | None = None
+    resume: bool = False

@@ -1,0 +1,50 @@
+"""The coordinator's model side for the round engine: adapters, Adam, evaluation on the dev
+split and checkpoints, behind the engine's `Trainer` interface."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from lola_deft.ml.batching import EncodedSplit
+from lola_deft.ml.evaluation import evaluate
+from lola_deft.ml.glue import TaskSpec
+from lola_deft.ml.model import HEAD
+from lola_deft.server.messages import Evaluation, RunHistory
+from lola_deft.server.training_state import TrainingState
+
+
+class AdapterTrainer:
+    def __init__(
+        self, state: TrainingState, dev: EncodedSplit, spec: TaskSpec, checkpoint_dir: Path
+    ) -> None:
+        self.state = state
+        self.dev = dev
+        self.spec = spec
+        self.checkpoint_dir = checkpoint_dir
+        loaded = state.loaded
+        self.blocks = loaded.num_blocks
+        self.payload_bits = float(loaded.block_payload_bits(1))
+        self.shapes = state.shapes()
+        self.block_names = {b: names for b, names in loaded.blocks.items() if b != HEAD}
+        self.head_names = list(loaded.blocks[HEAD])
+
+    def snapshot(self) -> dict[str, np.ndarray]:
+        return self.state.snapshot()
+
+    def apply(self, gradients: dict[str, np.ndarray]) -> None:
+        self.state.apply(gradients)
+
+    def evaluate(self) -> Evaluation:
+        return Evaluation.from_dict(evaluate(self.state.loaded, self.dev, self.spec))
+
+    def checkpoint(self, completed: int, history: RunHistory) -> None:
+        document = history.to_dict()
+        self.state.round = completed
+        self.state.history = document["rounds"]
+        self.state.baseline = document["baseline"]
+        self.state.save(self.checkpoint_dir)
+
+    def restored_history(self) -> RunHistory:
+        return RunHistory.from_dict({"baseline": self.state.baseline, "rounds": self.state.history})

@@ -1,0 +1,144 @@
+"""deft.v1 protobuf <-> the coordinator's own types, and the reading of an upload stream.
+
+The only coordinator module, with service.py, that knows protobuf. An upload is read header
+first: the header is checked by the coordinator before any gradient byte is buffered, and the
+stream is then held to exactly the tensors, shapes and bytes of the expected block.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+from lola_deft.protos.deft.v1 import coordinator_pb2 as pb
+from lola_deft.protos.tensor_stream import StreamTooLarge, TensorAssembler, TensorStreamError
+from lola_deft.server.coordinator import Coordinator
+from lola_deft.server.errors import DeadlinePassed, InvalidRequest, TooLarge
+from lola_deft.server.messages import (
+    Instruction,
+    Registration,
+    ResourceReport,
+    UploadAck,
+    UploadHeader,
+    Welcome,
+)
+
+
+def registration(request: pb.RegisterRequest) -> Registration:
+    return Registration(
+        device_id=request.device_id,
+        hardware=request.hardware,
+        agent_version=request.agent_version,
+        capabilities=tuple(request.capabilities),
+        model_fingerprint=request.model_fingerprint,
+    )
+
+
+def welcome_message(welcome: Welcome) -> pb.RegisterResponse:
+    return pb.RegisterResponse(
+        session=welcome.session,
+        heartbeat_interval_s=welcome.heartbeat_interval_s,
+        model_name=welcome.model_name,
+        lora_rank=welcome.lora_rank,
+        lora_alpha=welcome.lora_alpha,
+        lora_target_modules=list(welcome.lora_target_modules),
+        blocks=welcome.blocks,
+        task=welcome.task,
+        num_labels=welcome.num_labels,
+        batch_size=welcome.batch_size,
+        max_seq_length=welcome.max_seq_length,
+        round=welcome.round,
+        agent_index=welcome.agent_index,
+    )
+
+
+def resource_report(request: pb.ResourceReport, device_id: str) -> ResourceReport:
+    """Block costs come in any order; they must name each block 1..n exactly once."""
+    costs = sorted(request.block_costs, key=lambda cost: cost.block)
+    if [cost.block for cost in costs] != list(range(1, len(costs) + 1)):
+        raise InvalidRequest("block_costs", "need exactly one entry for each block 1..L")
+    channel = request.channel
+    return ResourceReport(
+        device_id=device_id,
+        round=request.round,
+        available_memory_bytes=request.available_memory_bytes,
+        channel_gain=channel.channel_gain,
+        snr_db=channel.snr_db,
+        spectral_efficiency=channel.spectral_efficiency,
+        measured_uplink_bps=channel.measured_uplink_bps,
+        block_seconds=tuple(cost.seconds_per_iteration for cost in costs),
+        block_memory_bytes=tuple(cost.peak_memory_bytes for cost in costs),
+    )
+
+
+def instruction_message(instruction: Instruction) -> pb.RoundInstruction:
+    return pb.RoundInstruction(
+        round=instruction.round,
+        block=instruction.block,
+        bandwidth_hz=instruction.bandwidth_hz,
+        local_iterations=instruction.local_iterations,
+        deadline_unix_s=instruction.deadline_unix_s,
+        finished=instruction.finished,
+        modelled_latency_s=instruction.modelled_latency_s,
+    )
+
+
+def upload_header(message: pb.UploadHeader) -> UploadHeader:
+    return UploadHeader(
+        session=message.session,
+        round=message.round,
+        block=message.block,
+        compute_s=message.compute_s,
+        train_loss=message.train_loss,
+    )
+
+
+def ack_message(ack: UploadAck) -> pb.UploadAck:
+    return pb.UploadAck(
+        round=ack.round,
+        block=ack.block,
+        received_bytes=ack.received_bytes,
+        duplicate=ack.duplicate,
+    )
+
+
+async def receive_upload(
+    parts: AsyncIterator[pb.GradientPart], coordinator: Coordinator
+) -> UploadAck:
+    """Read one gradient upload: header, checks, then the bounded chunk stream."""
+    try:
+        first = await parts.__anext__()
+    except StopAsyncIteration:
+        raise InvalidRequest("upload", "empty stream") from None
+    if first.WhichOneof("part") != "header":
+        raise InvalidRequest("upload", "the stream must open with an UploadHeader")
+    header = upload_header(first.header)
+    plan = coordinator.open_upload(header)
+    if plan.duplicate:  # a retry of an upload already taken: acknowledged, nothing read
+        return UploadAck(header.round, plan.block, plan.received_bytes, duplicate=True)
+    started = time.perf_counter()
+    assembler = TensorAssembler(plan.shapes, plan.max_bytes)
+
+    async def read_chunks() -> None:
+        async for part in parts:
+            if part.WhichOneof("part") != "chunk":
+                raise InvalidRequest("upload", "only one UploadHeader per stream")
+            assembler.feed(part.chunk)
+
+    try:
+        await asyncio.wait_for(read_chunks(), timeout=max(plan.deadline - time.monotonic(), 0))
+        tensors = assembler.finish()
+    except asyncio.TimeoutError:
+        coordinator.abandon_upload(plan, header)
+        raise DeadlinePassed(f"round {header.round}'s deadline passed during the upload") from None
+    except StreamTooLarge as error:
+        coordinator.abandon_upload(plan, header)
+        raise TooLarge(f"gradient stream: {error} (what block {plan.block} weighs)") from None
+    except TensorStreamError as error:
+        coordinator.abandon_upload(plan, header)
+        raise InvalidRequest("gradient stream", str(error)) from None
+    except BaseException:
+        coordinator.abandon_upload(plan, header)
+        raise
+    return coordinator.finish_upload(plan, header, tensors, time.perf_counter() - started)

@@ -1,0 +1,257 @@
+"""The round engine on its own: a fake allocator, a numpy trainer and agents that are coroutines.
+No model, no sockets: every phase of a round and every way a round can go wrong, in milliseconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lola_deft.server.allocator import AllocationFailed
+from lola_deft.server.config import CoordinatorConfig
+from lola_deft.server.engine import RoundEngine
+from lola_deft.server.errors import InvalidRequest, NotAssigned, NotNow
+from lola_deft.server.messages import (
+    Allocation,
+    AllocationRequest,
+    Assignment,
+    Evaluation,
+    Instruction,
+    Registration,
+    ResourceReport,
+    RunHistory,
+    Upload,
+    UploadHeader,
+)
+from lola_deft.server.registry import AgentRegistry
+
+BLOCKS = 3
+
+
+class NumpyTrainer:
+    """Adapters as numpy arrays, plain SGD: what the engine needs of a model, nothing more."""
+
+    def __init__(self) -> None:
+        self.blocks = BLOCKS
+        self.payload_bits = 1e6
+        self.block_names = {b: [f"b{b}"] for b in range(1, BLOCKS + 1)}
+        self.head_names = ["head"]
+        self.shapes = {f"b{b}": (4,) for b in range(1, BLOCKS + 1)} | {"head": (2,)}
+        self.params = {name: np.zeros(shape, np.float32) for name, shape in self.shapes.items()}
+        self.applied: list[dict[str, np.ndarray]] = []
+        self.checkpoints: list[int] = []
+
+    def snapshot(self) -> dict[str, np.ndarray]:
+        return {name: value.copy() for name, value in self.params.items()}
+
+    def apply(self, gradients: dict[str, np.ndarray]) -> None:
+        self.applied.append(gradients)
+        for name, gradient in gradients.items():
+            self.params[name] -= gradient
+
+    def evaluate(self) -> Evaluation:
+        return Evaluation("accuracy", float(-self.params["head"].sum()), 1.0, {"accuracy": 0.5})
+
+    def checkpoint(self, completed: int, history: RunHistory) -> None:
+        self.checkpoints.append(completed)
+
+
+class DepthOrderAllocator:
+    """Block l to the l-th reporting device, equal bandwidth; can be told to fail."""
+
+    def __init__(self) -> None:
+        self.failures = 0
+        self.requests: list[AllocationRequest] = []
+
+    def allocate(self, request: AllocationRequest) -> Allocation:
+        self.requests.append(request)
+        if self.failures:
+            self.failures -= 1
+            raise AllocationFailed("scheduler at test: UNAVAILABLE")
+        devices = sorted(d.id for d in request.devices)
+        share = request.bandwidth_hz / request.blocks
+        return Allocation(
+            "depth-order",
+            2.0,
+            0.001,
+            tuple(
+                Assignment(block, device, share, 2.0, 1.0, 1.0)
+                for block, device in enumerate(devices[: request.blocks], start=1)
+            ),
+        )
+
+    def close(self) -> None:
+        pass
+
+
+class Clock:
+    now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_engine(
+    tmp_path: Path, rounds: int = 1, **overrides: object
+) -> tuple[RoundEngine, NumpyTrainer, DepthOrderAllocator, Clock]:
+    config = CoordinatorConfig(
+        model_dir=tmp_path,
+        data_dir=tmp_path,
+        rounds=rounds,
+        report_wait_s=0.05,
+        round_timeout_s=30,
+        eval_every=1,
+    )
+    for name, value in overrides.items():
+        setattr(config, name, value)
+    clock = Clock()
+    trainer, allocator = NumpyTrainer(), DepthOrderAllocator()
+    registry = AgentRegistry(liveness_timeout_s=10, clock=clock)
+    return RoundEngine(config, trainer, registry, allocator), trainer, allocator, clock
+
+
+def report(device_id: str, round_number: int = 1) -> ResourceReport:
+    return ResourceReport(
+        device_id, round_number, 8e9, 1.0, 10.0, 2.0, 0.0, (0.1, 0.2, 0.3), (1e6, 2e6, 3e6)
+    )
+
+
+def join(engine: RoundEngine, device_id: str) -> str:
+    return engine.registry.register(Registration(device_id, "hw", "1", (), "fp")).session
+
+
+async def honest_agent(engine: RoundEngine, device_id: str, value: float = 1.0) -> Instruction:
+    """Report, and upload a gradient of `value` for the block it is given."""
+    instruction = await engine.submit_report(report(device_id, engine.next_round))
+    if instruction.block:
+        header = UploadHeader("s", instruction.round, instruction.block, 0.5, 0.25)
+        plan = engine.plan_upload(device_id, header)
+        tensors = {n: np.full(s, value, np.float32) for n, s in plan.shapes.items()}
+        engine.accept_upload(
+            instruction.round, Upload(device_id, plan.block, tensors, 0.5, 0.1, 24, 0.25)
+        )
+    return instruction
+
+
+def run(main: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(asyncio.wait_for(main(), timeout=60))
+
+
+def test_a_round_goes_through_every_phase(tmp_path: Path) -> None:
+    engine, trainer, allocator, _ = make_engine(tmp_path)
+    devices = [f"dev{i}" for i in range(4)]
+    for device in devices:
+        join(engine, device)
+
+    async def main() -> None:
+        rounds = asyncio.create_task(engine.run())
+        instructions = await asyncio.gather(*(honest_agent(engine, d) for d in devices))
+        await rounds
+        assert sorted(i.block for i in instructions) == [0, 1, 2, 3]  # one device sits out
+        assert (await engine.submit_report(report("dev0", 2))).finished
+
+    run(main)
+    assert engine.error is None and engine.completed == 1 and trainer.checkpoints == [1]
+    (record,) = engine.history.rounds
+    assert record.blocks_updated == [1, 2, 3] and record.reported_devices == 4
+    assert set(record.coordinator_s) >= {"schedule", "dispatch", "apply", "evaluate", "checkpoint"}
+    assert record.train_loss == pytest.approx(0.25) and record.eval is not None
+    assert engine.history.baseline is not None
+    assert np.all(trainer.params["b1"] == -1.0) and np.all(trainer.params["head"] == -1.0)
+    assert len(allocator.requests[0].devices) == 4
+    assert engine.unfinished_agents() == {"dev1", "dev2", "dev3"}
+
+
+def test_a_scheduler_outage_sits_the_round_out_and_training_goes_on(tmp_path: Path) -> None:
+    engine, trainer, allocator, _ = make_engine(tmp_path)
+    allocator.failures = 1
+    devices = [f"dev{i}" for i in range(3)]
+    for device in devices:
+        join(engine, device)
+
+    async def main() -> None:
+        rounds = asyncio.create_task(engine.run())
+        first = await asyncio.gather(*(honest_agent(engine, d) for d in devices))
+        assert {i.block for i in first} == {0} and {i.round for i in first} == {1}
+        second = await asyncio.gather(*(honest_agent(engine, d) for d in devices))
+        assert sorted(i.block for i in second) == [1, 2, 3]
+        await rounds
+
+    run(main)
+    assert engine.completed == 1 and len(trainer.applied) == 1
+
+
+def test_a_dead_agent_does_not_hold_the_round(tmp_path: Path) -> None:
+    engine, _, _, clock = make_engine(tmp_path)
+    sessions = {device: join(engine, device) for device in ("dev0", "dev1", "dev2")}
+
+    async def silent_agent() -> None:
+        await engine.submit_report(report("dev2"))  # takes a block, then dies
+
+    async def main() -> None:
+        rounds = asyncio.create_task(engine.run())
+        await asyncio.gather(
+            honest_agent(engine, "dev0"), honest_agent(engine, "dev1"), silent_agent()
+        )
+        clock.now += 100  # dev2 has been silent past its liveness; the others sent heartbeats
+        engine.registry.touch(sessions["dev0"])
+        engine.registry.touch(sessions["dev1"])
+        await rounds
+
+    run(main)
+    (record,) = engine.history.rounds
+    assert record.blocks_updated == [1, 2]
+    assert [a.compute_s for a in record.assignment] == [0.5, 0.5, None]
+
+
+def test_refusals_name_the_problem_and_store_nothing(tmp_path: Path) -> None:
+    engine, _, _, _ = make_engine(tmp_path)
+    for device in ("dev0", "dev1", "dev2", "idle"):
+        join(engine, device)
+
+    async def main() -> None:
+        rounds = asyncio.create_task(engine.run())
+        bad = ResourceReport("dev0", 1, float("nan"), 1, 10, 2, 0, (0.1, 0.2, 0.3), (1, 2, 3))
+        with pytest.raises(InvalidRequest, match="available_memory_bytes"):
+            await engine.submit_report(bad)
+        reports = [engine.submit_report(report(d)) for d in ("dev0", "dev1", "dev2", "idle")]
+        instructions = dict(
+            zip(("dev0", "dev1", "dev2", "idle"), await asyncio.gather(*reports), strict=True)
+        )
+        assert instructions["idle"].block == 0
+        with pytest.raises(NotAssigned, match="no block in round 1"):
+            engine.weights_for("idle", 1)
+        with pytest.raises(NotNow, match="round 2 is not running"):
+            engine.weights_for("dev0", 2)
+        with pytest.raises(NotAssigned, match="no block"):
+            engine.plan_upload("idle", UploadHeader("s", 1, 1, 0, 0))
+        assert engine.current is not None and engine.current.collector.uploads == {}
+        engine.stop()
+        await rounds
+
+    run(main)
+
+
+def test_a_cancelled_report_leaves_nothing_behind_and_polls_are_bounded(tmp_path: Path) -> None:
+    engine, _, _, _ = make_engine(tmp_path, report_poll_s=0.05, min_agents=10)
+    join(engine, "dev0")
+
+    async def main() -> None:
+        rounds = asyncio.create_task(engine.run())
+        again = await engine.submit_report(report("dev0"))
+        assert again == Instruction(round=1)  # nothing yet: report again
+        engine.config.report_poll_s = 5.0
+        waiting = asyncio.create_task(engine.submit_report(report("dev0")))
+        await asyncio.sleep(0.01)
+        assert engine.waiting_reports() == 1
+        waiting.cancel()
+        await asyncio.gather(waiting, return_exceptions=True)
+        assert engine.waiting_reports() == 0
+        engine.stop()
+        await rounds
+
+    run(main)
