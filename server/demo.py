@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, TextIO
+from typing import Any
 
-from lola_deft.server.net import free_port
+from lola_deft.server.cluster import Cluster, ClusterError, Managed
 
 MiB = 2**20
 
@@ -45,32 +43,6 @@ FLEET = [
     AgentProfile("140Mi", 0.0, 1.2),
     AgentProfile("120Mi", 10.0, 3.0),
 ]
-
-
-def _spawn(args: list[str], log: Path | None = None) -> subprocess.Popen[str]:
-    stdout: TextIO | int = subprocess.PIPE
-    if log is not None:
-        stdout = log.open("w")
-    return subprocess.Popen(
-        [sys.executable, "-m", "lola_deft.cli.main", *args],
-        stdout=stdout,
-        stderr=subprocess.STDOUT if log is not None else subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-
-
-def _wait_line(process: subprocess.Popen[str], pattern: str, timeout: float) -> re.Match[str]:
-    assert process.stdout is not None
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line:
-            break
-        match = re.search(pattern, line)
-        if match:
-            return match
-    raise RuntimeError(f"process {process.args!r} did not report {pattern!r}")
 
 
 def _model_blocks(model: Path | None) -> int | None:
@@ -98,29 +70,14 @@ def run_demo(args: argparse.Namespace) -> int:
         return 2
     out: Path = args.out
     shutil.rmtree(out / "checkpoints", ignore_errors=True)
-    (out / "logs").mkdir(parents=True, exist_ok=True)
     model_args = ["--model", str(args.model)] if args.model else []
     data_args = ["--data", str(args.data)] if args.data else []
-    processes: list[subprocess.Popen[str]] = []
     started = time.monotonic()
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        scheduler_port, coordinator_port = free_port(), free_port()
-        metrics_port = args.metrics_port or free_port()
-        scheduler = _spawn(
-            ["scheduler", "serve", "--host", "127.0.0.1", "--port", str(scheduler_port)],
-            out / "logs" / "scheduler.log",
-        )
-        processes.append(scheduler)
-        coordinator = _spawn(
-            [
-                "coordinator",
-                "serve",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(coordinator_port),
-                "--scheduler",
-                f"127.0.0.1:{scheduler_port}",
+        with Cluster(out / "logs") as cluster:
+            cluster.start_scheduler()
+            coordinator, match = cluster.start_coordinator(
                 "--policy",
                 args.policy,
                 *model_args,
@@ -142,97 +99,78 @@ def run_demo(args: argparse.Namespace) -> int:
                 "--history",
                 str(out / "history.json"),
                 "--metrics-port",
-                str(metrics_port),
+                str(args.metrics_port),
                 "--report-wait",
                 "1",
                 "--threads",
                 "1",
-            ]
-        )
-        processes.append(coordinator)
-        assert coordinator.stderr is not None
-        coordinator_log = out / "logs" / "coordinator.log"
-        _drain_to_file(coordinator.stderr, coordinator_log)
-        _wait_line(coordinator, "coordinator listening", timeout=300)
-        print(
-            f"scheduler :{scheduler_port}, coordinator :{coordinator_port}, "
-            f"Prometheus metrics http://127.0.0.1:{metrics_port}/metrics"
-        )
-        for index in range(args.agents):
-            profile = FLEET[index % len(FLEET)]
-            limit = (
-                ["--memory-limit", profile.memory_limit]
-                if profile.memory_limit and args.model is None
-                else []
             )
-            processes.append(
-                _spawn(
-                    [
-                        "agent",
-                        "--coordinator",
-                        f"127.0.0.1:{coordinator_port}",
-                        "--id",
-                        f"agent-{index}",
-                        *model_args,
-                        *data_args,
-                        "--shard",
-                        f"{index}/{args.agents}",
-                        *limit,
-                        "--snr-db",
-                        str(profile.snr_db),
-                        "--slowdown",
-                        str(profile.slowdown),
-                        "--seed",
-                        str(index),
-                        "--threads",
-                        "1",
-                    ],
-                    out / "logs" / f"agent-{index}.log",
-                )
-            )
+            assert match is not None
+            metrics = re.search(r"metrics on :(\d+)", match.string)
             print(
-                f"agent-{index}: memory cap {profile.memory_limit or 'none'}, "
-                f"transmit SNR {profile.snr_db:g} dB, slowdown {profile.slowdown:g}x"
+                f"scheduler {cluster.scheduler_address}, coordinator "
+                f"{cluster.coordinator_address}, Prometheus metrics "
+                f"http://127.0.0.1:{metrics.group(1) if metrics else '?'}/metrics"
             )
-        print(f"starting {args.agents} agents (first run profiles each block; logs in {out}/logs)")
-        _follow_rounds(coordinator, args.rounds)
-        code = coordinator.wait(timeout=120)
-        if code != 0:
-            print(f"coordinator exited with status {code}; see {coordinator_log}", file=sys.stderr)
-            return code
+            for index in range(args.agents):
+                profile = FLEET[index % len(FLEET)]
+                limit = (
+                    ["--memory-limit", profile.memory_limit]
+                    if profile.memory_limit and args.model is None
+                    else []
+                )
+                cluster.start_agent(
+                    f"agent-{index}",
+                    *model_args,
+                    *data_args,
+                    "--shard",
+                    f"{index}/{args.agents}",
+                    *limit,
+                    "--snr-db",
+                    str(profile.snr_db),
+                    "--slowdown",
+                    str(profile.slowdown),
+                    "--seed",
+                    str(index),
+                    "--threads",
+                    "1",
+                    ready=None,
+                )
+                print(
+                    f"agent-{index}: memory cap {profile.memory_limit or 'none'}, "
+                    f"transmit SNR {profile.snr_db:g} dB, slowdown {profile.slowdown:g}x"
+                )
+            print(
+                f"starting {args.agents} agents (first run profiles each block; logs in {out}/logs)"
+            )
+            _follow_rounds(coordinator, args.rounds)
+            code = coordinator.process.wait(timeout=120)
+            if code != 0:
+                print(
+                    f"coordinator exited with status {code}; see {coordinator.log}",
+                    file=sys.stderr,
+                )
+                return code
+    except ClusterError as error:
+        print(f"deft demo: error: {error}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print("interrupted; every process of the demo was stopped", file=sys.stderr)
         return 130
     finally:
-        for process in reversed(processes):
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in processes:
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        signal.signal(signal.SIGTERM, previous)
     return _summarise(out, time.monotonic() - started, args)
 
 
-def _drain_to_file(stream: IO[str], path: Path) -> None:
-    import threading
-
-    def copy() -> None:
-        with path.open("w") as handle:
-            for line in stream:
-                handle.write(line)
-                handle.flush()
-
-    threading.Thread(target=copy, daemon=True).start()
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
-def _follow_rounds(coordinator: subprocess.Popen[str], rounds: int) -> None:
+def _follow_rounds(coordinator: Managed, rounds: int) -> None:
     from tqdm import tqdm
 
-    assert coordinator.stdout is not None
     with tqdm(total=rounds, desc="rounds", unit="round", file=sys.stderr, leave=False) as bar:
-        for line in coordinator.stdout:
+        for line in coordinator.lines():
             line = line.rstrip()
             if line.startswith(("round ", "baseline")):
                 bar.write(line)

@@ -1,20 +1,19 @@
-"""Helpers shared by tests that start real LoLa-DEFT processes."""
+"""Helpers shared by tests that start real LoLa-DEFT processes (through the one launcher,
+lola_deft.server.cluster)."""
 
 from __future__ import annotations
 
 import os
 import re
 import subprocess
-import sys
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+from lola_deft.server.cluster import READY_COORDINATOR, Cluster, Managed, deft_command
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def deft_command(*args: str) -> list[str]:
-    """The `deft` CLI run by this interpreter (works without the console script on PATH)."""
-    return [sys.executable, "-m", "lola_deft.cli.main", *args]
 
 
 def run_deft(
@@ -34,81 +33,44 @@ def run_deft(
 def start_deft(
     *args: str, ready: str, timeout: float = 60
 ) -> tuple[subprocess.Popen[str], re.Match[str]]:
-    """Start a long-running `deft` process and wait for a stdout line matching `ready`."""
-    process = subprocess.Popen(
-        deft_command(*args),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    assert process.stdout is not None
+    """Start a long-running `deft` process and wait for an output line matching `ready`."""
+    log = Path(tempfile.mkdtemp(prefix="deft-test-")) / "output.log"
+    managed = Managed(args[0], deft_command(*args), log)
+    try:
+        return managed.process, managed.wait_for(ready, timeout)
+    except RuntimeError:
+        managed.stop(grace_s=0)
+        raise
+
+
+def eventually(condition: Callable[[], bool], timeout: float = 30.0) -> bool:
+    """Whether `condition` became true within `timeout` seconds (polled)."""
     deadline = time.monotonic() + timeout
-    seen = []
     while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line:
-            break
-        seen.append(line)
-        match = re.search(ready, line)
-        if match:
-            return process, match
-    process.kill()
-    raise RuntimeError(f"deft {' '.join(args)} did not print {ready!r}; output:\n{''.join(seen)}")
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
 
 
-class LocalCluster:
-    """Scheduler, coordinator and agents as real `deft` processes on loopback, all killed on
-    exit. Each start_* returns the process; addresses are kept on the cluster."""
+class LocalCluster(Cluster):
+    """The launcher with a model, a work folder and test-sized defaults; start_* return the
+    processes (subprocess.Popen) the tests signal and wait for."""
 
     def __init__(self, model: Path, work: Path) -> None:
+        super().__init__(work / "logs", ready_timeout_s=120)
         self.model = model
         self.work = work
-        self.processes: list[subprocess.Popen[str]] = []
-        self.scheduler_address = ""
-        self.coordinator_address = ""
 
-    def __enter__(self) -> LocalCluster:
-        return self
+    def start_scheduler(  # type: ignore[override]
+        self, *extra: str, host: str = "127.0.0.1", port: int = 0
+    ) -> subprocess.Popen[str]:
+        return super().start_scheduler(*extra, host=host, port=port).process
 
-    def __exit__(self, *exc: object) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-
-    def _start(self, *args: str, ready: str) -> tuple[subprocess.Popen[str], re.Match[str]]:
-        process, match = start_deft(*args, ready=ready)
-        self.processes.append(process)
-        return process, match
-
-    def start_scheduler(self, *extra: str) -> subprocess.Popen[str]:
-        process, match = self._start(
-            "scheduler",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            *extra,
-            ready=r"listening on .*?:(\d+)",
-        )
-        self.scheduler_address = f"127.0.0.1:{match.group(1)}"
-        return process
-
-    def start_coordinator(
-        self, *extra: str, port: int = 0, ready: str = r"coordinator listening on .*?:(\d+)"
+    def start_coordinator(  # type: ignore[override]
+        self, *extra: str, host: str = "127.0.0.1", port: int = 0, ready: str = READY_COORDINATOR
     ) -> tuple[subprocess.Popen[str], re.Match[str]]:
-        process, match = self._start(
-            "coordinator",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--scheduler",
-            self.scheduler_address,
+        managed, match = super().start_coordinator(
             "--model",
             str(self.model),
             "--checkpoint-dir",
@@ -118,28 +80,30 @@ class LocalCluster:
             "--threads",
             "1",
             *extra,
+            host=host,
+            port=port,
             ready=ready,
         )
         if port:
             self.coordinator_address = f"127.0.0.1:{port}"
-        elif match.groups():
-            self.coordinator_address = f"127.0.0.1:{match.group(1)}"
-        return process, match
+        assert match is not None
+        return managed.process, match
 
-    def start_agent(self, device_id: str, *extra: str) -> subprocess.Popen[str]:
-        process, _ = self._start(
-            "agent",
-            "--coordinator",
-            self.coordinator_address,
-            "--id",
-            device_id,
-            "--model",
-            str(self.model),
-            "--threads",
-            "1",
-            "--profile-cache",
-            str(self.work / "profiles"),
-            *extra,
-            ready="registered",
+    def start_agent(  # type: ignore[override]
+        self, device_id: str, *extra: str, ready: str | None = "registered"
+    ) -> subprocess.Popen[str]:
+        return (
+            super()
+            .start_agent(
+                device_id,
+                "--model",
+                str(self.model),
+                "--threads",
+                "1",
+                "--profile-cache",
+                str(self.work / "profiles"),
+                *extra,
+                ready=ready,
+            )
+            .process
         )
-        return process

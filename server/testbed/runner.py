@@ -8,12 +8,10 @@ one each agent measured on the wire. Everything is removed on exit, also on fail
 
 from __future__ import annotations
 
-import json
 import re
 import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -21,7 +19,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from lola_deft.server.net import free_port
+from lola_deft.server.cluster import Cluster
+from lola_deft.server.export import read_history
 from lola_deft.server.testbed.netns import HOST_ADDRESS, Testbed, down, up
 
 AGREEMENT = 0.20  # the upload times should agree within 20%
@@ -42,10 +41,6 @@ class TestbedConfig:
     timeout_s: float = 600.0
 
 
-def _deft(*args: str) -> list[str]:
-    return [sys.executable, "-m", "lola_deft.cli.main", *args]
-
-
 def _raise_on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -54,7 +49,6 @@ def run_testbed(config: TestbedConfig, log: Any = print) -> dict[str, Any]:
     """Build the testbed, train `rounds` rounds through it, compare upload times, tear down."""
     testbed = Testbed(config.prefix, config.agents)
     previous = signal.signal(signal.SIGTERM, _raise_on_sigterm)
-    processes: list[subprocess.Popen[bytes]] = []
     try:
         with tempfile.TemporaryDirectory(prefix="deft-testbed-") as folder:
             work = Path(folder)
@@ -67,26 +61,9 @@ def run_testbed(config: TestbedConfig, log: Any = print) -> dict[str, Any]:
                 )
             )
             model = config.model_dir or _small_model(work)
-            scheduler_port, coordinator_port = free_port(), free_port()
-            processes.append(
-                subprocess.Popen(
-                    _deft(
-                        "scheduler", "serve", "--host", "127.0.0.1", "--port", str(scheduler_port)
-                    ),
-                    stdout=(work / "scheduler.log").open("wb"),
-                    stderr=subprocess.STDOUT,
-                )
-            )
-            coordinator = subprocess.Popen(
-                _deft(
-                    "coordinator",
-                    "serve",
-                    "--host",
-                    "0.0.0.0",
-                    "--port",
-                    str(coordinator_port),
-                    "--scheduler",
-                    f"127.0.0.1:{scheduler_port}",
+            with Cluster(work / "logs") as cluster:
+                cluster.start_scheduler()
+                coordinator, match = cluster.start_coordinator(
                     "--model",
                     str(model),
                     "--policy",
@@ -109,66 +86,45 @@ def run_testbed(config: TestbedConfig, log: Any = print) -> dict[str, Any]:
                     str(work / "history.json"),
                     "--threads",
                     "1",
-                ),
-                stdout=(work / "coordinator.log").open("wb"),
-                stderr=subprocess.STDOUT,
-            )
-            processes.append(coordinator)
-            for index in range(config.agents):
-                processes.append(
-                    subprocess.Popen(
-                        [
-                            "ip",
-                            "netns",
-                            "exec",
-                            testbed.namespace(index),
-                            *_deft(
-                                "agent",
-                                "--coordinator",
-                                f"{HOST_ADDRESS}:{coordinator_port}",
-                                "--id",
-                                testbed.device_id(index),
-                                "--model",
-                                str(model),
-                                "--shard",
-                                f"{index}/{config.agents}",
-                                "--snr-db",
-                                str(config.snr_db),
-                                "--path-loss",
-                                str(config.path_loss),
-                                "--seed",
-                                str(index),
-                                "--threads",
-                                "1",
-                                "--max-backoff",
-                                "2",
-                                "--profile-cache",
-                                str(work / "profiles"),
-                            ),
-                        ],
-                        stdout=(work / f"agent-{index}.log").open("wb"),
-                        stderr=subprocess.STDOUT,
+                    host="0.0.0.0",
+                )
+                assert match is not None
+                for index in range(config.agents):
+                    cluster.start_agent(
+                        testbed.device_id(index),
+                        "--model",
+                        str(model),
+                        "--shard",
+                        f"{index}/{config.agents}",
+                        "--snr-db",
+                        str(config.snr_db),
+                        "--path-loss",
+                        str(config.path_loss),
+                        "--seed",
+                        str(index),
+                        "--threads",
+                        "1",
+                        "--max-backoff",
+                        "2",
+                        "--profile-cache",
+                        str(work / "profiles"),
+                        coordinator=f"{HOST_ADDRESS}:{match.group(2)}",
+                        prefix=["ip", "netns", "exec", testbed.namespace(index)],
+                        ready=None,
                     )
-                )
-            log(f"training {config.rounds} rounds through the shaped links ...")
-            try:
-                code = coordinator.wait(timeout=config.timeout_s)
-            except subprocess.TimeoutExpired:
-                raise RuntimeError(
-                    f"the testbed run did not finish in {config.timeout_s:.0f} s; "
-                    f"logs: {_tail(work / 'coordinator.log')}"
-                ) from None
-            if code != 0:
-                raise RuntimeError(
-                    f"coordinator exited with {code}: {_tail(work / 'coordinator.log')}"
-                )
-            time.sleep(1.0)  # agents flush their last log lines
-            return _compare(config, work)
+                log(f"training {config.rounds} rounds through the shaped links ...")
+                try:
+                    code = coordinator.process.wait(timeout=config.timeout_s)
+                except subprocess.TimeoutExpired:
+                    raise RuntimeError(
+                        f"the testbed run did not finish in {config.timeout_s:.0f} s; "
+                        f"logs: {_tail(coordinator.log)}"
+                    ) from None
+                if code != 0:
+                    raise RuntimeError(f"coordinator exited with {code}: {_tail(coordinator.log)}")
+                time.sleep(1.0)  # agents flush their last log lines
+                return _compare(config, work)
     finally:
-        for process in processes:
-            if process.poll() is None:
-                process.kill()
-            process.wait()
         removed = down(testbed)
         signal.signal(signal.SIGTERM, previous)
         log(f"testbed down: removed {len(removed)} namespaces and links")
@@ -186,26 +142,26 @@ def _tail(path: Path, lines: int = 15) -> str:
 
 
 def _compare(config: TestbedConfig, work: Path) -> dict[str, Any]:
-    history = json.loads((work / "history.json").read_text())["rounds"]
+    history = read_history(work / "history.json").rounds
     measured: dict[tuple[int, str], float] = {}
     for index in range(config.agents):
-        for line in (work / f"agent-{index}.log").read_text(errors="replace").splitlines():
+        for line in (work / "logs" / f"a{index}.log").read_text(errors="replace").splitlines():
             match = UPLOAD_LINE.search(line)
             if match:
                 measured[(int(match.group(1)), f"a{index}")] = float(match.group(4))
-    rows = []
+    rows: list[dict[str, Any]] = []
     for record in history:
-        for entry in record["assignment"]:
-            key = (record["round"], entry["device"])
+        for entry in record.assignment:
+            key = (record.round, entry.device)
             if key not in measured:
                 continue
-            modelled = entry["modelled_upload_s"]
+            modelled = entry.modelled_upload_s
             rows.append(
                 {
-                    "round": record["round"],
-                    "device": entry["device"],
-                    "block": entry["block"],
-                    "bandwidth_hz": entry["bandwidth_hz"],
+                    "round": record.round,
+                    "device": entry.device,
+                    "block": entry.block,
+                    "bandwidth_hz": entry.bandwidth_hz,
                     "modelled_upload_s": modelled,
                     "measured_upload_s": measured[key],
                     "error": measured[key] / modelled - 1.0,

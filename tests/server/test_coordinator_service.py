@@ -5,7 +5,6 @@ The coordinator and scheduler run in this process on loopback; the test plays th
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -23,6 +22,7 @@ from lola_deft.protos.tensor_stream import from_chunks, upload_parts
 from lola_deft.scheduler.service import start_scheduler
 from lola_deft.server.config import CoordinatorConfig
 from lola_deft.server.service import RunningCoordinator, start_coordinator
+from tests.helpers import eventually
 
 BLOCKS = 3
 
@@ -437,8 +437,7 @@ def test_long_polls_never_delay_heartbeats(tiny_model_dir: Path, tmp_path: Path)
         fingerprint = model_fingerprint(tiny_model_dir)
         agents = [register(stub, f"dev{i}", fingerprint) for i in range(waiting)]
         polls = [stub.ReportResources.future(report(a.session), timeout=60) for a in agents]
-        while running.call(running.engine.waiting_reports) < waiting:
-            time.sleep(0.05)
+        assert eventually(lambda: running.call(running.engine.waiting_reports) == waiting)
         for agent in agents[:50]:
             assert (
                 stub.SendHeartbeat(
@@ -450,5 +449,4 @@ def test_long_polls_never_delay_heartbeats(tiny_model_dir: Path, tmp_path: Path)
         assert late.session
         for poll in polls:
             poll.cancel()
-        while running.call(running.engine.waiting_reports) > 0:
-            time.sleep(0.05)
+        assert eventually(lambda: running.call(running.engine.waiting_reports) == 0)

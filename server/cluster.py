@@ -1,0 +1,191 @@
+"""The one launcher of LoLa-DEFT processes: scheduler, coordinator and agents as real `deft`
+processes (the demo, the testbed, the benchmarks and the tests all start them through here).
+
+Each process's output goes to its log file line by line and to a queue the launcher reads, so a
+caller can wait for a ready line ("listening on HOST:PORT": ports may be 0) or follow the
+coordinator's round lines. A process that exits before it is ready raises ClusterError with its
+last lines; leaving the context stops every process (SIGTERM, then SIGKILL).
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+READY_SCHEDULER = r"listening on (\S+):(\d+)"
+READY_COORDINATOR = r"coordinator listening on (\S+):(\d+)"
+READY_AGENT = r"registered"
+
+
+class ClusterError(RuntimeError):
+    """A process did not start as expected; the message carries its last lines."""
+
+
+def deft_command(*args: str) -> list[str]:
+    """`deft ARGS` with this interpreter (works without the console script on PATH)."""
+    return [sys.executable, "-m", "lola_deft.cli.main", *args]
+
+
+class Managed:
+    """One started process: its output is copied to `log` and queued for `wait_for`/`lines`."""
+
+    def __init__(self, name: str, command: Sequence[str], log: Path) -> None:
+        self.name = name
+        self.log = log
+        self.tail: deque[str] = deque(maxlen=15)
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        self.process = subprocess.Popen(
+            list(command),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            start_new_session=True,  # a Ctrl-C in the caller's terminal reaches the caller only
+        )
+        threading.Thread(target=self._copy, name=f"log-{name}", daemon=True).start()
+
+    def _copy(self) -> None:
+        assert self.process.stdout is not None
+        with self.log.open("w") as handle:
+            for line in self.process.stdout:
+                handle.write(line)
+                handle.flush()
+                self.tail.append(line)
+                self._lines.put(line)
+        self._lines.put(None)
+
+    def wait_for(self, pattern: str, timeout: float) -> re.Match[str]:
+        """The first output line matching `pattern`; ClusterError if the process ends first."""
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                line = self._lines.get(timeout=left)
+            except queue.Empty:
+                break
+            if line is None:
+                self.process.wait()
+                raise ClusterError(
+                    f"{self.name} exited with status {self.process.returncode} before it was "
+                    f"ready; its last lines ({self.log}):\n{''.join(self.tail)}"
+                )
+            match = re.search(pattern, line)
+            if match:
+                return match
+        raise ClusterError(
+            f"{self.name} was not ready after {timeout:.0f} s; its last lines ({self.log}):\n"
+            + "".join(self.tail)
+        )
+
+    def lines(self) -> Iterator[str]:
+        """Output lines from here on, until the process ends."""
+        while (line := self._lines.get()) is not None:
+            yield line
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        self.process.wait()
+
+
+class Cluster:
+    def __init__(self, logs: Path, *, ready_timeout_s: float = 300.0) -> None:
+        self.logs = logs
+        self.ready_timeout_s = ready_timeout_s
+        self.processes: list[Managed] = []
+        self.scheduler_address = ""
+        self.coordinator_address = ""
+        logs.mkdir(parents=True, exist_ok=True)
+
+    def __enter__(self) -> Cluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(
+        self,
+        name: str,
+        *args: str,
+        ready: str | None = None,
+        prefix: Sequence[str] = (),
+    ) -> tuple[Managed, re.Match[str] | None]:
+        """Start `[prefix] deft ARGS`; with `ready`, wait for a matching line."""
+        managed = Managed(name, [*prefix, *deft_command(*args)], self.logs / f"{name}.log")
+        self.processes.append(managed)
+        match = managed.wait_for(ready, self.ready_timeout_s) if ready else None
+        return managed, match
+
+    def start_scheduler(self, *extra: str, host: str = "127.0.0.1", port: int = 0) -> Managed:
+        managed, match = self.start(
+            "scheduler",
+            "scheduler",
+            "serve",
+            "--host",
+            host,
+            "--port",
+            str(port),
+            *extra,
+            ready=READY_SCHEDULER,
+        )
+        assert match is not None
+        self.scheduler_address = f"127.0.0.1:{match.group(2)}"
+        return managed
+
+    def start_coordinator(
+        self, *extra: str, host: str = "127.0.0.1", port: int = 0, ready: str = READY_COORDINATOR
+    ) -> tuple[Managed, re.Match[str] | None]:
+        managed, match = self.start(
+            "coordinator",
+            "coordinator",
+            "serve",
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--scheduler",
+            self.scheduler_address,
+            *extra,
+            ready=ready,
+        )
+        if match is not None and ready == READY_COORDINATOR:
+            self.coordinator_address = f"127.0.0.1:{match.group(2)}"
+        return managed, match
+
+    def start_agent(
+        self,
+        device_id: str,
+        *extra: str,
+        coordinator: str | None = None,
+        prefix: Sequence[str] = (),
+        ready: str | None = READY_AGENT,
+    ) -> Managed:
+        managed, _ = self.start(
+            device_id,
+            "agent",
+            "--coordinator",
+            coordinator or self.coordinator_address,
+            "--id",
+            device_id,
+            *extra,
+            ready=ready,
+            prefix=prefix,
+        )
+        return managed
+
+    def stop(self) -> None:
+        """Agents first, then the coordinator, then the scheduler."""
+        for managed in reversed(self.processes):
+            managed.stop()
