@@ -173,3 +173,24 @@ def load_model(
     if empty:
         raise ModelError(f"LoRA targets {lora.targets} matched nothing in blocks {empty}")
     return loaded
+
+
+def save_adapter(model: PeftModel, directory: Path) -> None:
+    """Write the adapter as `PeftModel.from_pretrained` reads it (safetensors weights and
+    adapter_config.json) without peft's per-save model card, which costs a template render
+    every round."""
+    import copy
+
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    directory.mkdir(parents=True, exist_ok=True)
+    state = get_peft_model_state_dict(model)
+    save_file(
+        {name: tensor.detach().cpu().contiguous() for name, tensor in state.items()},
+        str(directory / "adapter_model.safetensors"),
+        metadata={"format": "pt"},
+    )
+    config = copy.deepcopy(model.peft_config["default"])
+    config.inference_mode = True
+    config.save_pretrained(str(directory))

@@ -7,6 +7,7 @@
 4. Coordinator overhead per round with 20 agents (instant fake agents: no compute).
 5. DEFT (`deft demo`) versus centralized metric at equal steps on the embedded task.
 6. The emulated wireless testbed (root only): measured versus modelled upload times.
+7. Load: 500 fake agents for 60 s against a real coordinator and scheduler (load_bench.py).
 Targets are checked at the end (PASS/FAIL); results go to bench-results/system.json.
 """
 
@@ -327,7 +328,7 @@ def bench_accuracy(rounds: int, out: Path) -> dict[str, Any]:
     }
 
 
-PARTS = ("blocks", "streaming", "coordinator", "accuracy", "testbed")
+PARTS = ("blocks", "streaming", "coordinator", "load", "accuracy", "testbed")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -375,6 +376,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"downloads, uploads and report collection ({c['transfer_ms']:.1f} ms from dispatch "
             f"to last upload)"
         )
+    if "load" in parts:
+        from lola_deft.server.load_bench import bench_load, format_load
+
+        log("(7) load: fake agents against a real coordinator")
+        results["load"] = bench_load(100 if args.quick else 500, 15 if args.quick else 60)
+        print("\n" + format_load(results["load"]))
     if "accuracy" in parts:
         log("(5) DEFT vs centralized")
         results["accuracy"] = bench_accuracy(20, args.out)
@@ -437,6 +444,10 @@ def targets(results: dict[str, Any]) -> list[str]:
             f"{'PASS' if overhead < 50 else 'FAIL'} coordinator overhead {overhead:.1f} ms "
             f"per round with 20 agents (target < 50 ms)"
         )
+    if "load" in results:
+        from lola_deft.server.load_bench import load_targets
+
+        lines.extend(load_targets(results["load"]))
     if "rows" in results.get("testbed", {}):
         error = results["testbed"]["median_abs_error"]
         lines.append(

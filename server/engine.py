@@ -49,6 +49,7 @@ from lola_deft.server.validation import validate_report
 
 log = logging.getLogger("deft.coordinator")
 T = TypeVar("T")
+ANSWER_BATCH = 32
 
 
 class Trainer(Protocol):
@@ -148,30 +149,32 @@ class RoundEngine:
         replaced = self._pending.pop(device_id, None)
         if replaced is not None and not replaced.answer.done():
             replaced.answer.set_result(Instruction(round=self.next_round))
-        pending = PendingReport(report, asyncio.get_running_loop().create_future())
+        loop = asyncio.get_running_loop()
+        pending = PendingReport(report, loop.create_future())
         self._pending[device_id] = pending
         self._reports_changed.set()
+        # One timer, no extra task per waiting report: at the poll bound, "report again".
+        timer = loop.call_later(
+            self.config.report_poll_s, self._settle, pending, Instruction(round=self.next_round)
+        )
         try:
-            return await asyncio.wait_for(
-                asyncio.shield(pending.answer), timeout=self.config.report_poll_s
-            )
-        except asyncio.TimeoutError:
-            return Instruction(round=self.next_round)  # nothing yet: report again
+            instruction = await pending.answer
         finally:
+            timer.cancel()
             if self._pending.get(device_id) is pending:
                 del self._pending[device_id]
-            if not pending.answer.done():
-                pending.answer.cancel()
-            if pending.answer.done() and not pending.answer.cancelled():
-                self._note_finished(device_id, pending.answer.result())
+        if instruction.finished:
+            self.told_finished.add(device_id)
+        return instruction
+
+    @staticmethod
+    def _settle(pending: PendingReport, instruction: Instruction) -> None:
+        if not pending.answer.done():
+            pending.answer.set_result(instruction)
 
     def waiting_reports(self) -> int:
         """Reports waiting for their instruction now."""
         return len(self._pending)
-
-    def _note_finished(self, device_id: str, instruction: Instruction) -> None:
-        if instruction.finished:
-            self.told_finished.add(device_id)
 
     def weights_for(self, device_id: str, round_number: int) -> dict[str, np.ndarray]:
         running = self._running(round_number)
@@ -239,7 +242,7 @@ class RoundEngine:
         request = self.build_request(reports, number)
         allocation = await self._timed(phases, "schedule", self.allocate(request, number))
         if allocation is None:
-            self._answer(reports, lambda report: Instruction(round=number))
+            await self._answer(reports, lambda report: Instruction(round=number))
             await asyncio.sleep(1.0)
             return
         if self.hooks.on_allocation:  # e.g. re-shape the testbed's links before anyone uploads
@@ -249,7 +252,7 @@ class RoundEngine:
             )
             phases["shape"] = time.perf_counter() - started
         started = time.perf_counter()
-        running = self.dispatch(number, reports, request, allocation)
+        running = await self.dispatch(number, reports, request, allocation)
         phases["dispatch"] = time.perf_counter() - started
         await self.collect_uploads(running)
         started = time.perf_counter()
@@ -311,6 +314,7 @@ class RoundEngine:
             self._reports_changed.clear()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._reports_changed.wait(), timeout=0.2)
+            await asyncio.sleep(0.02)  # let a burst of reports land before counting again
         return []
 
     def build_request(self, reports: list[ResourceReport], number: int) -> AllocationRequest:
@@ -353,7 +357,7 @@ class RoundEngine:
         efficiency = {device.id: device.spectral_efficiency for device in request.devices}
         return {a.device: a.bandwidth_hz * efficiency[a.device] for a in allocation.assignment}
 
-    def dispatch(
+    async def dispatch(
         self,
         number: int,
         reports: list[ResourceReport],
@@ -390,16 +394,20 @@ class RoundEngine:
                 modelled_latency_s=entry.latency_s,
             )
 
-        self._answer(reports, instruction)
+        await self._answer(reports, instruction)
         return running
 
-    def _answer(
+    async def _answer(
         self, reports: list[ResourceReport], instruction: Callable[[ResourceReport], Instruction]
     ) -> None:
-        for report in reports:
+        """Answer waiting reports a batch at a time, letting the loop serve other calls
+        (heartbeats) between batches instead of behind hundreds of replies."""
+        for index, report in enumerate(reports):
             pending = self._pending.pop(report.device_id, None)
-            if pending is not None and not pending.answer.done():
-                pending.answer.set_result(instruction(report))
+            if pending is not None:
+                self._settle(pending, instruction(report))
+            if index % ANSWER_BATCH == ANSWER_BATCH - 1:
+                await asyncio.sleep(0)
 
     async def collect_uploads(self, running: RunningRound) -> None:
         """Until every assigned device uploaded, the deadline passed, or the missing ones died."""

@@ -73,6 +73,7 @@ class FakeAgent:
         *,
         heartbeat_s: float | None = None,
         efficiency: float = 2.0,
+        compute: bool = False,
         gradient: Callable[[int, BlockLayout, dict[str, np.ndarray]], dict[str, np.ndarray]]
         | None = None,
     ) -> None:
@@ -83,6 +84,7 @@ class FakeAgent:
         self.calls = calls
         self.heartbeat_s = heartbeat_s
         self.efficiency = efficiency
+        self.compute = compute  # emulate the block's compute time (as reported) before uploading
         self.gradient = gradient or gradient_for
         self.session = ""
         self.rounds_trained = 0
@@ -106,6 +108,9 @@ class FakeAgent:
         self.session = response.session
         return response
 
+    def seconds_per_iteration(self, block: int) -> float:
+        return 0.1 * (1 + block / self.layout.blocks)
+
     def report(self, round_number: int) -> pb.ResourceReport:
         blocks = self.layout.blocks
         return pb.ResourceReport(
@@ -115,7 +120,9 @@ class FakeAgent:
             channel=pb.ChannelState(spectral_efficiency=self.efficiency),
             block_costs=[
                 pb.BlockCost(
-                    block=b, seconds_per_iteration=0.1 * (1 + b / blocks), peak_memory_bytes=1e6 * b
+                    block=b,
+                    seconds_per_iteration=self.seconds_per_iteration(b),
+                    peak_memory_bytes=1e6 * b,
                 )
                 for b in range(1, blocks + 1)
             ],
@@ -145,6 +152,9 @@ class FakeAgent:
             raise
         self.calls.ok("DownloadWeights", time.perf_counter() - started)
         gradients = self.gradient(instruction.block, self.layout, assembler.finish())
+        if self.compute:
+            seconds = instruction.local_iterations * self.seconds_per_iteration(instruction.block)
+            await asyncio.sleep(seconds)
         header = pb.UploadHeader(
             session=self.session, round=instruction.round, block=instruction.block
         )

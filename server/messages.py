@@ -240,10 +240,18 @@ class RunHistory:
     baseline: Evaluation | None
     rounds: list[RoundRecord]
 
+    _settled: list[dict[str, Any]] = field(default_factory=list, repr=False, compare=False)
+
     def to_dict(self) -> dict[str, Any]:
+        """Records are converted once: all but the newest are final (its phase timings may
+        still grow), so a long run does not re-convert its whole history every round."""
+        while len(self._settled) < len(self.rounds) - 1:
+            self._settled.append(self.rounds[len(self._settled)].to_dict())
+        del self._settled[max(len(self.rounds) - 1, 0) :]
+        newest = [self.rounds[-1].to_dict()] if self.rounds else []
         return {
             "baseline": self.baseline.to_dict() if self.baseline else None,
-            "rounds": [record.to_dict() for record in self.rounds],
+            "rounds": [*self._settled, *newest],
         }
 
     @classmethod

@@ -49,6 +49,9 @@ class AgentRegistry:
         self.clock = clock
         self._by_device: dict[str, AgentRecord] = {}
         self._device_of_session: dict[str, str] = {}
+        # Sweeping is O(devices): done at most this often (a tenth of forget_after_s, <= 5 s).
+        self._sweep_every_s = min(5.0, self.forget_after_s / 10)
+        self._last_sweep = -float("inf")
 
     def __len__(self) -> int:
         return len(self._by_device)
@@ -102,6 +105,9 @@ class AgentRegistry:
     def forget_departed(self) -> list[str]:
         """Drop devices silent for longer than forget_after_s; returns their ids."""
         now = self.clock()
+        if now - self._last_sweep < self._sweep_every_s:
+            return []
+        self._last_sweep = now
         gone = [
             device_id
             for device_id, record in self._by_device.items()

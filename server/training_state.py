@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lola_deft.ml.model import LoadedModel
+from lola_deft.ml.model import LoadedModel, save_adapter
 
 LATEST = "LATEST"
 KEEP = 2
@@ -74,7 +74,7 @@ class TrainingState:
         temporary = directory / f".tmp-{name}-{os.getpid()}"
         shutil.rmtree(temporary, ignore_errors=True)
         temporary.mkdir()
-        self.loaded.model.save_pretrained(str(temporary / "adapter"))
+        save_adapter(self.loaded.model, temporary / "adapter")
         torch.save(
             {
                 "round": self.round,

@@ -255,3 +255,21 @@ def test_a_cancelled_report_leaves_nothing_behind_and_polls_are_bounded(tmp_path
         await rounds
 
     run(main)
+
+
+def test_both_allocators_send_the_scheduler_the_same_instance(tmp_path: Path) -> None:
+    from google.protobuf import json_format
+
+    from lola_deft.server.allocator import InProcessAllocator, allocate_request
+
+    engine, _, _, _ = make_engine(tmp_path)
+    request = engine.build_request([report(f"dev{i}") for i in range(4)], 1)
+    message = json_format.MessageToDict(allocate_request(request), preserving_proto_field_name=True)
+    assert {k: v for k, v in message.items() if k not in ("policy", "seed")} == {
+        **request.instance_doc(),
+        "blocks": BLOCKS,
+        "local_iterations": request.local_iterations,
+    }
+    allocation = InProcessAllocator().allocate(request)
+    assert sorted(a.block for a in allocation.assignment) == [1, 2, 3]
+    assert allocation.policy == "jbba" and allocation.latency_s > 0

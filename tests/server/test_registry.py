@@ -55,7 +55,7 @@ def test_churn_does_not_grow_the_registry_and_a_full_one_refuses_newcomers() -> 
     for i in range(4000):
         record = registry.register(joining(f"device-{i}"))
         clock.now += 0.1
-    assert len(registry) <= 51 and record.index < 51
+    assert len(registry) <= 60 and record.index < 60  # forget_after_s plus a sweep's slack
     clock.now += 10  # everyone so far has left
     for i in range(100):
         registry.register(joining(f"burst-{i}"))
