@@ -4,6 +4,7 @@
 (b) Mean modelled round latency per policy over random rounds of the paper's Section VI setting
     (scheduler.synthetic), swept over transmit SNR, bandwidth and number of devices, printed as
     tables and drawn like the paper's Figs. 5, 6 and 8.
+(c) The input path: Allocate round trip and `deft schedule` at K=10,000, L=48.
 Then the targets are checked and reported as PASS/FAIL lines. Results also go to
 bench-results/scheduler.json.
 """
@@ -224,12 +225,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         sweeps[name] = bench_sweep(name, rounds, args.seed)
         print_sweep_table(name, sweeps[name], rounds)
         plot_sweep(sweeps[name], args.out / FIGURES[name])
+    from lola_deft.scheduler.input_bench import (
+        bench_input_path,
+        input_path_targets,
+        print_input_path,
+    )
+
+    log("(c) input path")
+    input_path = bench_input_path(*((1000, 24) if args.quick else (10_000, 48)))
+    print_input_path(input_path)
     print("\ntargets (2-core machine):")
-    verdicts = check_targets(rows, sweeps)
+    verdicts = check_targets(rows, sweeps) + input_path_targets(input_path)
     for line in verdicts:
         print("  " + line)
     (args.out / "scheduler.json").write_text(
-        json.dumps({"solve_times": rows, "sweeps": sweeps, "targets": verdicts}, indent=2)
+        json.dumps(
+            {"solve_times": rows, "sweeps": sweeps, "input_path": input_path, "targets": verdicts},
+            indent=2,
+        )
     )
     print(f"\nplots and scheduler.json in {args.out}/")
     return 0

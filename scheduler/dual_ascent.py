@@ -26,7 +26,6 @@ Loose ends the paper leaves open, decided here:
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 from lola_deft.scheduler.bottleneck import bottleneck_assignment
 from lola_deft.scheduler.instance import Instance
@@ -42,6 +41,8 @@ def _block_allocation(weights: np.ndarray) -> np.ndarray:
     """CRUNCH threshold, then min-weight perfect matching (Hungarian) on the crunched pairs."""
     threshold, _ = bottleneck_assignment(weights)
     crunched = np.where(weights <= threshold, weights, np.inf)
+    from scipy.optimize import linear_sum_assignment  # imported on first use: CLI start-up
+
     blocks, devices = linear_sum_assignment(crunched.T)
     assigned = np.empty(weights.shape[1], dtype=np.int64)
     assigned[blocks] = devices

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.sparse import csr_matrix
-from scipy.sparse.csgraph import maximum_bipartite_matching
 
 from lola_deft.scheduler.errors import InfeasibleError
 from lola_deft.scheduler.instance import Instance
@@ -37,6 +35,9 @@ def match_blocks(allowed: np.ndarray) -> np.ndarray:
 
     Returns, per block, the matched device index or -1 (Hopcroft-Karp via scipy).
     """
+    from scipy.sparse import csr_matrix  # here: depth-monotone instances never need scipy
+    from scipy.sparse.csgraph import maximum_bipartite_matching
+
     graph = csr_matrix(np.ascontiguousarray(allowed.T), dtype=np.int8)
     return np.asarray(maximum_bipartite_matching(graph, perm_type="column"))
 

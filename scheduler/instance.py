@@ -7,6 +7,7 @@ paper's depth index: block 1 has the shortest backward pass.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -112,7 +113,10 @@ def _number(value: Any, field: str, *, minimum: float = 0.0, strict: bool = True
         raise InstanceError(field, f"must be finite, got {value}")
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InstanceError(field, f"must be a number, got {type(value).__name__} {value!r}")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
     if not math.isfinite(number):
         raise InstanceError(field, f"must be finite, got {value!r}")
     if strict and number <= minimum:
@@ -135,7 +139,59 @@ def _vector(value: Any, field: str, length: int, *, strict: bool) -> np.ndarray:
         raise InstanceError(field, f"must be a list of {length} numbers")
     if len(value) != length:
         raise InstanceError(field, f"must have {length} entries (one per block), got {len(value)}")
+    array = _checked_array(value, strict=strict)
+    if array is not None:
+        return array
+    # Something is wrong: find the first entry at fault, to name it.
     return np.array([_number(v, f"{field}[{i}]", strict=strict) for i, v in enumerate(value)])
+
+
+NUMBER_TYPES = {int, float}
+
+
+def _checked_array(values: Any, *, strict: bool) -> np.ndarray | None:
+    """`values` as a float array when every entry is a finite number in range (> 0 when strict,
+    else >= 0), in one vectorised pass; None when any is not (the caller names which)."""
+    if isinstance(values, np.ndarray):
+        array = values.astype(float, copy=False)
+    else:
+        if not set(map(type, values)) <= NUMBER_TYPES:  # bool, str, None: not numbers
+            return None
+        try:
+            array = np.array(values, dtype=float)
+        except OverflowError:
+            return None
+    if array.size and not (
+        np.all(np.isfinite(array)) and np.all(array > 0 if strict else array >= 0)
+    ):
+        return None
+    return array
+
+
+def _column(
+    devices: Sequence[Mapping[str, Any]],
+    name: str,
+    *,
+    strict: bool,
+    required: bool = True,
+    indices: Sequence[int] | None = None,
+) -> np.ndarray:
+    """One numeric field of every device, validated in one pass (errors name the device by its
+    position in the instance: `indices`, when these are some of its devices)."""
+    values = [device.get(name) for device in devices]
+    array = _checked_array(values, strict=strict) if None not in values else None
+    if array is not None:
+        return array
+    for position, value in enumerate(values):
+        index = indices[position] if indices is not None else position
+        field = f"devices[{index}].{name}"
+        if value is None:
+            if required:
+                raise InstanceError(field, "is required")
+            continue
+        _number(value, field, strict=strict)
+    # Only optional entries are missing: NaN marks them.
+    return np.array([np.nan if v is None else float(v) for v in values])
 
 
 def _require(doc: Mapping[str, Any], field: str, prefix: str = "") -> Any:
@@ -174,49 +230,101 @@ def parse_instance(doc: Any) -> Instance:
     devices = _require(doc, "devices")
     if not isinstance(devices, Sequence) or isinstance(devices, (str, bytes)) or not devices:
         raise InstanceError("devices", "must be a non-empty list of device objects")
-    ids: list[str] = []
-    memory, efficiency, compute = [], [], []
     for index, device in enumerate(devices):
-        prefix = f"devices[{index}]."
         if not isinstance(device, Mapping):
             raise InstanceError(f"devices[{index}]", "must be a JSON object")
-        _reject_unknown(device, DEVICE_FIELDS, prefix)
-        device_id = _require(device, "id", prefix)
-        if not isinstance(device_id, str) or not device_id.strip():
-            raise InstanceError(f"{prefix}id", f"must be a non-empty string, got {device_id!r}")
-        if device_id in ids:
-            raise InstanceError(f"{prefix}id", f"duplicate device id {device_id!r}")
-        ids.append(device_id)
-        memory.append(
-            _number(_require(device, "memory_bytes", prefix), f"{prefix}memory_bytes", strict=False)
+        if device.keys() - DEVICE_FIELDS:
+            _reject_unknown(device, DEVICE_FIELDS, f"devices[{index}].")
+    ids = _device_ids(devices)
+    memory = _column(devices, "memory_bytes", strict=False)
+    efficiency = _column(devices, "spectral_efficiency", strict=True)
+    seconds = _device_seconds(devices, blocks, reference_seconds)
+    compute = iterations * seconds
+    overflowed = ~np.all(np.isfinite(compute), axis=1)
+    if overflowed.any():
+        index = int(np.argmax(overflowed))
+        raise InstanceError(
+            f"devices[{index}].compute_factor", "is too small: compute time overflows"
         )
-        efficiency.append(
-            _number(_require(device, "spectral_efficiency", prefix), f"{prefix}spectral_efficiency")
-        )
-        if device.get("block_seconds") is not None:
-            seconds = _vector(
-                device["block_seconds"], f"{prefix}block_seconds", blocks, strict=True
-            )
-        elif reference_seconds is None:
-            raise InstanceError(
-                "block_seconds",
-                f"is required because {prefix}block_seconds is not given",
-            )
-        else:
-            factor = _number(_require(device, "compute_factor", prefix), f"{prefix}compute_factor")
-            with np.errstate(over="ignore"):
-                seconds = reference_seconds / factor
-        if not np.all(np.isfinite(iterations * seconds)):
-            raise InstanceError(f"{prefix}compute_factor", "is too small: compute time overflows")
-        compute.append(iterations * seconds)
 
     return Instance(
         device_ids=tuple(ids),
-        device_memory=np.array(memory),
-        spectral_efficiency=np.array(efficiency),
-        compute_seconds=np.array(compute),
+        device_memory=memory,
+        spectral_efficiency=efficiency,
+        compute_seconds=compute,
         block_memory=block_memory,
         payload_bits=payload_bits,
         bandwidth_hz=bandwidth_hz,
         local_iterations=iterations,
     )
+
+
+def _device_ids(devices: Sequence[Mapping[str, Any]]) -> list[str]:
+    ids = [device.get("id") for device in devices]
+    for index, device_id in enumerate(ids):
+        if device_id is None:
+            raise InstanceError(f"devices[{index}].id", "is required")
+        if not isinstance(device_id, str) or not device_id.strip():
+            raise InstanceError(
+                f"devices[{index}].id", f"must be a non-empty string, got {device_id!r}"
+            )
+    checked: list[str] = ids  # type: ignore[assignment]  # every entry is a str (above)
+    if len(set(checked)) != len(checked):
+        seen: set[str] = set()
+        for index, device_id in enumerate(checked):
+            if device_id in seen:
+                raise InstanceError(f"devices[{index}].id", f"duplicate device id {device_id!r}")
+            seen.add(device_id)
+    return checked
+
+
+def _device_seconds(
+    devices: Sequence[Mapping[str, Any]], blocks: int, reference: np.ndarray | None
+) -> np.ndarray:
+    """(K, L) seconds per iteration: each device's own measurement, else the reference
+    divided by its compute_factor."""
+    own = [device.get("block_seconds") for device in devices]
+    seconds = np.empty((len(devices), blocks))
+    measured = np.array([row is not None for row in own], dtype=bool)
+    if measured.any():
+        rows = [row for row in own if row is not None]
+        block = _checked_matrix(rows, blocks)
+        if block is None:  # name the device and entry at fault
+            for index, row in enumerate(own):
+                if row is not None:
+                    _vector(row, f"devices[{index}].block_seconds", blocks, strict=True)
+            raise AssertionError("unreachable: some row failed the vectorised check")
+        seconds[measured] = block
+    if not measured.all():
+        missing = np.flatnonzero(~measured)
+        if reference is None:
+            raise InstanceError(
+                "block_seconds",
+                f"is required because devices[{int(missing[0])}].block_seconds is not given",
+            )
+        indices = [int(i) for i in missing]
+        factors = _column(
+            [devices[i] for i in indices], "compute_factor", strict=True, indices=indices
+        )
+        with np.errstate(over="ignore"):
+            seconds[missing] = reference[None, :] / factors[:, None]
+    return seconds
+
+
+def _checked_matrix(rows: list[Any], blocks: int) -> np.ndarray | None:
+    """Rows of `blocks` numbers > 0 as one (R, L) array, checked in C-level passes; None when
+    any row or entry is wrong (the caller then names it)."""
+    if not all(isinstance(row, (np.ndarray, list)) and len(row) == blocks for row in rows):
+        return None
+    if all(isinstance(row, np.ndarray) for row in rows):
+        matrix = np.stack(rows).astype(float, copy=False)
+    else:
+        if not set(map(type, itertools.chain.from_iterable(rows))) <= NUMBER_TYPES:
+            return None
+        try:
+            matrix = np.array(rows, dtype=float)
+        except OverflowError:
+            return None
+    if not (np.all(np.isfinite(matrix)) and np.all(matrix > 0)):
+        return None
+    return matrix

@@ -20,7 +20,6 @@ never uses a worse one, as one of the L cheapest is always free to swap in.
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import brentq, linear_sum_assignment
 
 from lola_deft.scheduler.bottleneck import bottleneck_assignment
 from lola_deft.scheduler.errors import InfeasibleError
@@ -52,6 +51,8 @@ def min_bandwidth_assignment(instance: Instance, latency: float) -> tuple[float,
     cost = bandwidth_cost(instance, latency)
     candidates = candidate_devices(cost)
     sub = cost[candidates].T  # (L, C): rows are blocks
+    from scipy.optimize import linear_sum_assignment  # imported on first use: CLI start-up
+
     try:
         blocks, columns = linear_sum_assignment(sub)
     except ValueError:  # scipy: "cost matrix is infeasible"
@@ -81,6 +82,8 @@ def latency_for_assignment(instance: Instance, devices: np.ndarray, upper: float
         return upper
     if excess(lower) <= 0:
         return lower
+    from scipy.optimize import brentq
+
     return float(brentq(excess, lower, upper, xtol=1e-15 * upper, rtol=4 * np.finfo(float).eps))
 
 

@@ -22,6 +22,7 @@ from lola_deft.scheduler.errors import InfeasibleError, InstanceError
 from lola_deft.scheduler.policies import DEFAULT_POLICY, solve
 
 log = logging.getLogger(__name__)
+MAX_QUEUED_PER_WORKER = 16
 
 
 class SchedulerMetrics:
@@ -111,9 +112,14 @@ def start_scheduler(
     metrics_port: int | None = None,
     tls: TlsFiles = PLAINTEXT,
 ) -> RunningScheduler:
+    # A thread pool, not grpc.aio: every Allocate is short, CPU-bound work with nothing to wait
+    # for, so threads cost nothing idle. The bounds: `workers` solve at once, at most
+    # MAX_QUEUED_PER_WORKER more wait (beyond that RESOURCE_EXHAUSTED at once, never an
+    # unbounded queue), each request at most max_message_bytes.
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers),
         options=message_size_options(max_message_bytes),
+        maximum_concurrent_rpcs=workers * (1 + MAX_QUEUED_PER_WORKER),
     )
     metrics = SchedulerMetrics()
     scheduler_pb2_grpc.add_SchedulerServicer_to_server(SchedulerService(metrics), server)
@@ -129,7 +135,10 @@ def start_scheduler(
         ),
         server,
     )
-    bound = add_port(server, f"{host}:{port}", tls)
+    try:
+        bound = add_port(server, f"{host}:{port}", tls)
+    except RuntimeError:  # grpc's "Failed to bind": in use, or not an address of this host
+        bound = 0
     if bound == 0:
         raise OSError(f"cannot bind the scheduler to {host}:{port}")
     server.start()

@@ -101,6 +101,9 @@ def test_an_agent_only_install_has_no_server_code_and_runs_the_agent(tmp_path: P
 
 
 def test_scipy_block_is_effective() -> None:
-    code = BLOCK_SCIPY + "import lola_deft.scheduler.policies"
+    code = BLOCK_SCIPY + (
+        "import numpy; from lola_deft.scheduler.feasibility import match_blocks; "
+        "match_blocks(numpy.ones((2, 2), bool))"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode != 0 and "scipy" in result.stderr

@@ -115,3 +115,16 @@ def test_remote_errors_keep_the_exit_statuses(remote: str) -> None:
     infeasible = run_deft("schedule", "--remote", remote, "-", stdin=json.dumps(few))
     assert infeasible.returncode == 3
     assert "only 3 reported" in infeasible.stderr
+
+
+def test_byte_order_marks_are_read_and_bad_bytes_refused(tmp_path: Path) -> None:
+    with_bom = tmp_path / "bom.json"
+    with_bom.write_bytes(b"\xef\xbb\xbf" + EXAMPLE_PATH.read_bytes())
+    result = run_deft("schedule", str(with_bom))
+    assert result.returncode == 0, result.stderr
+    binary = tmp_path / "binary.json"
+    binary.write_bytes(b'{"blocks": "\xff\xfe"}')
+    result = run_deft("schedule", str(binary))
+    assert result.returncode == 2
+    assert result.stderr.startswith("deft schedule: error: instance: not UTF-8 text")
+    assert "Traceback" not in result.stderr

@@ -136,3 +136,22 @@ def test_depth_violations_are_described() -> None:
     assert instance.first_depth_violation() == "device 'b' computes block 2 faster than block 1"
     doc["block_memory_bytes"] = [2.0, 1.0]
     assert "block_memory_bytes falls" in str(parse_instance(doc).first_depth_violation())
+
+
+def test_errors_name_the_device_by_its_place_in_the_instance() -> None:
+    doc = base_doc()
+    doc["devices"].append({"id": "c", "memory_bytes": 1, "spectral_efficiency": 1.0})
+    with pytest.raises(InstanceError, match=r"^devices\[2\]\.compute_factor: is required"):
+        parse_instance(doc)
+    doc["devices"][2]["compute_factor"] = 0.0
+    with pytest.raises(InstanceError, match=r"^devices\[2\]\.compute_factor: must be > 0"):
+        parse_instance(doc)
+    doc["devices"][2]["compute_factor"] = 1e-320
+    with pytest.raises(InstanceError, match=r"^devices\[2\]\.compute_factor: is too small"):
+        parse_instance(doc)
+    doc["devices"][2] = {"id": "a", "memory_bytes": 1, "spectral_efficiency": 1.0}
+    with pytest.raises(InstanceError, match=r"^devices\[2\]\.id: duplicate device id 'a'"):
+        parse_instance(doc)
+    doc["devices"][2] = {"id": "c", "memory_bytes": 10**400, "spectral_efficiency": 1.0}
+    with pytest.raises(InstanceError, match=r"^devices\[2\]\.memory_bytes: must be finite"):
+        parse_instance(doc)
