@@ -78,7 +78,12 @@ def add_coordinator_command(subparsers: Any) -> None:
         "told that training is over",
     )
     serve.add_argument("--metrics-port", type=int, default=None, help="Prometheus /metrics port")
-    serve.add_argument("--max-message-mb", type=int, default=64)
+    serve.add_argument(
+        "--max-message-mb",
+        type=int,
+        default=4,
+        help="largest single message accepted (payloads travel as 1 MiB chunks)",
+    )
     serve.add_argument(
         "--tc-shaping",
         metavar="PREFIX",

@@ -10,6 +10,9 @@ from __future__ import annotations
 MEBIBYTE = 2**20
 DEFAULT_MAX_MESSAGE_BYTES = 64 * MEBIBYTE
 CHUNK_BYTES = 1 * MEBIBYTE
+# The coordinator never needs more than a chunk and its framing in one message: anything larger
+# is refused before it is read (RESOURCE_EXHAUSTED), whatever RPC it claims to be.
+COORDINATOR_MAX_MESSAGE_BYTES = 4 * MEBIBYTE
 SCHEDULER_SERVICE = "deft.v1.Scheduler"
 COORDINATOR_SERVICE = "deft.v1.Coordinator"
 

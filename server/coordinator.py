@@ -77,6 +77,10 @@ class Coordinator:
     def weights(self, session: str, round_number: int) -> dict[str, np.ndarray]:
         return self.engine.weights_for(self.authenticate(session), round_number)
 
+    def round_deadline(self, round_number: int) -> float:
+        """time.monotonic() value by which the round's transfers must be done."""
+        return self.engine.round_deadline(round_number)
+
     def open_upload(self, header: UploadHeader) -> UploadPlan:
         """Checks the header of a gradient stream before any of it is read."""
         device_id = self.authenticate(header.session)

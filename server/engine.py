@@ -182,6 +182,9 @@ class RoundEngine:
             raise NotAssigned(f"this device has no block in round {round_number}")
         return running.weights
 
+    def round_deadline(self, round_number: int) -> float:
+        return self._running(round_number).collector.deadline
+
     def plan_upload(self, device_id: str, header: UploadHeader) -> UploadPlan:
         return self._running(header.round).collector.plan(device_id, header)
 

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import re
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -28,8 +29,8 @@ from lola_deft.ml.model import load_model, model_fingerprint
 from lola_deft.protos.credentials import PLAINTEXT, TlsFiles, add_port
 from lola_deft.protos.deft.v1 import coordinator_pb2, coordinator_pb2_grpc
 from lola_deft.protos.grpc_options import (
+    COORDINATOR_MAX_MESSAGE_BYTES,
     COORDINATOR_SERVICE,
-    DEFAULT_MAX_MESSAGE_BYTES,
     message_size_options,
 )
 from lola_deft.protos.tensor_stream import to_chunks
@@ -113,14 +114,21 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
 
     async def DownloadWeights(
         self, request: coordinator_pb2.WeightsRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[coordinator_pb2.TensorChunk]:
+    ) -> None:
+        """Bounded in bytes (the adapters) and in time: a client that stops reading is cut off
+        when the round's deadline passes instead of holding the stream."""
         try:
             weights = self.coordinator.weights(request.session, request.round)
+            deadline = self.coordinator.round_deadline(request.round)
         except CoordinatorError as error:
             await self._refuse(context, error)
         for chunk in to_chunks(weights):
+            remaining = deadline - time.monotonic()
+            try:
+                await asyncio.wait_for(context.write(chunk), timeout=max(remaining, 0.0))
+            except asyncio.TimeoutError:
+                await self._refuse(context, DeadlinePassed("the round's deadline passed"))
             self.metrics.bytes.labels("down").inc(len(chunk.data))
-            yield chunk
 
     async def UploadGradient(
         self,
@@ -230,7 +238,7 @@ def start_coordinator(
     host: str = "[::]",
     port: int = 50052,
     metrics_port: int | None = None,
-    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    max_message_bytes: int = COORDINATOR_MAX_MESSAGE_BYTES,
     on_round: Callable[[RoundRecord], None] | None = None,
     on_baseline: Callable[[Evaluation], None] | None = None,
     on_allocation: Callable[[dict[str, float]], None] | None = None,

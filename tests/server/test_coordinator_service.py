@@ -425,6 +425,16 @@ def test_registration_bounds_every_free_text_field(
         assert len(error.details()) < 200
 
 
+def test_a_message_larger_than_a_chunk_is_refused_unread(
+    stub: coordinator_pb2_grpc.CoordinatorStub, tiny_model_dir: Path
+) -> None:
+    request = coordinator_pb2.RegisterRequest(
+        device_id="big", hardware="h" * (5 * 2**20), model_fingerprint="x"
+    )
+    error = rejected(lambda: stub.Register(request, timeout=10))
+    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
 def test_long_polls_never_delay_heartbeats(tiny_model_dir: Path, tmp_path: Path) -> None:
     """Hundreds of reports waiting for a round that cannot start yet hold no thread: heartbeats
     and registrations are answered meanwhile, and cancelled reports leave nothing behind."""
