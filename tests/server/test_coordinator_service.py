@@ -28,7 +28,9 @@ BLOCKS = 3
 
 
 @dataclass
-class FakeAgent:
+class PlayedAgent:
+    """An agent this test plays by hand, call by call."""
+
     device_id: str
     session: str
     instruction: coordinator_pb2.RoundInstruction | None = None
@@ -89,18 +91,18 @@ def report(session: str, memory: float = 8e9) -> coordinator_pb2.ResourceReport:
 
 def register(
     stub: coordinator_pb2_grpc.CoordinatorStub, device_id: str, fingerprint: str
-) -> FakeAgent:
+) -> PlayedAgent:
     response = stub.Register(
         coordinator_pb2.RegisterRequest(device_id=device_id, model_fingerprint=fingerprint),
         timeout=10,
     )
     assert response.blocks == BLOCKS and response.task == "sst2"
-    return FakeAgent(device_id, response.session)
+    return PlayedAgent(device_id, response.session)
 
 
 def start_round(
     stub: coordinator_pb2_grpc.CoordinatorStub, tiny_model_dir: Path
-) -> list[FakeAgent]:
+) -> list[PlayedAgent]:
     fingerprint = model_fingerprint(tiny_model_dir)
     agents = [register(stub, f"dev{i}", fingerprint) for i in range(BLOCKS)]
     with ThreadPoolExecutor(BLOCKS) as pool:
@@ -116,7 +118,7 @@ def start_round(
 
 def gradient(
     coordinator: RunningCoordinator,
-    agent: FakeAgent,
+    agent: PlayedAgent,
     weights: dict[str, np.ndarray],
     *,
     block: int | None = None,
@@ -130,7 +132,7 @@ def gradient(
 
 def upload(
     stub: coordinator_pb2_grpc.CoordinatorStub,
-    agent: FakeAgent,
+    agent: PlayedAgent,
     tensors: dict[str, np.ndarray],
     *,
     round_number: int = 1,
@@ -205,7 +207,7 @@ def test_a_round_with_every_rejection_path(
             "missing tensors",
         ),
         (
-            lambda: upload(stub, FakeAgent("ghost", "no-such-session", first.instruction), good),
+            lambda: upload(stub, PlayedAgent("ghost", "no-such-session", first.instruction), good),
             grpc.StatusCode.NOT_FOUND,
             "unknown session",
         ),
