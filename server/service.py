@@ -10,6 +10,7 @@ synchronous handle (RunningCoordinator).
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import re
 import threading
@@ -288,6 +289,10 @@ def start_coordinator(
     coordinator = Coordinator(
         config, engine, registry, model_fingerprint(config.model_dir), spec.num_labels
     )
+    # The model, tokenizer and libraries are a heap of long-lived objects: keep them out of the
+    # cyclic collector's full passes, which would otherwise stall the event loop for tens of ms.
+    gc.collect()
+    gc.freeze()
     loop = asyncio.new_event_loop()
     started: Future[tuple[int, asyncio.Event]] = Future()
     serving = _serve(
