@@ -14,16 +14,15 @@ from google.protobuf import json_format
 
 from lola_deft.protos.deft.v1 import scheduler_pb2
 from lola_deft.scheduler.allocation import Allocation
-from lola_deft.scheduler.instance import Instance, parse_instance
+from lola_deft.scheduler.instance import DeviceColumns, Instance, parse_instance
 
 SCALAR_FIELDS = ("blocks", "local_iterations", "payload_bits", "bandwidth_hz")
-DEVICE_SCALARS = ("memory_bytes", "compute_factor", "spectral_efficiency")
 
 
 def instance_from_request(request: scheduler_pb2.AllocateRequest) -> Instance:
-    """The request as the instance document `parse_instance` validates (absent optional fields
-    stay absent, so errors read as for JSON), built without a JSON detour: each device's
-    block_seconds is a view into one array read from the repeated fields in a single pass."""
+    """Validate a request as `parse_instance` validates JSON (the same checks and field names:
+    absent optional fields stay absent), reading the devices field by field, not through a
+    JSON document: their block_seconds come out of the repeated fields in one pass."""
     doc: dict[str, Any] = {f: getattr(request, f) for f in SCALAR_FIELDS if request.HasField(f)}
     for field in ("block_memory_bytes", "block_seconds"):
         if len(getattr(request, field)):
@@ -35,18 +34,34 @@ def instance_from_request(request: scheduler_pb2.AllocateRequest) -> Instance:
         dtype=float,
         count=sum(lengths),
     )
-    offsets = np.cumsum([0, *lengths])
-    documents = []
-    for device, start, length in zip(devices, offsets, lengths, strict=False):
-        entry: dict[str, Any] = {"id": device.id}
-        for field in DEVICE_SCALARS:
-            if device.HasField(field):
-                entry[field] = getattr(device, field)
-        if length:
-            entry["block_seconds"] = flat[start : start + length]
-        documents.append(entry)
-    doc["devices"] = documents
-    return parse_instance(doc)
+    matrix = None
+    if lengths and min(lengths) == max(lengths) > 0:
+        matrix = flat.reshape(len(lengths), lengths[0])
+        rows: list[Any] = list(matrix)
+    else:
+        offsets = np.cumsum([0, *lengths])
+        rows = [
+            flat[start : start + length] if length else None
+            for start, length in zip(offsets, lengths, strict=False)
+        ]
+    columns = DeviceColumns(
+        ids=[device.id for device in devices],
+        memory_bytes=_optional(devices, "memory_bytes"),
+        spectral_efficiency=_optional(devices, "spectral_efficiency"),
+        compute_factor=_optional(devices, "compute_factor"),
+        block_seconds=rows,
+        seconds_matrix=matrix,
+    )
+    return parse_instance(doc, columns)
+
+
+def _optional(devices: Any, field: str) -> list[Any]:
+    """A scalar field of every device, None where a device left it out."""
+    values = [getattr(device, field) for device in devices]
+    present = [device.HasField(field) for device in devices]
+    if all(present):
+        return values
+    return [value if here else None for value, here in zip(values, present, strict=True)]
 
 
 def request_from_instance_doc(

@@ -68,13 +68,24 @@ def bench_input_path(devices: int = 10_000, blocks: int = 48, repeats: int = 5) 
             total = _seconds([*command, str(path)])
             results["cli_ms"][policy] = 1e3 * total
             results.setdefault("cli_startup_ms", 1e3 * startup)
+    results["scipy_import_ms"] = scipy_import_ms()
     return results
 
 
-def _seconds(command: list[str]) -> float:
-    started = time.perf_counter()
-    subprocess.run(command, check=True, capture_output=True)
-    return time.perf_counter() - started
+def _seconds(command: list[str], repeats: int = 3) -> float:
+    """Median wall time of a whole command."""
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        subprocess.run(command, check=True, capture_output=True)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def scipy_import_ms() -> float:
+    """What importing scipy.optimize (jbba's assignment solver) alone costs a fresh process."""
+    bare = _seconds([sys.executable, "-c", "import numpy"])
+    return 1e3 * (_seconds([sys.executable, "-c", "import numpy, scipy.optimize"]) - bare)
 
 
 def print_input_path(result: dict[str, Any]) -> None:
@@ -88,6 +99,10 @@ def print_input_path(result: dict[str, Any]) -> None:
             f"    {policy:5s} Allocate round trip {ms:7.1f} ms   deft schedule {cli:7.1f} ms "
             f"(of which {result['cli_startup_ms']:.0f} ms interpreter start-up)"
         )
+    print(
+        f"    (a fresh process importing scipy.optimize, which jbba's solver needs: "
+        f"{result['scipy_import_ms']:.0f} ms)"
+    )
 
 
 def input_path_targets(result: dict[str, Any]) -> list[str]:

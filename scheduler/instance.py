@@ -135,7 +135,7 @@ def _integer(value: Any, field: str, *, minimum: int) -> int:
 
 
 def _vector(value: Any, field: str, length: int, *, strict: bool) -> np.ndarray:
-    if not isinstance(value, Sequence) or isinstance(value, (str, bytes)):
+    if not isinstance(value, (Sequence, np.ndarray)) or isinstance(value, (str, bytes)):
         raise InstanceError(field, f"must be a list of {length} numbers")
     if len(value) != length:
         raise InstanceError(field, f"must have {length} entries (one per block), got {len(value)}")
@@ -143,6 +143,8 @@ def _vector(value: Any, field: str, length: int, *, strict: bool) -> np.ndarray:
     if array is not None:
         return array
     # Something is wrong: find the first entry at fault, to name it.
+    if isinstance(value, np.ndarray):
+        value = value.tolist()  # messages show 0.0, not np.float64(0.0)
     return np.array([_number(v, f"{field}[{i}]", strict=strict) for i, v in enumerate(value)])
 
 
@@ -169,7 +171,7 @@ def _checked_array(values: Any, *, strict: bool) -> np.ndarray | None:
 
 
 def _column(
-    devices: Sequence[Mapping[str, Any]],
+    values: Sequence[Any],
     name: str,
     *,
     strict: bool,
@@ -178,7 +180,6 @@ def _column(
 ) -> np.ndarray:
     """One numeric field of every device, validated in one pass (errors name the device by its
     position in the instance: `indices`, when these are some of its devices)."""
-    values = [device.get(name) for device in devices]
     array = _checked_array(values, strict=strict) if None not in values else None
     if array is not None:
         return array
@@ -208,8 +209,45 @@ def _reject_unknown(doc: Mapping[str, Any], known: set[str], prefix: str) -> Non
         )
 
 
-def parse_instance(doc: Any) -> Instance:
-    """Validate a JSON-like instance (the `deft schedule` format) and build an Instance.
+@dataclass
+class DeviceColumns:
+    """The devices of an instance, field by field (None where a device left a field out): the
+    one form both the JSON and the protobuf paths hand to the validator. `seconds_matrix` is
+    the (K, L) block_seconds when every device gave exactly L floats (the protobuf path reads
+    them in one pass)."""
+
+    ids: list[Any]
+    memory_bytes: list[Any]
+    spectral_efficiency: list[Any]
+    compute_factor: list[Any]
+    block_seconds: list[Any]
+    seconds_matrix: np.ndarray | None = None
+
+    @classmethod
+    def from_documents(cls, devices: Any) -> DeviceColumns:
+        if not isinstance(devices, Sequence) or isinstance(devices, (str, bytes)) or not devices:
+            raise InstanceError("devices", "must be a non-empty list of device objects")
+        for index, device in enumerate(devices):
+            if not isinstance(device, Mapping):
+                raise InstanceError(f"devices[{index}]", "must be a JSON object")
+            if device.keys() - DEVICE_FIELDS:
+                _reject_unknown(device, DEVICE_FIELDS, f"devices[{index}].")
+
+        def column(field: str) -> list[Any]:
+            return [device.get(field) for device in devices]
+
+        return cls(
+            ids=column("id"),
+            memory_bytes=column("memory_bytes"),
+            spectral_efficiency=column("spectral_efficiency"),
+            compute_factor=column("compute_factor"),
+            block_seconds=column("block_seconds"),
+        )
+
+
+def parse_instance(doc: Any, devices: DeviceColumns | None = None) -> Instance:
+    """Validate a JSON-like instance (the `deft schedule` format) and build an Instance; with
+    `devices`, the devices come as columns instead of doc["devices"].
 
     Raises InstanceError naming the first offending field; nothing is partially built.
     """
@@ -227,17 +265,13 @@ def parse_instance(doc: Any) -> Instance:
     if doc.get("block_seconds") is not None:
         reference_seconds = _vector(doc["block_seconds"], "block_seconds", blocks, strict=True)
 
-    devices = _require(doc, "devices")
-    if not isinstance(devices, Sequence) or isinstance(devices, (str, bytes)) or not devices:
+    if devices is None:
+        devices = DeviceColumns.from_documents(_require(doc, "devices"))
+    elif not devices.ids:
         raise InstanceError("devices", "must be a non-empty list of device objects")
-    for index, device in enumerate(devices):
-        if not isinstance(device, Mapping):
-            raise InstanceError(f"devices[{index}]", "must be a JSON object")
-        if device.keys() - DEVICE_FIELDS:
-            _reject_unknown(device, DEVICE_FIELDS, f"devices[{index}].")
-    ids = _device_ids(devices)
-    memory = _column(devices, "memory_bytes", strict=False)
-    efficiency = _column(devices, "spectral_efficiency", strict=True)
+    ids = _device_ids(devices.ids)
+    memory = _column(devices.memory_bytes, "memory_bytes", strict=False)
+    efficiency = _column(devices.spectral_efficiency, "spectral_efficiency", strict=True)
     seconds = _device_seconds(devices, blocks, reference_seconds)
     compute = iterations * seconds
     overflowed = ~np.all(np.isfinite(compute), axis=1)
@@ -259,8 +293,7 @@ def parse_instance(doc: Any) -> Instance:
     )
 
 
-def _device_ids(devices: Sequence[Mapping[str, Any]]) -> list[str]:
-    ids = [device.get("id") for device in devices]
+def _device_ids(ids: list[Any]) -> list[str]:
     for index, device_id in enumerate(ids):
         if device_id is None:
             raise InstanceError(f"devices[{index}].id", "is required")
@@ -268,7 +301,7 @@ def _device_ids(devices: Sequence[Mapping[str, Any]]) -> list[str]:
             raise InstanceError(
                 f"devices[{index}].id", f"must be a non-empty string, got {device_id!r}"
             )
-    checked: list[str] = ids  # type: ignore[assignment]  # every entry is a str (above)
+    checked: list[str] = ids  # every entry is a str (checked above)
     if len(set(checked)) != len(checked):
         seen: set[str] = set()
         for index, device_id in enumerate(checked):
@@ -279,12 +312,20 @@ def _device_ids(devices: Sequence[Mapping[str, Any]]) -> list[str]:
 
 
 def _device_seconds(
-    devices: Sequence[Mapping[str, Any]], blocks: int, reference: np.ndarray | None
+    devices: DeviceColumns, blocks: int, reference: np.ndarray | None
 ) -> np.ndarray:
     """(K, L) seconds per iteration: each device's own measurement, else the reference
     divided by its compute_factor."""
-    own = [device.get("block_seconds") for device in devices]
-    seconds = np.empty((len(devices), blocks))
+    matrix = devices.seconds_matrix
+    if (
+        matrix is not None
+        and matrix.shape[1] == blocks
+        and np.all(np.isfinite(matrix))
+        and np.all(matrix > 0)
+    ):
+        return np.array(matrix, dtype=float)
+    own = devices.block_seconds
+    seconds = np.empty((len(own), blocks))
     measured = np.array([row is not None for row in own], dtype=bool)
     if measured.any():
         rows = [row for row in own if row is not None]
@@ -304,7 +345,10 @@ def _device_seconds(
             )
         indices = [int(i) for i in missing]
         factors = _column(
-            [devices[i] for i in indices], "compute_factor", strict=True, indices=indices
+            [devices.compute_factor[i] for i in indices],
+            "compute_factor",
+            strict=True,
+            indices=indices,
         )
         with np.errstate(over="ignore"):
             seconds[missing] = reference[None, :] / factors[:, None]
