@@ -16,9 +16,10 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from lola_deft.server.cluster import Cluster, ClusterError, Managed
+from lola_deft.server.export import read_history
+from lola_deft.server.messages import Evaluation, RoundRecord
 
 MiB = 2**20
 
@@ -181,11 +182,14 @@ def _follow_rounds(coordinator: Managed, rounds: int) -> None:
 
 
 def _summarise(out: Path, elapsed: float, args: argparse.Namespace) -> int:
-    history = json.loads((out / "history.json").read_text())
-    rounds = history["rounds"]
-    evaluated = [r for r in rounds if "eval" in r]
-    before = history["baseline"]
-    after = evaluated[-1]["eval"] if evaluated else before
+    history = read_history(out / "history.json")
+    rounds = history.rounds
+    before = history.baseline
+    if before is None or not rounds:
+        print(f"deft demo: error: no rounds recorded in {out / 'history.json'}", file=sys.stderr)
+        return 1
+    evaluated = [r.eval for r in rounds if r.eval is not None]
+    after = evaluated[-1] if evaluated else before
     latest = (out / "checkpoints" / "LATEST").read_text().strip()
     adapter = out / "checkpoints" / latest / "adapter"
     summary = {
@@ -193,11 +197,11 @@ def _summarise(out: Path, elapsed: float, args: argparse.Namespace) -> int:
         "agents": args.agents,
         "rounds": len(rounds),
         "wall_seconds": elapsed,
-        "metric_name": after.get("metric_name", "metric"),
-        "metric_before": before["metric"],
-        "metric_after": after["metric"],
-        "mean_modelled_latency_s": sum(r["modelled_latency_s"] for r in rounds) / len(rounds),
-        "mean_measured_wall_s": sum(r["measured_wall_s"] for r in rounds) / len(rounds),
+        "metric_name": after.metric_name,
+        "metric_before": before.metric,
+        "metric_after": after.metric,
+        "mean_modelled_latency_s": sum(r.modelled_latency_s for r in rounds) / len(rounds),
+        "mean_measured_wall_s": sum(r.measured_wall_s for r in rounds) / len(rounds),
         "adapter": str(adapter),
         "history": str(out / "history.json"),
     }
@@ -205,8 +209,8 @@ def _summarise(out: Path, elapsed: float, args: argparse.Namespace) -> int:
     plot = _plot(rounds, before, out / "demo.png")
     print()
     print(
-        f"metric ({summary['metric_name']}) before: {before['metric']:.4f}  "
-        f"after {len(rounds)} rounds: {after['metric']:.4f}"
+        f"metric ({summary['metric_name']}) before: {before.metric:.4f}  "
+        f"after {len(rounds)} rounds: {after.metric:.4f}"
     )
     print(
         f"mean round latency: modelled (wireless) {summary['mean_modelled_latency_s']:.2f} s, "
@@ -220,7 +224,7 @@ def _summarise(out: Path, elapsed: float, args: argparse.Namespace) -> int:
     return 0
 
 
-def _plot(rounds: list[dict[str, Any]], baseline: dict[str, Any], path: Path) -> Path | None:
+def _plot(rounds: list[RoundRecord], baseline: Evaluation, path: Path) -> Path | None:
     try:
         import matplotlib
 
@@ -230,24 +234,24 @@ def _plot(rounds: list[dict[str, Any]], baseline: dict[str, Any], path: Path) ->
         print("matplotlib not installed: no plot", file=sys.stderr)
         return None
     figure, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
-    evaluated = [r for r in rounds if "eval" in r]
+    evaluated = [r for r in rounds if r.eval is not None]
     top.plot(
-        [0] + [r["round"] for r in evaluated],
-        [baseline["metric"]] + [r["eval"]["metric"] for r in evaluated],
+        [0] + [r.round for r in evaluated],
+        [baseline.metric] + [r.eval.metric for r in evaluated if r.eval is not None],
         marker="o",
     )
-    top.set_ylabel(f"dev {baseline.get('metric_name', 'metric')}")
+    top.set_ylabel(f"dev {baseline.metric_name}")
     top.grid(alpha=0.3)
-    numbers = [r["round"] for r in rounds]
+    numbers = [r.round for r in rounds]
     bottom.plot(
         numbers,
-        [r["modelled_latency_s"] for r in rounds],
+        [r.modelled_latency_s for r in rounds],
         marker="s",
         label="modelled wireless round latency",
     )
     bottom.plot(
         numbers,
-        [r["measured_wall_s"] for r in rounds],
+        [r.measured_wall_s for r in rounds],
         marker="^",
         label="measured round wall time (loopback)",
     )

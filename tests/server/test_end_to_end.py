@@ -4,7 +4,6 @@ identical state while the agents reconnect by themselves."""
 
 from __future__ import annotations
 
-import json
 import re
 import signal
 import time
@@ -17,6 +16,7 @@ from peft import PeftModel
 from transformers import AutoModelForSequenceClassification
 
 from lola_deft.ml.model import load_model
+from lola_deft.server.export import read_history
 from lola_deft.server.net import free_port
 from lola_deft.server.training_state import adapter_digest
 from tests.helpers import LocalCluster
@@ -100,19 +100,19 @@ def test_training_survives_a_killed_coordinator(tiny_model_dir: Path, tmp_path: 
         for agent in agents:
             assert agent.wait(timeout=60) == 0  # each heard "finished" and exited cleanly
 
-    document = json.loads(history.read_text())
-    assert 0.0 <= document["baseline"]["accuracy"] <= 1.0
-    records = document["rounds"]
-    assert [r["round"] for r in records] == list(range(1, ROUNDS + 1))
+    document = read_history(history)
+    assert document.baseline is not None and 0.0 <= document.baseline.scores["accuracy"] <= 1.0
+    records = document.rounds
+    assert [r.round for r in records] == list(range(1, ROUNDS + 1))
     for record in records:
-        assert sorted(a["block"] for a in record["assignment"]) == [1, 2, 3]
-        assert record["blocks_updated"] == [1, 2, 3]
-        assert record["modelled_latency_s"] > 0 and record["measured_wall_s"] > 0
-        assert 0.0 <= record["eval"]["accuracy"] <= 1.0
+        assert sorted(a.block for a in record.assignment) == [1, 2, 3]
+        assert record.blocks_updated == [1, 2, 3]
+        assert record.modelled_latency_s > 0 and record.measured_wall_s > 0
+        assert record.eval is not None and 0.0 <= record.eval.scores["accuracy"] <= 1.0
     final = torch.load(checkpoints / f"round-{ROUNDS:06d}" / "state.pt", weights_only=False)
     assert final["round"] == ROUNDS
     assert [r["round"] for r in final["history"]] == list(range(1, ROUNDS + 1))
-    assert not np.isnan([r["train_loss"] for r in records]).any()
+    assert not np.isnan([r.train_loss for r in records]).any()
     assert re.fullmatch(r"[0-9a-f]{16}", saved_digest)
 
 
@@ -131,5 +131,5 @@ def test_agents_that_miss_deadlines_keep_going(tiny_model_dir: Path, tmp_path: P
         assert coordinator.wait(timeout=180) == 0
         for agent in agents:
             assert agent.wait(timeout=120) == 0
-    rounds = json.loads((tmp_path / "history.json").read_text())["rounds"]
-    assert [r["blocks_updated"] for r in rounds] == [[], []]
+    rounds = read_history(tmp_path / "history.json").rounds
+    assert [r.blocks_updated for r in rounds] == [[], []]
