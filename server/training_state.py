@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 import random
 import shutil
 from pathlib import Path
@@ -70,6 +71,7 @@ class TrainingState:
     # -- checkpoints -----------------------------------------------------------------------
     def save(self, directory: Path, extra: dict[str, Any] | None = None) -> Path:
         directory.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(directory)
         name = f"round-{self.round:06d}"
         temporary = directory / f".tmp-{name}-{os.getpid()}"
         shutil.rmtree(temporary, ignore_errors=True)
@@ -83,7 +85,7 @@ class TrainingState:
                 "rng": {
                     "torch": torch.get_rng_state(),
                     "python": random.getstate(),
-                    "numpy": np.random.get_state(),
+                    "numpy": _plain_numpy_state(),
                 },
                 "history": self.history,
                 "baseline": self.baseline,
@@ -110,8 +112,14 @@ class TrainingState:
             raise CheckpointError(f"{directory}: no checkpoint to resume from (no {LATEST})")
         target = directory / pointer.read_text().strip()
         try:
-            stored = torch.load(target / "state.pt", weights_only=False)
-        except (OSError, RuntimeError) as error:
+            # Tensors and plain data only: a planted state.pt cannot run code when loaded.
+            stored = torch.load(target / "state.pt", weights_only=True)
+        except pickle.UnpicklingError as error:
+            raise CheckpointError(
+                f"{target}: refused: state.pt holds more than tensors and plain data "
+                "(written by an older version, or not by LoLa-DEFT)"
+            ) from error
+        except (OSError, RuntimeError, EOFError) as error:
             raise CheckpointError(f"{target}: unreadable checkpoint: {error}") from error
         if set(stored["trainable"]) != set(self.params):
             raise CheckpointError(f"{target}: checkpoint is for a different model or LoRA setup")
@@ -121,11 +129,41 @@ class TrainingState:
         self.optimizer.load_state_dict(stored["optimizer"])
         torch.set_rng_state(stored["rng"]["torch"])
         random.setstate(stored["rng"]["python"])
-        np.random.set_state(stored["rng"]["numpy"])
+        name, keys, position, has_gauss, cached = stored["rng"]["numpy"]
+        np.random.set_state((name, np.asarray(keys, dtype=np.uint32), position, has_gauss, cached))
         self.round = int(stored["round"])
         self.history = list(stored["history"])
         self.baseline = stored.get("baseline")
         return target
+
+
+def _plain_numpy_state() -> tuple[str, list[int], int, int, float]:
+    """numpy's global RNG state as plain Python values (loadable with weights_only=True)."""
+    name, keys, position, has_gauss, cached = np.random.get_state()
+    return str(name), [int(k) for k in keys], int(position), int(has_gauss), float(cached)
+
+
+def remove_stale_temporaries(directory: Path) -> list[Path]:
+    """Remove the half-written `.tmp-round-*-PID` folders of processes that no longer run (a
+    coordinator killed while writing); returns what was removed."""
+    removed = []
+    for temporary in directory.glob(".tmp-round-*"):
+        pid = temporary.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and _running(int(pid)):
+            continue
+        shutil.rmtree(temporary, ignore_errors=True)
+        removed.append(temporary)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _fsync_tree(root: Path) -> None:

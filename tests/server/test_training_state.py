@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -76,3 +77,38 @@ def test_checkpoints_keep_the_last_two_and_resume_needs_one(
         state.save(tmp_path)
     assert sorted(p.name for p in tmp_path.glob("round-*")) == ["round-000003", "round-000004"]
     assert not list(tmp_path.glob(".tmp-*"))
+
+
+class Payload:
+    """What a planted checkpoint would run on an unsafe torch.load."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (Path.touch, (str(self.marker),))  # type: ignore[return-value]
+
+
+def test_a_planted_checkpoint_runs_no_code(tiny_model_dir: Path, tmp_path: Path) -> None:
+    state = make_state(tiny_model_dir)
+    state.round = 1
+    target = state.save(tmp_path / "ck")
+    marker = tmp_path / "pwned"
+    torch.save({"round": 1, "evil": Payload(marker)}, target / "state.pt")
+    with pytest.raises(CheckpointError, match=r"refused: state\.pt holds more than tensors"):
+        make_state(tiny_model_dir).load(tmp_path / "ck")
+    assert not marker.exists()
+
+
+def test_half_written_checkpoints_of_dead_processes_are_removed(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    dead = tmp_path / ".tmp-round-000003-999999999"  # no such process
+    alive = tmp_path / f".tmp-round-000003-{os.getppid()}"  # a running process's write
+    for folder in (dead, alive):
+        (folder / "adapter").mkdir(parents=True)
+    state = make_state(tiny_model_dir)
+    state.round = 3
+    state.save(tmp_path)
+    assert not dead.exists() and alive.exists()
+    assert (tmp_path / "round-000003" / "state.pt").is_file()
