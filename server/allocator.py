@@ -5,11 +5,13 @@ scheduler's instance JSON, so they answer the same request the same way.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from lola_deft.protos.credentials import PLAINTEXT, TlsFiles
-from lola_deft.protos.deft.v1 import scheduler_pb2
-from lola_deft.server.messages import Allocation, AllocationRequest, Assignment
+from lola_deft.server.messages import Allocation, AllocationRequest
+
+if TYPE_CHECKING:
+    from lola_deft.protos.credentials import TlsFiles
+    from lola_deft.protos.deft.v1 import scheduler_pb2
 
 
 class AllocationFailed(Exception):
@@ -44,15 +46,19 @@ class InProcessAllocator:
 
 
 class GrpcAllocator:
-    """The scheduler microservice (deft.v1.Scheduler/Allocate)."""
+    """The scheduler microservice (deft.v1.Scheduler/Allocate). gRPC is imported here, not at
+    the top: the engine imports this module for the interface and must stay free of gRPC."""
 
-    def __init__(self, address: str, timeout_s: float, tls: TlsFiles = PLAINTEXT) -> None:
+    def __init__(self, address: str, timeout_s: float, tls: TlsFiles | None = None) -> None:
+        from lola_deft.protos.credentials import PLAINTEXT
         from lola_deft.scheduler.client import SchedulerClient
 
-        self.client = SchedulerClient(address, timeout_s=timeout_s, tls=tls)
+        self.client = SchedulerClient(address, timeout_s=timeout_s, tls=tls or PLAINTEXT)
 
     def allocate(self, request: AllocationRequest) -> Allocation:
         import grpc
+
+        from lola_deft.scheduler.convert import response_to_json
 
         try:
             response = self.client.allocate(allocate_request(request))
@@ -60,22 +66,7 @@ class GrpcAllocator:
             raise AllocationFailed(
                 f"scheduler at {self.client.address}: {error.code().name}: {error.details()}"
             ) from error
-        return Allocation(
-            policy=response.policy,
-            latency_s=response.latency_s,
-            solve_seconds=response.solve_seconds,
-            assignment=tuple(
-                Assignment(
-                    block=entry.block,
-                    device=entry.device,
-                    bandwidth_hz=entry.bandwidth_hz,
-                    latency_s=entry.latency_s,
-                    compute_s=entry.compute_s,
-                    upload_s=entry.upload_s,
-                )
-                for entry in response.assignment
-            ),
-        )
+        return Allocation.from_json(response_to_json(response))
 
     def close(self) -> None:
         self.client.close()
@@ -84,6 +75,8 @@ class GrpcAllocator:
 def allocate_request(request: AllocationRequest) -> scheduler_pb2.AllocateRequest:
     """The Allocate message, built field by field (ParseDict over thousands of devices is
     slow); its JSON form is the same instance as `request.instance_doc()`."""
+    from lola_deft.protos.deft.v1 import scheduler_pb2
+
     return scheduler_pb2.AllocateRequest(
         policy=request.policy,
         blocks=request.blocks,

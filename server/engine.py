@@ -147,8 +147,8 @@ class RoundEngine:
             self.told_finished.add(device_id)
             return Instruction(round=self.completed, finished=True)
         replaced = self._pending.pop(device_id, None)
-        if replaced is not None and not replaced.answer.done():
-            replaced.answer.set_result(Instruction(round=self.next_round))
+        if replaced is not None:
+            self._settle(replaced, Instruction(round=self.next_round))
         loop = asyncio.get_running_loop()
         pending = PendingReport(report, loop.create_future())
         self._pending[device_id] = pending
@@ -226,11 +226,9 @@ class RoundEngine:
             self._release_all(finished=True)
 
     def _release_all(self, finished: bool = False) -> None:
-        for device_id, pending in list(self._pending.items()):
-            if not pending.answer.done():
-                pending.answer.set_result(Instruction(round=self.next_round, finished=finished))
-                if finished:
-                    self.told_finished.add(device_id)
+        """Answer every waiting report (their calls note who heard "finished")."""
+        for pending in self._pending.values():
+            self._settle(pending, Instruction(round=self.next_round, finished=finished))
         self._pending.clear()
 
     def unfinished_agents(self) -> set[str]:
@@ -249,18 +247,13 @@ class RoundEngine:
             await asyncio.sleep(1.0)
             return
         if self.hooks.on_allocation:  # e.g. re-shape the testbed's links before anyone uploads
-            started = time.perf_counter()
-            await asyncio.to_thread(
-                self.hooks.on_allocation, self.allotted_rates(request, allocation)
-            )
-            phases["shape"] = time.perf_counter() - started
-        started = time.perf_counter()
-        running = await self.dispatch(number, reports, request, allocation)
-        phases["dispatch"] = time.perf_counter() - started
+            rates = self.allotted_rates(request, allocation)
+            await self._timed(phases, "shape", asyncio.to_thread(self.hooks.on_allocation, rates))
+        running = await self._timed(
+            phases, "dispatch", self.dispatch(number, reports, request, allocation)
+        )
         await self.collect_uploads(running)
-        started = time.perf_counter()
-        uploads = await self.apply(running)
-        phases["apply"] = time.perf_counter() - started
+        uploads = await self._timed(phases, "apply", self.apply(running))
         record = self.record(running, uploads)
         if self._due_for_evaluation(number):
             record.eval = await self._timed(
@@ -321,24 +314,22 @@ class RoundEngine:
         return []
 
     def build_request(self, reports: list[ResourceReport], number: int) -> AllocationRequest:
-        block_memory = np.zeros(self.blocks)
-        devices = []
-        for report in reports:
-            block_memory = np.maximum(block_memory, report.block_memory_bytes)
-            devices.append(
-                DeviceOffer(
-                    id=report.device_id,
-                    memory_bytes=report.available_memory_bytes,
-                    spectral_efficiency=spectral_efficiency(
-                        report, self.config.bandwidth_hz, self.blocks
-                    ),
-                    block_seconds=report.block_seconds,
-                )
+        # The largest requirement any device measured: conservative across hardware.
+        block_memory = np.max([report.block_memory_bytes for report in reports], axis=0)
+        devices = [
+            DeviceOffer(
+                id=report.device_id,
+                memory_bytes=report.available_memory_bytes,
+                spectral_efficiency=spectral_efficiency(
+                    report, self.config.bandwidth_hz, self.blocks
+                ),
+                block_seconds=report.block_seconds,
             )
+            for report in reports
+        ]
         return AllocationRequest(
             policy=self.config.policy,
             blocks=self.blocks,
-            # The largest requirement any device measured: conservative across hardware.
             block_memory_bytes=tuple(float(m) for m in block_memory),
             local_iterations=self.config.local_iterations,
             payload_bits=float(self.trainer.payload_bits),

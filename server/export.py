@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from lola_deft.server.messages import AllocationRequest, RoundRecord, RunHistory
 from lola_deft.server.metrics import CoordinatorMetrics
@@ -37,11 +38,11 @@ def export_metrics(
             m.eval_metric.labels(key).set(value)
 
 
-def write_history(path: Path, history: RunHistory) -> None:
-    """Atomically: a crash never leaves half a file."""
+def write_history(path: Path, document: dict[str, Any]) -> None:
+    """history.json (RunHistory.to_dict()), atomically: a crash never leaves half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(history.to_dict(), indent=1))
+    temporary.write_text(json.dumps(document, indent=1))
     temporary.replace(path)
 
 

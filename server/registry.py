@@ -12,6 +12,7 @@ that left takes over its shard.
 
 from __future__ import annotations
 
+import heapq
 import secrets
 import time
 from collections.abc import Callable
@@ -49,6 +50,8 @@ class AgentRegistry:
         self.clock = clock
         self._by_device: dict[str, AgentRecord] = {}
         self._device_of_session: dict[str, str] = {}
+        self._free_indices: list[int] = []  # heap of indices released by forgotten devices
+        self._next_index = 0
         # Sweeping is O(devices): done at most this often (a tenth of forget_after_s, <= 5 s).
         self._sweep_every_s = min(5.0, self.forget_after_s / 10)
         self._last_sweep = -float("inf")
@@ -73,7 +76,7 @@ class AgentRegistry:
             registration.hardware,
             registration.agent_version,
             registration.capabilities,
-            index=previous.index if previous else self._lowest_free_index(),
+            index=previous.index if previous else self._take_index(),
             registered_at=now,
             last_seen=now,
         )
@@ -81,9 +84,12 @@ class AgentRegistry:
         self._device_of_session[record.session] = device_id
         return record
 
-    def _lowest_free_index(self) -> int:
-        taken = {record.index for record in self._by_device.values()}
-        return next(i for i in range(len(taken) + 1) if i not in taken)
+    def _take_index(self) -> int:
+        """The lowest index no remembered device holds, in O(log n)."""
+        if self._free_indices:
+            return heapq.heappop(self._free_indices)
+        self._next_index += 1
+        return self._next_index - 1
 
     def touch(self, session: str) -> AgentRecord:
         """The session's agent, marked as seen now; UnknownSession if it has none."""
@@ -97,6 +103,12 @@ class AgentRegistry:
     def is_live(self, device_id: str) -> bool:
         record = self._by_device.get(device_id)
         return record is not None and self.clock() - record.last_seen <= self.liveness_timeout_s
+
+    def live_count(self) -> int:
+        """Safe to call from another thread (the metrics endpoint): it reads a copy."""
+        now = self.clock()
+        records = list(self._by_device.values())  # one C-level copy, atomic under the GIL
+        return sum(1 for r in records if now - r.last_seen <= self.liveness_timeout_s)
 
     def live(self) -> list[AgentRecord]:
         now = self.clock()
@@ -116,4 +128,5 @@ class AgentRegistry:
         for device_id in gone:
             record = self._by_device.pop(device_id)
             self._device_of_session.pop(record.session, None)
+            heapq.heappush(self._free_indices, record.index)
         return gone

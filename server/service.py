@@ -16,7 +16,7 @@ import re
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, TypeVar
 
@@ -170,12 +170,12 @@ class RunningCoordinator:
     def wait_for_farewells(self, timeout_s: float) -> set[str]:
         """After training, wait (up to timeout_s) until every live agent has heard "finished",
         so none is left retrying a vanished coordinator. Returns the agents that never did."""
-        deadline = self.loop.time() + timeout_s
+        deadline = time.monotonic() + timeout_s
         while True:
             waiting = self.call(self.engine.unfinished_agents)
-            if not waiting or self.loop.time() >= deadline:
+            if not waiting or time.monotonic() >= deadline:
                 return waiting
-            threading.Event().wait(0.2)
+            time.sleep(0.2)
 
     def stop(self, grace: float | None = 2.0) -> None:
         if self.thread.is_alive():
@@ -267,12 +267,15 @@ def start_coordinator(
             config.scheduler_address, config.scheduler_timeout_s, scheduler_tls
         )
     history_path = config.history_path
+    # history.json grows with the run: it is written off the event loop, by one thread, so the
+    # files land in round order.
+    history_writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="history")
+    metrics.live_agents.set_function(registry.live_count)  # read at scrape time
 
     def export(record: RoundRecord, request: AllocationRequest) -> None:
         export_metrics(metrics, record, request)
-        metrics.live_agents.set(len(registry.live()))
         if history_path is not None:
-            write_history(history_path, engine.history)
+            history_writer.submit(write_history, history_path, engine.history.to_dict())
 
     hooks = EngineHooks(on_baseline, on_allocation, [export])
     if on_round is not None:
@@ -317,7 +320,14 @@ def start_coordinator(
         metrics.serve(metrics_port, _http_host(host)) if metrics_port is not None else None
     )
     return RunningCoordinator(
-        bound, bound_metrics, engine, trainer, loop, thread, stopped, [allocator.close]
+        bound,
+        bound_metrics,
+        engine,
+        trainer,
+        loop,
+        thread,
+        stopped,
+        [allocator.close, history_writer.shutdown],
     )
 
 

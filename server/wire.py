@@ -129,16 +129,12 @@ async def receive_upload(
     try:
         await asyncio.wait_for(read_chunks(), timeout=max(plan.deadline - time.monotonic(), 0))
         tensors = assembler.finish()
+        return coordinator.finish_upload(plan, header, tensors, time.perf_counter() - started)
     except asyncio.TimeoutError:
-        coordinator.abandon_upload(plan, header)
         raise DeadlinePassed(f"round {header.round}'s deadline passed during the upload") from None
     except StreamTooLarge as error:
-        coordinator.abandon_upload(plan, header)
         raise TooLarge(f"gradient stream: {error} (what block {plan.block} weighs)") from None
     except TensorStreamError as error:
-        coordinator.abandon_upload(plan, header)
         raise InvalidRequest("gradient stream", str(error)) from None
-    except BaseException:
+    finally:  # accepted or not, this stream no longer holds the device's upload slot
         coordinator.abandon_upload(plan, header)
-        raise
-    return coordinator.finish_upload(plan, header, tensors, time.perf_counter() - started)

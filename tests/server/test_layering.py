@@ -37,3 +37,17 @@ def test_no_grpc_or_protobuf_below_the_wire_layer() -> None:
         assert not wire, f"{path.name} imports {sorted(wire)}"
         checked.append(path.name)
     assert {"engine.py", "coordinator.py", "registry.py", "aggregation.py"} <= set(checked)
+
+
+def test_the_engine_does_not_even_load_grpc() -> None:
+    """Not directly, and not through anything it imports."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; import lola_deft.server.engine, lola_deft.server.coordinator; "
+        "print(sorted(m for m in sys.modules if m.startswith(('grpc', 'google.protobuf'))))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
