@@ -27,6 +27,27 @@ def byte_size(text: str) -> float:
     return float(match.group(1)) * UNITS[(match.group(2) or "").lower()]
 
 
+def positive_seconds(text: str) -> float:
+    """A finite number of seconds > 0 (a bound of 0 or less would make the server spin)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not (value > 0 and value < float("inf")):
+        raise argparse.ArgumentTypeError(f"must be > 0 seconds, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text!r}")
+    return value
+
+
 def shard(text: str) -> tuple[int, int]:
     """'I/N' -> (I, N); 'auto/N' -> (-1, N): the coordinator's registration order picks I."""
     match = re.fullmatch(r"(\d+|auto)/(\d+)", text)

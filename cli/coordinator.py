@@ -15,6 +15,8 @@ from typing import Any
 from lola_deft.cli.common import (
     add_training_arguments,
     model_and_data_errors,
+    positive_int,
+    positive_seconds,
     set_threads,
     setup_logging,
     training_settings,
@@ -45,25 +47,25 @@ def add_coordinator_command(subparsers: Any) -> None:
     )
     serve.add_argument(
         "--round-timeout",
-        type=float,
+        type=positive_seconds,
         default=300.0,
         help="seconds a round waits for its gradients",
     )
     serve.add_argument(
         "--report-poll",
-        type=float,
+        type=positive_seconds,
         default=120.0,
         help="longest a resource report waits for its instruction before 'report again'",
     )
     serve.add_argument(
         "--forget-after",
-        type=float,
+        type=positive_seconds,
         default=600.0,
         help="seconds after its last call a departed device is dropped from the registry",
     )
     serve.add_argument(
         "--max-devices",
-        type=int,
+        type=positive_int,
         default=10_000,
         help="registered devices at most; more are refused (RESOURCE_EXHAUSTED)",
     )

@@ -48,3 +48,18 @@ def test_resume_without_a_checkpoint(tiny_model_dir: Path, tmp_path: Path) -> No
     )
     assert result.returncode == 2
     assert "no checkpoint to resume from" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--report-poll", "-1", "argument --report-poll: must be > 0 seconds, got '-1'"),
+        ("--forget-after", "0", "argument --forget-after: must be > 0 seconds, got '0'"),
+        ("--round-timeout", "inf", "argument --round-timeout: must be > 0 seconds"),
+        ("--max-devices", "0", "argument --max-devices: must be >= 1, got '0'"),
+    ],
+)
+def test_server_bounds_must_be_positive(flag: str, value: str, message: str) -> None:
+    result = run_deft("coordinator", "serve", flag, value)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
