@@ -25,7 +25,12 @@ from lola_deft.protos.grpc_options import MEBIBYTE
 def add_agent_command(subparsers: Any) -> None:
     parser = subparsers.add_parser("agent", help="a device agent that trains assigned blocks")
     parser.add_argument("--coordinator", required=True, help="coordinator HOST:PORT")
-    parser.add_argument("--id", default=None, help="device id (default: hostname-pid)")
+    parser.add_argument(
+        "--id",
+        default=None,
+        help="device id; must be the one its certificate names (default: the --tls-cert file's "
+        "name without .pem, as `deft certs` writes it; with --insecure: hostname-pid)",
+    )
     add_model_arguments(parser)
     parser.add_argument(
         "--shard",
@@ -63,6 +68,12 @@ def add_agent_command(subparsers: Any) -> None:
         default=30.0,
         help="longest wait between reconnection attempts, seconds",
     )
+    parser.add_argument(
+        "--metrics-host",
+        default="0.0.0.0",
+        help="address of the /metrics endpoint (default: all interfaces, for the edge server's "
+        "Prometheus)",
+    )
     add_tls_arguments(parser, server=False)
     parser.set_defaults(handler=run_agent)
 
@@ -81,9 +92,11 @@ def run_agent(args: argparse.Namespace) -> int:
     from lola_deft.ml.glue import EMBEDDED_TASK_DIR
     from lola_deft.ml.model import default_model_dir
 
+    tls = tls_from_args(args, role="deft agent")
+    default_id = tls.cert.stem if tls.cert else f"{socket.gethostname()}-{os.getpid()}"
     config = AgentConfig(
         coordinator=args.coordinator,
-        device_id=args.id or f"{socket.gethostname()}-{os.getpid()}",
+        device_id=args.id or default_id,
         model_dir=args.model or default_model_dir(),
         data_dir=args.data or EMBEDDED_TASK_DIR,
         shard=args.shard[0],
@@ -100,7 +113,8 @@ def run_agent(args: argparse.Namespace) -> int:
         max_message_bytes=args.max_message_mb * MEBIBYTE,
         max_backoff_s=args.max_backoff,
         metrics_port=args.metrics_port,
-        tls=tls_from_args(args),
+        metrics_host=args.metrics_host,
+        tls=tls,
     )
     agent = DeviceAgent(config)
     wait_for_signal(agent.stop)

@@ -15,6 +15,7 @@ from typing import Any
 from lola_deft.cli.common import (
     add_training_arguments,
     model_and_data_errors,
+    positive_float,
     positive_int,
     positive_seconds,
     set_threads,
@@ -23,8 +24,16 @@ from lola_deft.cli.common import (
     user_errors,
     wait_for_signal,
 )
-from lola_deft.protos.credentials import add_tls_arguments, tls_from_args
+from lola_deft.protos.credentials import (
+    TlsConfigError,
+    TlsFiles,
+    add_tls_arguments,
+    require_mutual,
+    tls_from_args,
+)
 from lola_deft.protos.grpc_options import MEBIBYTE
+
+HEAD_COMBINERS = ("mean", "median", "trimmed-mean")  # lola_deft.server.aggregation's
 
 
 def add_coordinator_command(subparsers: Any) -> None:
@@ -38,7 +47,45 @@ def add_coordinator_command(subparsers: Any) -> None:
     add_training_arguments(serve)
     serve.add_argument("--rounds", type=int, default=20)
     serve.add_argument("--bandwidth-hz", type=float, default=100e6, help="uplink band B")
-    serve.add_argument("--min-agents", type=int, default=0, help="default: number of blocks")
+    serve.add_argument(
+        "--min-agents",
+        type=int,
+        default=0,
+        help="agents the first round waits for (default: one per block); later rounds go on "
+        "with fewer, rotating the blocks they train",
+    )
+    serve.add_argument(
+        "--scheduler-timeout",
+        type=positive_seconds,
+        default=5.0,
+        help="seconds an Allocate call may take before the round is solved in-process",
+    )
+    serve.add_argument(
+        "--scheduler-retry",
+        type=positive_seconds,
+        default=30.0,
+        help="while the scheduler is down, ask it again after this many seconds",
+    )
+    serve.add_argument(
+        "--max-grad-norm",
+        type=positive_float,
+        default=None,
+        help="refuse uploads with any tensor's L2 norm above this (default: no fixed bound)",
+    )
+    serve.add_argument(
+        "--grad-norm-factor",
+        type=positive_float,
+        default=10.0,
+        help="refuse uploads with a tensor's norm above this many times the median of its "
+        "recent accepted norms",
+    )
+    serve.add_argument(
+        "--head-aggregation",
+        choices=HEAD_COMBINERS,
+        default="mean",
+        help="how the devices' head gradients are combined (median and trimmed-mean resist "
+        "an outlier)",
+    )
     serve.add_argument(
         "--report-wait",
         type=float,
@@ -81,6 +128,11 @@ def add_coordinator_command(subparsers: Any) -> None:
     )
     serve.add_argument("--metrics-port", type=int, default=None, help="Prometheus /metrics port")
     serve.add_argument(
+        "--metrics-host",
+        default=None,
+        help="address of the /metrics endpoint (default: the --host address)",
+    )
+    serve.add_argument(
         "--max-message-mb",
         type=int,
         default=4,
@@ -94,7 +146,23 @@ def add_coordinator_command(subparsers: Any) -> None:
     )
     serve.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     add_tls_arguments(serve, server=True)
-    add_tls_arguments(serve, "--scheduler-tls", server=False)
+    add_tls_arguments(serve, "--scheduler-tls", server=False, insecure=False)
+    serve.add_argument(
+        "--allowed-devices",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="only device ids listed here (one a line) may join; re-read when it changes "
+        "(`deft certs` keeps devices.txt). Default: any device certificate from --tls-ca",
+    )
+    serve.add_argument(
+        "--revoked-certs",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="SHA-256 fingerprints of certificates refused from now on; re-read when it "
+        "changes (`deft certs revoke` keeps revoked.txt)",
+    )
     serve.set_defaults(handler=run_coordinator)
 
 
@@ -109,8 +177,16 @@ def run_coordinator(args: argparse.Namespace) -> int:
     setup_logging()
     set_threads(args.threads)
     from lola_deft.server.config import CoordinatorConfig
+    from lola_deft.server.enrolment import Enrolment
     from lola_deft.server.progress import print_baseline, print_round
     from lola_deft.server.service import start_coordinator
+
+    tls = tls_from_args(args, role="deft coordinator")
+    if not tls.enabled and (args.allowed_devices or args.revoked_certs):
+        raise TlsConfigError(
+            "--allowed-devices and --revoked-certs need device identities: drop --insecure"
+        )
+    enrolment = Enrolment(tls.enabled, args.allowed_devices, args.revoked_certs)
 
     config = CoordinatorConfig(
         **training_settings(args),
@@ -127,18 +203,25 @@ def run_coordinator(args: argparse.Namespace) -> int:
         report_poll_s=args.report_poll,
         forget_after_s=args.forget_after,
         max_devices=args.max_devices,
+        scheduler_timeout_s=args.scheduler_timeout,
+        scheduler_retry_s=args.scheduler_retry,
+        max_grad_norm=args.max_grad_norm,
+        grad_norm_factor=args.grad_norm_factor,
+        head_aggregation=args.head_aggregation,
     )
     running = start_coordinator(
         config,
         host=args.host,
         port=args.port,
         metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
         max_message_bytes=args.max_message_mb * MEBIBYTE,
         on_round=lambda record: print_round(record, config.rounds),
         on_baseline=print_baseline,
         on_allocation=_shaper(args.tc_shaping),
-        tls=tls_from_args(args),
-        scheduler_tls=tls_from_args(args, "--scheduler-tls"),
+        tls=tls,
+        scheduler_tls=_scheduler_tls(args, tls),
+        enrolment=enrolment,
     )
     stop = threading.Event()
     wait_for_signal(stop)  # before "listening": callers may signal right after reading it
@@ -156,6 +239,15 @@ def run_coordinator(args: argparse.Namespace) -> int:
         print(f"coordinator failed: {running.engine.error!r}", file=sys.stderr)
         return 1
     return 0
+
+
+def _scheduler_tls(args: argparse.Namespace, own: TlsFiles) -> TlsFiles:
+    """--scheduler-tls-* when given, else the coordinator's own files (its certificate is a
+    client certificate too); plaintext only on an --insecure coordinator."""
+    files = TlsFiles(args.scheduler_tls_cert, args.scheduler_tls_key, args.scheduler_tls_ca)
+    if files.enabled:
+        return require_mutual(files, "--scheduler-tls", "the coordinator's scheduler link")
+    return own
 
 
 def _shaper(prefix: str | None) -> Callable[[dict[str, float]], None] | None:

@@ -25,10 +25,15 @@ def run_health(args: argparse.Namespace) -> int:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    from lola_deft.protos.credentials import open_channel
+    from lola_deft.protos.credentials import TlsConfigError, open_channel
 
     try:
-        with open_channel(args.target, tls_from_args(args)) as channel:
+        tls = tls_from_args(args, role="deft health")
+    except TlsConfigError as error:
+        print(f"deft health: error: {error}", file=sys.stderr)
+        return 2
+    try:
+        with open_channel(args.target, tls) as channel:
             reply = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout
             )

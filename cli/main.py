@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from lola_deft import __version__
-from lola_deft.cli import agent, coordinator, demo, health, testbed
+from lola_deft.cli import agent, certs, coordinator, demo, health, testbed
 
 
 def _add_scheduler_commands(subparsers: Any) -> None:
@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_demo_command(subparsers)
     coordinator.add_centralized_command(subparsers)
     health.add_health_command(subparsers)
+    certs.add_certs_command(subparsers)
     testbed.add_testbed_command(subparsers)
     return parser
 

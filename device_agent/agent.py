@@ -43,8 +43,11 @@ class DeviceAgent:
         self.metrics = AgentMetrics(config.device_id)
         self.worker = BlockWorker(config, self.metrics)
         self.rounds_trained = 0
+        self.next_round = 0  # the round to report for next
         self.metrics_port = (
-            self.metrics.serve(config.metrics_port) if config.metrics_port is not None else None
+            self.metrics.serve(config.metrics_port, config.metrics_host)
+            if config.metrics_port is not None
+            else None
         )
         self.connection = CoordinatorConnection(
             config.coordinator, config.tls, config.max_message_bytes, self.stop
@@ -56,14 +59,18 @@ class DeviceAgent:
         name = self.config.device_id
         while not self.stop.is_set():
             try:
-                setup = self.register()
-                backoff.reset()
-                if self.serve_rounds(setup):
+                # A transient failure keeps the session (its heartbeats carry on): only a lost
+                # session means registering again, so a blip never looks like a second device.
+                if not self.connection.session:
+                    self.next_round = self.register().round
+                    backoff.reset()
+                if self.serve_rounds(self.next_round):
                     log.info(
                         "%s: training finished after %d rounds here", name, self.rounds_trained
                     )
                     return 0
             except SessionLost as lost:
+                self.connection.forget_session()
                 log.warning("%s: %s; registering again", name, lost)
             except grpc.RpcError as error:
                 code = error.code()
@@ -101,15 +108,14 @@ class DeviceAgent:
         )
         return setup
 
-    def serve_rounds(self, setup: coordinator_pb2.RegisterResponse) -> bool:
+    def serve_rounds(self, round_number: int) -> bool:
         """Returns True when training is finished."""
-        round_number = setup.round
         while not self.stop.is_set():
             report = self.worker.report(self.connection.session, round_number)
             instruction = self.connection.report(report)
             if instruction.finished:
                 return True
-            round_number = instruction.round
+            round_number = self.next_round = instruction.round
             if instruction.block == 0:
                 self.metrics.block.labels(self.config.device_id).set(0)
                 continue
@@ -127,7 +133,7 @@ class DeviceAgent:
                     error.code().name,
                     error.details(),
                 )
-            round_number += 1
+            round_number = self.next_round = round_number + 1
         return False
 
     def train_round(self, instruction: coordinator_pb2.RoundInstruction) -> None:

@@ -26,6 +26,7 @@ ROUND_LEVEL = {
 # Worth registering again after a pause: the coordinator is away, restarted or overloaded.
 RETRYABLE = {
     grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.ALREADY_EXISTS,  # our id is still live from before a restart (--insecure)
     grpc.StatusCode.NOT_FOUND,
     grpc.StatusCode.UNKNOWN,
     grpc.StatusCode.DEADLINE_EXCEEDED,
@@ -110,6 +111,10 @@ class CoordinatorConnection:
         timeout_s: float,
     ) -> coordinator_pb2.UploadAck:
         return self.stub.UploadGradient(upload_parts(header, gradients), timeout=timeout_s)
+
+    def forget_session(self) -> None:
+        """The coordinator no longer knows our session: stop its heartbeats."""
+        self.session = ""
 
     def close(self) -> None:
         self.session = ""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from lola_deft.protos.metrics_endpoint import serve_metrics
 
 
 class AgentMetrics:
@@ -51,5 +53,4 @@ class AgentMetrics:
         )
 
     def serve(self, port: int, host: str = "0.0.0.0") -> int:
-        server, _ = start_http_server(port, addr=host, registry=self.registry)
-        return int(server.server_port)
+        return serve_metrics(self.registry, port, host)

@@ -31,5 +31,6 @@ class AgentConfig:
     max_backoff_s: float = 30.0
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     metrics_port: int | None = None
+    metrics_host: str = "0.0.0.0"
     tls: TlsFiles = PLAINTEXT
     hardware: str = field(default_factory=lambda: f"{platform.machine()}, {os.cpu_count()} CPUs")

@@ -1,19 +1,23 @@
 """TLS for every gRPC link: one place that turns certificate files into gRPC credentials.
 
-Without files everything stays plaintext (an isolated lab LAN). A server given --tls-cert and
---tls-key serves TLS; with --tls-ca as well it requires client certificates signed by that CA
-(mutual TLS). A client given --tls-ca verifies the server against it, and presents
---tls-cert/--tls-key when the server asks for them.
+Secure by default: every role needs --tls-cert, --tls-key and --tls-ca (mutual TLS: the server
+requires a client certificate signed by the CA, the client verifies the server against it, and
+each side's certificate carries its identity, see lola_deft.protos.identity). `deft certs`
+makes the files. Plaintext takes an explicit --insecure and is logged as a warning: it gives up
+every identity, so anyone who reaches a port can register, train and read the adapters.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+
+log = logging.getLogger("deft.security")
 
 
 class TlsConfigError(ValueError):
@@ -86,17 +90,18 @@ def open_channel(
 
 
 def add_tls_arguments(
-    parser: argparse.ArgumentParser, flag: str = "--tls", *, server: bool
+    parser: argparse.ArgumentParser, flag: str = "--tls", *, server: bool, insecure: bool = True
 ) -> None:
-    """--tls-cert/--tls-key/--tls-ca (or another flag prefix, e.g. --scheduler-tls)."""
+    """--tls-cert/--tls-key/--tls-ca (or another flag prefix, e.g. --scheduler-tls), and
+    --insecure unless `insecure` is False."""
     dest = flag.lstrip("-").replace("-", "_")
-    own = "this server's" if server else "this client's (for mutual TLS)"
+    own = "this server's" if server else "this client's"
     parser.add_argument(
         f"{flag}-cert",
         dest=f"{dest}_cert",
         type=Path,
         default=None,
-        help=f"PEM certificate chain, {own}",
+        help=f"PEM certificate chain, {own} (made by `deft certs`)",
     )
     parser.add_argument(
         f"{flag}-key", dest=f"{dest}_key", type=Path, default=None, help=f"PEM private key, {own}"
@@ -108,15 +113,47 @@ def add_tls_arguments(
         default=None,
         help="PEM CA bundle: "
         + (
-            "require client certificates it signed (mutual TLS)"
+            "accept only client certificates it signed"
             if server
-            else "verify the server against it (enables TLS)"
+            else "verify the server against it"
         ),
     )
+    if insecure:
+        parser.add_argument(
+            "--insecure",
+            action="store_true",
+            help="plaintext gRPC without identities: anyone who reaches the port can take part "
+            "(a trusted, isolated network only)",
+        )
 
 
-def tls_from_args(args: argparse.Namespace, flag: str = "--tls") -> TlsFiles:
+def tls_from_args(args: argparse.Namespace, flag: str = "--tls", *, role: str) -> TlsFiles:
+    """Mutual-TLS files from the flags, all three required unless --insecure was given."""
     dest = flag.lstrip("-").replace("-", "_")
-    return TlsFiles(
+    files = TlsFiles(
         getattr(args, f"{dest}_cert"), getattr(args, f"{dest}_key"), getattr(args, f"{dest}_ca")
     )
+    if getattr(args, "insecure", False):
+        if files.cert is not None or files.ca is not None:
+            raise TlsConfigError(f"--insecure and {flag}-* exclude each other")
+        log.warning(
+            "%s: --insecure: plaintext gRPC without identities; anyone who reaches the port can "
+            "take part. Use it on a trusted, isolated network only.",
+            role,
+        )
+        return PLAINTEXT
+    return require_mutual(files, flag, role)
+
+
+def require_mutual(files: TlsFiles, flag: str, role: str) -> TlsFiles:
+    missing = [
+        f"{flag}-{name}"
+        for name, value in (("cert", files.cert), ("key", files.key), ("ca", files.ca))
+        if value is None
+    ]
+    if missing:
+        raise TlsConfigError(
+            f"{role} needs {', '.join(missing)} for mutual TLS (make them with `deft certs "
+            "init`), or --insecure for plaintext on a trusted, isolated network"
+        )
+    return files

@@ -27,3 +27,18 @@ def message_size_options(
         ("grpc.max_send_message_length", max_message_bytes),
         ("grpc.max_receive_message_length", max_message_bytes),
     ]
+
+
+def server_options(max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> list[tuple[str, int]]:
+    """A server's options: the size limits, and no SO_REUSEPORT. gRPC sets it by default on
+    Linux, so a second server on a busy port would bind too and silently take half the calls;
+    without it the second one fails to bind and says which port."""
+    return [*message_size_options(max_message_bytes), ("grpc.so_reuseport", 0)]
+
+
+def http_host(grpc_host: str) -> str:
+    """Where a metrics endpoint listens: the host gRPC binds (so --host 127.0.0.1 exposes
+    nothing else either); "all interfaces" becomes IPv4's 0.0.0.0, which works in containers
+    without IPv6 too."""
+    host = grpc_host.strip("[]")
+    return "0.0.0.0" if host in ("", "::", "0.0.0.0") else host

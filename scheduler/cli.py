@@ -69,6 +69,11 @@ def add_scheduler_command(subparsers: Any) -> None:
         "--max-message-mb", type=int, default=64, help="gRPC message size limit in MiB"
     )
     serve.add_argument("--metrics-port", type=int, default=None, help="Prometheus /metrics port")
+    serve.add_argument(
+        "--metrics-host",
+        default=None,
+        help="address of the /metrics endpoint (default: the --host address)",
+    )
     add_tls_arguments(serve, server=True)
     serve.set_defaults(handler=run_serve)
 
@@ -177,7 +182,7 @@ def _schedule_remote(doc: Any, args: argparse.Namespace) -> int:
     except (json_format.ParseError, TypeError, AttributeError) as error:
         return _fail(EXIT_MALFORMED, f"instance: {error}", sys.stderr)
     try:
-        with SchedulerClient(args.remote, tls=tls_from_args(args)) as client:
+        with SchedulerClient(args.remote, tls=tls_from_args(args, role="deft schedule")) as client:
             response = client.allocate(request)
     except TlsConfigError as error:
         return _fail(EXIT_MALFORMED, str(error), sys.stderr)
@@ -199,13 +204,16 @@ def run_serve(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
+        tls = tls_from_args(args, role="deft scheduler")
         running = start_scheduler(
             args.host,
             args.port,
             max_message_bytes=args.max_message_mb * 2**20,
             workers=args.workers,
             metrics_port=args.metrics_port,
-            tls=tls_from_args(args),
+            metrics_host=args.metrics_host,
+            tls=tls,
+            require_coordinator=tls.enabled,
         )
     except (TlsConfigError, OSError) as error:
         print(f"deft scheduler: error: {error}", file=sys.stderr)

@@ -21,9 +21,12 @@ class SchedulerClient:
         self._channel = open_channel(address, tls, message_size_options(max_message_bytes))
         self._stub = scheduler_pb2_grpc.SchedulerStub(self._channel)
 
-    def allocate(self, request: scheduler_pb2.AllocateRequest) -> scheduler_pb2.AllocateResponse:
-        """Raises grpc.RpcError: INVALID_ARGUMENT or FAILED_PRECONDITION for bad rounds."""
-        return self._stub.Allocate(request, timeout=self.timeout_s, wait_for_ready=True)
+    def allocate(
+        self, request: scheduler_pb2.AllocateRequest, *, wait_for_ready: bool = True
+    ) -> scheduler_pb2.AllocateResponse:
+        """Raises grpc.RpcError: INVALID_ARGUMENT or FAILED_PRECONDITION for bad rounds.
+        Without wait_for_ready a service that is down fails at once (UNAVAILABLE)."""
+        return self._stub.Allocate(request, timeout=self.timeout_s, wait_for_ready=wait_for_ready)
 
     def close(self) -> None:
         self._channel.close()

@@ -8,15 +8,19 @@ from concurrent import futures
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from lola_deft.protos.credentials import PLAINTEXT, TlsFiles, add_port
 from lola_deft.protos.deft.v1 import scheduler_pb2, scheduler_pb2_grpc
 from lola_deft.protos.grpc_options import (
     DEFAULT_MAX_MESSAGE_BYTES,
     SCHEDULER_SERVICE,
-    message_size_options,
+    http_host,
+    server_options,
 )
+from lola_deft.protos.identity import peer_of
+from lola_deft.protos.malformed import RejectMalformed
+from lola_deft.protos.metrics_endpoint import serve_metrics
 from lola_deft.scheduler.convert import instance_from_request, response_from_allocation
 from lola_deft.scheduler.errors import InfeasibleError, InstanceError
 from lola_deft.scheduler.policies import DEFAULT_POLICY, solve
@@ -50,19 +54,28 @@ class SchedulerMetrics:
         )
 
     def serve(self, port: int, host: str = "0.0.0.0") -> int:
-        server, _ = start_http_server(port, addr=host, registry=self.registry)
-        return int(server.server_port)
+        return serve_metrics(self.registry, port, host)
 
 
 class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
-    """Stateless: every request carries the whole round, so any replica can answer it."""
+    """Stateless: every request carries the whole round, so any replica can answer it. With
+    `require_coordinator` only a caller whose certificate names the coordinator is served."""
 
-    def __init__(self, metrics: SchedulerMetrics | None = None) -> None:
+    def __init__(
+        self, metrics: SchedulerMetrics | None = None, *, require_coordinator: bool = False
+    ) -> None:
         self.metrics = metrics or SchedulerMetrics()
+        self.require_coordinator = require_coordinator
 
     def Allocate(
         self, request: scheduler_pb2.AllocateRequest, context: grpc.ServicerContext
     ) -> scheduler_pb2.AllocateResponse:
+        if self.require_coordinator and not peer_of(context.auth_context()).is_coordinator:
+            self.metrics.requests.labels("", "PERMISSION_DENIED").inc()
+            context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                "only the coordinator's certificate (urn:lola-deft:coordinator) may allocate",
+            )
         policy = request.policy or DEFAULT_POLICY
         self.metrics.devices.set(len(request.devices))
         try:
@@ -110,7 +123,9 @@ def start_scheduler(
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     workers: int = 4,
     metrics_port: int | None = None,
+    metrics_host: str | None = None,
     tls: TlsFiles = PLAINTEXT,
+    require_coordinator: bool = False,
 ) -> RunningScheduler:
     # A thread pool, not grpc.aio: every Allocate is short, CPU-bound work with nothing to wait
     # for, so threads cost nothing idle. The bounds: `workers` solve at once, at most
@@ -118,11 +133,14 @@ def start_scheduler(
     # unbounded queue), each request at most max_message_bytes.
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers),
-        options=message_size_options(max_message_bytes),
+        options=server_options(max_message_bytes),
+        interceptors=[RejectMalformed()],
         maximum_concurrent_rpcs=workers * (1 + MAX_QUEUED_PER_WORKER),
     )
     metrics = SchedulerMetrics()
-    scheduler_pb2_grpc.add_SchedulerServicer_to_server(SchedulerService(metrics), server)
+    scheduler_pb2_grpc.add_SchedulerServicer_to_server(
+        SchedulerService(metrics, require_coordinator=require_coordinator), server
+    )
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for service in ("", SCHEDULER_SERVICE):
@@ -143,5 +161,9 @@ def start_scheduler(
         raise OSError(f"cannot bind the scheduler to {host}:{port}")
     server.start()
     running = RunningScheduler(server, bound, health_servicer)
-    running.metrics_port = metrics.serve(metrics_port) if metrics_port is not None else None
+    running.metrics_port = (
+        metrics.serve(metrics_port, metrics_host or http_host(host))
+        if metrics_port is not None
+        else None
+    )
     return running

@@ -1,11 +1,16 @@
 """Collecting one round's gradient uploads, with every check done before anything is stored.
 
 An upload is checked twice: its header (who, which round, which block, in time) before a byte
-of gradient is read, then its tensors (exactly the block's and the head's, right shapes, all
-finite) before it is stored. Block tensors come from the one device that trained the block. The
+of gradient is read, then its numbers (exactly the block's and the head's tensors, right
+shapes, finite, norms within the guard's bounds, a sane loss) before it is stored. Uploads are
+kept per block: block tensors come from the one device that trained the block. The
 classification head is trained by every active device (it sits above every block, so each
-truncated pass reaches it); its gradients are averaged over the devices that uploaded, which is
-the mini-batch gradient over all their data, so the head sees every device's data every round.
+truncated pass reaches it); its gradients are combined over the uploads (mean by default, or
+the coordinate-wise median or a trimmed mean, which one outlier cannot drag), so the head sees
+every device's data every round.
+
+A block whose device fails (dies, its upload is refused) becomes an orphan: the engine hands it
+to an idle device (`reassign`) with a deadline of its own, or gives it up for this round.
 """
 
 from __future__ import annotations
@@ -13,73 +18,119 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from lola_deft.server.errors import DeadlinePassed, InvalidRequest, NotAssigned, NotNow
-from lola_deft.server.messages import Upload, UploadAck, UploadHeader, UploadPlan
+from lola_deft.server.gradient_guard import GradientGuard
+from lola_deft.server.messages import Refusal, Upload, UploadAck, UploadHeader, UploadPlan
+
+HEAD_COMBINERS = ("mean", "median", "trimmed-mean")
 
 
+@dataclass
 class RoundCollector:
-    def __init__(
-        self,
-        round_number: int,
-        assignment: dict[str, int],
-        shapes: dict[str, tuple[int, ...]],
-        block_names: dict[int, list[str]],
-        head_names: list[str],
-        deadline: float,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.round = round_number
-        self.assignment = assignment
-        self.shapes = shapes
-        self.block_names = block_names
-        self.head_names = head_names
-        self.deadline = deadline  # a clock() value
-        self.clock = clock
-        self.uploads: dict[str, Upload] = {}
-        self.closed = False
-        self.complete = asyncio.Event()
-        self._receiving: set[str] = set()
-        if not assignment:
-            self.complete.set()
+    round: int
+    assignment: dict[str, int]  # device -> the block it holds now (until it uploads or fails)
+    shapes: dict[str, tuple[int, ...]]
+    block_names: dict[int, list[str]]
+    head_names: list[str]
+    deadline: float  # a clock() value: the first holders' deadline
+    guard: GradientGuard = field(default_factory=GradientGuard)
+    head_combiner: str = "mean"
+    clock: Callable[[], float] = time.monotonic
 
+    def __post_init__(self) -> None:
+        self.assignment = dict(self.assignment)
+        self.blocks = set(self.assignment.values())  # what this round trains
+        self.deadlines = {device: self.deadline for device in self.assignment}
+        self.uploads: dict[int, Upload] = {}  # block -> the accepted upload
+        self.norms: dict[int, dict[str, float]] = {}
+        self.failures: list[Refusal] = []
+        self.orphans: list[int] = []  # blocks without upload or holder, oldest first
+        self.closed = False
+        self.changed = asyncio.Event()  # an upload, a failure or a reassignment happened
+        self._receiving: set[str] = set()
+
+    # -- who holds what ------------------------------------------------------------------------
+    def deadline_for(self, device_id: str) -> float:
+        return self.deadlines.get(device_id, self.deadline)
+
+    def holders(self) -> dict[str, int]:
+        return dict(self.assignment)
+
+    def settled(self) -> bool:
+        """Nobody holds a block any more: every block arrived, or the rest are orphans."""
+        return not self.assignment
+
+    def fail(self, device_id: str, reason: str) -> int | None:
+        """The device will not deliver its block (dead, or its upload was refused): the block
+        becomes an orphan. Returns the block, or None if the device held none."""
+        block = self.assignment.pop(device_id, None)
+        if block is None:
+            return None
+        self.deadlines.pop(device_id, None)
+        self.failures.append(Refusal(device_id, block, reason))
+        if block not in self.uploads:
+            self.orphans.append(block)
+        self.changed.set()
+        return block
+
+    def failed_devices(self, block: int) -> set[str]:
+        return {f.device for f in self.failures if f.block == block}
+
+    def reassign(self, block: int, device_id: str, deadline: float) -> None:
+        """Hand an orphan to an idle device, with its own deadline."""
+        if device_id in self.assignment:
+            raise ValueError(f"{device_id} already holds block {self.assignment[device_id]}")
+        self.orphans.remove(block)
+        self.assignment[device_id] = block
+        self.deadlines[device_id] = deadline
+        self.changed.set()
+
+    # -- uploads -------------------------------------------------------------------------------
     def plan(self, device_id: str, header: UploadHeader) -> UploadPlan:
         """Check an upload's header; returns the tensors the stream must carry."""
         if header.round != self.round:
             raise NotNow(f"upload is for round {header.round}, but round {self.round} is running")
-        expected_block = self.assignment.get(device_id)
-        previous = self.uploads.get(device_id)
-        if previous is not None and header.block == previous.block:
+        previous = self.uploads.get(header.block)
+        if previous is not None and previous.device_id == device_id:
             return UploadPlan(device_id, previous.block, {}, True, previous.num_bytes)
         if self.closed:
             raise NotNow(f"round {self.round} is already closed")
+        expected_block = self.assignment.get(device_id)
         if expected_block is None:
-            raise NotAssigned(f"this device has no block in round {self.round}")
+            raise NotAssigned(f"this device holds no block in round {self.round}")
         if header.block != expected_block:
             raise NotAssigned(
-                f"this device was assigned block {expected_block}, uploaded block {header.block}"
+                f"this device holds block {expected_block}, uploaded block {header.block}"
             )
-        if self.clock() > self.deadline:
+        deadline = self.deadline_for(device_id)
+        if self.clock() > deadline:
             raise DeadlinePassed(f"round {self.round}'s deadline has passed")
         if device_id in self._receiving:
             raise NotNow("an upload from this device is already in progress")
         self._receiving.add(device_id)
         names = self.block_names[expected_block] + self.head_names
         shapes = {n: self.shapes[n] for n in names}
-        return UploadPlan(device_id, expected_block, shapes, deadline=self.deadline)
+        return UploadPlan(device_id, expected_block, shapes, deadline=deadline)
 
-    def abandon(self, device_id: str) -> None:
-        """The stream of a planned upload failed: the device may try again."""
+    def abandon(self, device_id: str, reason: str) -> None:
+        """A planned upload ended without being accepted (refused, broke, too late): the device
+        loses its hold on the block, which another device can then take over at once."""
         self._receiving.discard(device_id)
+        self.fail(device_id, reason)
 
     def accept(self, upload: Upload) -> UploadAck:
-        """Store a planned upload whose tensors passed the stream checks."""
+        """Store a planned upload whose tensors passed the stream checks. An upload whose
+        numbers are refused fails its device's hold on the block (raises GradientRefused)."""
         self._receiving.discard(upload.device_id)
         if self.closed:
             raise NotNow(f"round {self.round} is already closed")
-        if self.clock() > self.deadline:
+        if self.assignment.get(upload.device_id) != upload.block:
+            raise NotAssigned(f"this device no longer holds block {upload.block}")
+        if self.clock() > self.deadline_for(upload.device_id):
             raise DeadlinePassed(f"round {self.round}'s deadline has passed")
         expected = set(self.block_names[upload.block]) | set(self.head_names)
         if set(upload.tensors) != expected:
@@ -89,23 +140,27 @@ class RoundCollector:
                 raise InvalidRequest(
                     f"tensor {name}", f"shape {list(value.shape)}, expected {self.shapes[name]}"
                 )
-            if not np.all(np.isfinite(value)):
-                raise InvalidRequest(f"tensor {name}", "has non-finite values (NaN or inf)")
-        self.uploads[upload.device_id] = upload
-        if len(self.uploads) == len(self.assignment):
-            self.complete.set()
+        try:
+            norms = self.guard.check(upload.tensors, upload.train_loss, upload.compute_s)
+        except InvalidRequest as error:
+            self.fail(upload.device_id, f"refused: {error}")
+            raise
+        del self.assignment[upload.device_id]
+        self.uploads[upload.block] = upload
+        self.norms[upload.block] = norms
+        self.changed.set()
         return UploadAck(self.round, upload.block, upload.num_bytes, duplicate=False)
 
     def missing_devices(self) -> set[str]:
-        return set(self.assignment) - set(self.uploads)
+        return set(self.assignment)
 
-    def close(self) -> dict[str, Upload]:
+    def close(self) -> dict[int, Upload]:
         self.closed = True
         return dict(self.uploads)
 
     def aggregate(self) -> dict[str, np.ndarray]:
-        """Block gradients as uploaded, head gradients averaged over the uploading devices
-        (accumulated in float64: a mean of large finite float32 values must not overflow)."""
+        """Block gradients as uploaded, head gradients combined over the uploads (in float64:
+        a mean of large finite float32 values must not overflow)."""
         uploads = self.close()
         gradients: dict[str, np.ndarray] = {}
         for upload in uploads.values():
@@ -113,6 +168,27 @@ class RoundCollector:
                 gradients[name] = upload.tensors[name]
         if uploads:
             for name in self.head_names:
-                stacked = np.stack([u.tensors[name] for u in uploads.values()])
-                gradients[name] = stacked.mean(axis=0, dtype=np.float64).astype(np.float32)
+                stacked = np.stack([u.tensors[name] for u in uploads.values()]).astype(np.float64)
+                gradients[name] = combine(stacked, self.head_combiner).astype(np.float32)
         return gradients
+
+    def accepted_norms(self) -> None:
+        """Teach the guard the norms of this round's uploads (once they were applied)."""
+        for norms in self.norms.values():
+            self.guard.accepted(norms)
+
+
+def combine(stacked: np.ndarray, how: str) -> np.ndarray:
+    """Combine per-device values along axis 0: the mean, the coordinate-wise median, or the
+    mean of what is left after dropping the largest and smallest 20% (at least one each side
+    once there are three or more)."""
+    if how == "mean":
+        return stacked.mean(axis=0)
+    if how == "median":
+        return np.median(stacked, axis=0)
+    if how == "trimmed-mean":
+        count = stacked.shape[0]
+        cut = max(1, int(0.2 * count)) if count >= 3 else 0
+        ordered = np.sort(stacked, axis=0)
+        return ordered[cut : count - cut].mean(axis=0)
+    raise ValueError(f"unknown head combiner {how!r}; use one of {HEAD_COMBINERS}")

@@ -1,10 +1,15 @@
 """How the round engine reaches a scheduler: a small interface with two implementations, the
-scheduler microservice over gRPC and the scheduler package in process. Both speak the
-scheduler's instance JSON, so they answer the same request the same way.
+scheduler microservice over gRPC and the scheduler package in process, and a third that puts
+them together for outages. All speak the scheduler's instance JSON, so they answer the same
+request the same way.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from lola_deft.server.messages import Allocation, AllocationRequest
@@ -14,8 +19,16 @@ if TYPE_CHECKING:
     from lola_deft.protos.deft.v1 import scheduler_pb2
 
 
+log = logging.getLogger("deft.coordinator")
+
+
 class AllocationFailed(Exception):
     """No allocation this round (scheduler unreachable, request refused, infeasible)."""
+
+
+class SchedulerUnavailable(AllocationFailed):
+    """The service did not answer (down, unreachable, overloaded, timed out): a fallback may
+    solve the round instead. A refusal (bad request, infeasible) is an answer, not this."""
 
 
 class Allocator(Protocol):
@@ -55,21 +68,79 @@ class GrpcAllocator:
 
         self.client = SchedulerClient(address, timeout_s=timeout_s, tls=tls or PLAINTEXT)
 
-    def allocate(self, request: AllocationRequest) -> Allocation:
+    def allocate(self, request: AllocationRequest, *, wait_for_ready: bool = True) -> Allocation:
         import grpc
 
         from lola_deft.scheduler.convert import response_to_json
 
         try:
-            response = self.client.allocate(allocate_request(request))
+            response = self.client.allocate(
+                allocate_request(request), wait_for_ready=wait_for_ready
+            )
         except grpc.RpcError as error:
-            raise AllocationFailed(
+            answered = error.code() in (
+                grpc.StatusCode.INVALID_ARGUMENT,
+                grpc.StatusCode.FAILED_PRECONDITION,
+            )
+            kind = AllocationFailed if answered else SchedulerUnavailable
+            raise kind(
                 f"scheduler at {self.client.address}: {error.code().name}: {error.details()}"
             ) from error
         return Allocation.from_json(response_to_json(response))
 
     def close(self) -> None:
         self.client.close()
+
+
+class FallbackAllocator:
+    """The scheduler service, and the same policy solved in-process while it is down.
+
+    A failed call (fail-fast: the service's client has a short deadline) switches to the
+    fallback with a warning; the service is asked again after `retry_after_s`, without waiting
+    for it to come up, and used again as soon as it answers. `available` and `fallback_rounds`
+    are read by the metrics."""
+
+    def __init__(
+        self,
+        service: GrpcAllocator,
+        fallback: Allocator,
+        retry_after_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.service = service
+        self.fallback = fallback
+        self.retry_after_s = retry_after_s
+        self.clock = clock
+        self.available = True
+        self.fallback_rounds = 0
+        self._retry_at = -float("inf")
+
+    def allocate(self, request: AllocationRequest) -> Allocation:
+        if self.clock() >= self._retry_at:
+            try:
+                # While degraded, a probe: a service that is still down fails at once.
+                allocation = self.service.allocate(request, wait_for_ready=self.available)
+            except SchedulerUnavailable as error:
+                if self.available:
+                    log.warning(
+                        "%s; solving rounds in-process with the same policy, asking the "
+                        "service again every %.0f s",
+                        error,
+                        self.retry_after_s,
+                    )
+                self.available = False
+                self._retry_at = self.clock() + self.retry_after_s
+            else:
+                if not self.available:
+                    log.info("scheduler service answers again; using it from now on")
+                self.available = True
+                return allocation
+        self.fallback_rounds += 1
+        return dataclasses.replace(self.fallback.allocate(request), source="fallback")
+
+    def close(self) -> None:
+        self.service.close()
+        self.fallback.close()
 
 
 def allocate_request(request: AllocationRequest) -> scheduler_pb2.AllocateRequest:

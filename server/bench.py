@@ -3,11 +3,13 @@
 1. Per-block seconds per iteration and memory for all-MiniLM-L6-v2 and a random roberta-base-size
    encoder (the paper's Fig. 4a), against a full LoRA backward pass.
 2. Per-device memory of DEFT versus single-device LoRA fine-tuning (Fig. 4b).
-3. Gradient streaming throughput over gRPC versus a raw loopback TCP socket.
+3. Gradient streaming throughput over gRPC (plaintext and mutual TLS) versus a raw loopback
+   TCP socket.
 4. Coordinator overhead per round with 20 agents (instant fake agents: no compute).
 5. DEFT (`deft demo`) versus centralized metric at equal steps on the embedded task.
 6. The emulated wireless testbed (root only): measured versus modelled upload times.
 7. Load: 500 fake agents for 60 s against a real coordinator and scheduler (load_bench.py).
+8. Faults: an agent SIGKILLed mid-round and the scheduler SIGKILLed (fault_bench.py).
 Targets are checked at the end (PASS/FAIL); results go to bench-results/system.json.
 """
 
@@ -38,6 +40,7 @@ from lola_deft.ml.glue import EMBEDDED_TASK_DIR, read_split, task_spec
 from lola_deft.ml.model import HEAD, LoadedModel, default_model_dir, load_model, model_fingerprint
 from lola_deft.ml.random_encoder import make_random_encoder
 from lola_deft.ml.training import block_gradient
+from lola_deft.protos.credentials import PLAINTEXT, TlsFiles, add_port, open_channel
 from lola_deft.protos.deft.v1 import coordinator_pb2, coordinator_pb2_grpc
 from lola_deft.protos.grpc_options import message_size_options
 from lola_deft.protos.tensor_stream import from_chunks, upload_parts
@@ -161,29 +164,54 @@ def bench_streaming(total_bytes: int, repeats: int) -> dict[str, float]:
         f"t{i}": np.random.default_rng(i).normal(size=total_bytes // 16).astype(np.float32)
         for i in range(4)
     }
-    server = grpc.server(futures.ThreadPoolExecutor(4), options=message_size_options())
-    coordinator_pb2_grpc.add_CoordinatorServicer_to_server(_Sink(), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    grpc_times = []
-    with grpc.insecure_channel(f"127.0.0.1:{port}", options=message_size_options()) as channel:
+    with tempfile.TemporaryDirectory() as folder:
+        from lola_deft.server.pki import init_folder, issue_device
+
+        certs = Path(folder)
+        init_folder(certs)
+        issue_device(certs, "bench")
+        device = certs / "devices" / "bench.pem"
+        server_tls = TlsFiles(
+            certs / "coordinator.pem", certs / "coordinator.key", certs / "ca.pem"
+        )
+        client_tls = TlsFiles(device, device.with_suffix(".key"), certs / "ca.pem")
+        plain_rate = _grpc_rate(tensors, total_bytes, repeats, PLAINTEXT, PLAINTEXT)
+        tls_rate = _grpc_rate(tensors, total_bytes, repeats, server_tls, client_tls)
+    payload = b"".join(t.tobytes() for t in tensors.values())
+    raw_times = [_raw_loopback(payload) for _ in range(repeats + 1)]
+    raw_rate = total_bytes / statistics.median(raw_times[1:])
+    return {
+        "bytes": total_bytes,
+        "grpc_MiB_per_s": plain_rate / MiB,
+        "tls_MiB_per_s": tls_rate / MiB,
+        "raw_MiB_per_s": raw_rate / MiB,
+        "ratio": plain_rate / raw_rate,
+        "tls_ratio": tls_rate / plain_rate,
+    }
+
+
+def _grpc_rate(
+    tensors: dict[str, np.ndarray],
+    total_bytes: int,
+    repeats: int,
+    server: TlsFiles,
+    client: TlsFiles,
+) -> float:
+    """Bytes per second of one gradient upload over gRPC (median of `repeats`, after a warm-up)."""
+    sink = grpc.server(futures.ThreadPoolExecutor(4), options=message_size_options())
+    coordinator_pb2_grpc.add_CoordinatorServicer_to_server(_Sink(), sink)
+    port = add_port(sink, "127.0.0.1:0", server)
+    sink.start()
+    times = []
+    with open_channel(f"localhost:{port}", client, message_size_options()) as channel:
         stub = coordinator_pb2_grpc.CoordinatorStub(channel)
         for _ in range(repeats + 1):
             started = time.perf_counter()
             ack = stub.UploadGradient(upload_parts(coordinator_pb2.UploadHeader(), tensors))
-            grpc_times.append(time.perf_counter() - started)
+            times.append(time.perf_counter() - started)
             assert ack.received_bytes == total_bytes
-    server.stop(None)
-    payload = b"".join(t.tobytes() for t in tensors.values())
-    raw_times = [_raw_loopback(payload) for _ in range(repeats + 1)]
-    grpc_rate = total_bytes / statistics.median(grpc_times[1:])
-    raw_rate = total_bytes / statistics.median(raw_times[1:])
-    return {
-        "bytes": total_bytes,
-        "grpc_MiB_per_s": grpc_rate / MiB,
-        "raw_MiB_per_s": raw_rate / MiB,
-        "ratio": grpc_rate / raw_rate,
-    }
+    sink.stop(None)
+    return total_bytes / statistics.median(times[1:])
 
 
 def _raw_loopback(payload: bytes) -> float:
@@ -328,7 +356,7 @@ def bench_accuracy(rounds: int, out: Path) -> dict[str, Any]:
     }
 
 
-PARTS = ("blocks", "streaming", "coordinator", "load", "accuracy", "testbed")
+PARTS = ("blocks", "streaming", "coordinator", "load", "faults", "accuracy", "testbed")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -362,7 +390,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(
             f"\n(3) streaming {s['bytes'] / MiB:.0f} MiB: gRPC chunks "
             f"{s['grpc_MiB_per_s']:.0f} MiB/s, raw loopback TCP {s['raw_MiB_per_s']:.0f} MiB/s "
-            f"({s['ratio']:.2f}x)"
+            f"({s['ratio']:.2f}x); with mutual TLS {s['tls_MiB_per_s']:.0f} MiB/s "
+            f"({s['tls_ratio']:.2f}x of plaintext gRPC)"
         )
     if "coordinator" in parts:
         log("(4) coordinator overhead")
@@ -382,6 +411,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         log("(7) load: fake agents against a real coordinator")
         results["load"] = bench_load(100 if args.quick else 500, 15 if args.quick else 60)
         print("\n" + format_load(results["load"]))
+    if "faults" in parts:
+        from lola_deft.server.fault_bench import bench_faults, format_faults
+
+        log("(8) faults: a killed agent, a killed scheduler")
+        results["faults"] = bench_faults()
+        print("\n" + format_faults(results["faults"]))
     if "accuracy" in parts:
         log("(5) DEFT vs centralized")
         results["accuracy"] = bench_accuracy(20, args.out)
@@ -448,6 +483,16 @@ def targets(results: dict[str, Any]) -> list[str]:
         from lola_deft.server.load_bench import load_targets
 
         lines.extend(load_targets(results["load"]))
+    if "faults" in results:
+        from lola_deft.server.fault_bench import fault_targets
+
+        lines.extend(fault_targets(results["faults"]))
+    if "streaming" in results:
+        tls = results["streaming"]["tls_ratio"]
+        lines.append(
+            f"{'PASS' if tls >= 0.7 else 'FAIL'} mutual TLS keeps {100 * tls:.0f}% of plaintext "
+            "gradient streaming throughput (target >= 70%)"
+        )
     if "rows" in results.get("testbed", {}):
         error = results["testbed"]["median_abs_error"]
         lines.append(

@@ -5,6 +5,9 @@ Each process's output goes to its log file line by line and to a queue the launc
 caller can wait for a ready line ("listening on HOST:PORT": ports may be 0) or follow the
 coordinator's round lines. A process that exits before it is ready raises ClusterError with its
 last lines; leaving the context stops every process (SIGTERM, then SIGKILL).
+
+Given a `deft certs` folder every link is mutual TLS, each process with its own certificate;
+without one every process runs --insecure (loopback demos and tests of the plaintext path).
 """
 
 from __future__ import annotations
@@ -101,8 +104,11 @@ class Managed:
 
 
 class Cluster:
-    def __init__(self, logs: Path, *, ready_timeout_s: float = 300.0) -> None:
+    def __init__(
+        self, logs: Path, *, ready_timeout_s: float = 300.0, certs: Path | None = None
+    ) -> None:
         self.logs = logs
+        self.certs = certs
         self.ready_timeout_s = ready_timeout_s
         self.processes: list[Managed] = []
         self.scheduler_address = ""
@@ -114,6 +120,24 @@ class Cluster:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def security(self, role: str, certificate: Path | None = None) -> list[str]:
+        """The TLS flags of a process: `role`.pem/.key from the certs folder (or `certificate`
+        and its .key), or --insecure without a folder."""
+        if self.certs is None:
+            return ["--insecure"]
+        cert = certificate or self.certs / f"{role}.pem"
+        return [
+            "--tls-cert",
+            str(cert),
+            "--tls-key",
+            str(cert.with_suffix(".key")),
+            "--tls-ca",
+            str(self.certs / "ca.pem"),
+        ]
+
+    def device_certificate(self, device_id: str) -> Path | None:
+        return None if self.certs is None else self.certs / "devices" / f"{device_id}.pem"
 
     def start(
         self,
@@ -137,6 +161,7 @@ class Cluster:
             host,
             "--port",
             str(port),
+            *self.security("scheduler"),
             *extra,
             ready=READY_SCHEDULER,
         )
@@ -157,6 +182,7 @@ class Cluster:
             str(port),
             "--scheduler",
             self.scheduler_address,
+            *self.security("coordinator"),
             *extra,
             ready=ready,
         )
@@ -179,6 +205,7 @@ class Cluster:
             coordinator or self.coordinator_address,
             "--id",
             device_id,
+            *self.security("device", self.device_certificate(device_id)),
             *extra,
             ready=ready,
             prefix=prefix,

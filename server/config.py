@@ -13,9 +13,12 @@ class CoordinatorConfig(TrainingSettings):
     rounds: int = 20
     policy: str = "jbba"
     scheduler_address: str = "127.0.0.1:50051"
-    scheduler_timeout_s: float = 60.0
+    # Fail fast: a scheduler that does not answer within this is "down", and the round is
+    # solved in-process instead; the service is asked again after scheduler_retry_s.
+    scheduler_timeout_s: float = 5.0
+    scheduler_retry_s: float = 30.0
     bandwidth_hz: float = 100e6
-    min_agents: int = 0  # 0: as many as there are blocks
+    min_agents: int = 0  # agents the first round waits for; 0: as many as there are blocks
     report_wait_s: float = 2.0
     round_timeout_s: float = 300.0
     heartbeat_interval_s: float = 2.0
@@ -28,3 +31,8 @@ class CoordinatorConfig(TrainingSettings):
     checkpoint_dir: Path = Path("deft-run/checkpoints")
     history_path: Path | None = None
     resume: bool = False
+    # Upload bounds (see gradient_guard): a fixed per-tensor norm bound, and a multiple of the
+    # median recent accepted norm; how the head's gradients are combined over devices.
+    max_grad_norm: float | None = None
+    grad_norm_factor: float | None = 10.0
+    head_aggregation: str = "mean"

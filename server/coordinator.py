@@ -1,13 +1,17 @@
 """What the agents' calls do, on the coordinator's own types: the one surface the gRPC
-servicer talks to. It authenticates sessions, validates, and hands over to the registry and the
-round engine; every refusal is a CoordinatorError and changes nothing."""
+servicer talks to. It checks who is calling (the enrolment gate: certificate identity, enrolled,
+not revoked) and their session before anything else, validates, and hands over to the registry
+and the round engine; every refusal is a CoordinatorError and changes nothing. A caller that
+fails the gate learns nothing of the model or of other devices."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from lola_deft.protos.identity import PLAINTEXT_PEER, Peer
 from lola_deft.server.config import CoordinatorConfig
 from lola_deft.server.engine import RoundEngine
+from lola_deft.server.enrolment import Enrolment
 from lola_deft.server.errors import Incompatible, quote
 from lola_deft.server.messages import (
     Instruction,
@@ -31,21 +35,24 @@ class Coordinator:
         registry: AgentRegistry,
         fingerprint: str,
         num_labels: int,
+        enrolment: Enrolment | None = None,
     ) -> None:
+        self.enrolment = enrolment or Enrolment(require_identity=False)
         self.config = config
         self.engine = engine
         self.registry = registry
         self.fingerprint = fingerprint
         self.num_labels = num_labels
 
-    def register(self, registration: Registration) -> Welcome:
+    def register(self, registration: Registration, peer: Peer = PLAINTEXT_PEER) -> Welcome:
+        self.enrolment.admit(peer, registration.device_id)
         validate_registration(registration)
         if registration.model_fingerprint != self.fingerprint:
             raise Incompatible(
                 f"model_fingerprint: the agent loaded {quote(registration.model_fingerprint)}, "
                 "another base model than the coordinator trains; load the same model directory"
             )
-        record = self.registry.register(registration)
+        record = self.registry.register(registration, proven=self.enrolment.require_identity)
         config = self.config
         return Welcome(
             session=record.session,
@@ -63,32 +70,38 @@ class Coordinator:
             agent_index=record.index,
         )
 
-    def authenticate(self, session: str) -> str:
-        """The device id of a live session (UnknownSession otherwise)."""
+    def authenticate(self, session: str, peer: Peer = PLAINTEXT_PEER) -> str:
+        """The device id of a live session the caller may use (UnknownSession, Forbidden or
+        Unauthenticated otherwise); marks the device as seen only after the checks."""
+        caller = self.enrolment.identify(peer)  # first: an unidentified caller learns nothing
+        self.enrolment.check(caller, self.registry.device_of(session))
         return self.registry.touch(session).device_id
 
-    def heartbeat(self, session: str) -> int:
-        self.authenticate(session)
+    def heartbeat(self, session: str, peer: Peer = PLAINTEXT_PEER) -> int:
+        self.authenticate(session, peer)
         return self.engine.completed
 
     async def report(self, report: ResourceReport) -> Instruction:
         return await self.engine.submit_report(report)
 
-    def weights(self, session: str, round_number: int) -> dict[str, np.ndarray]:
-        return self.engine.weights_for(self.authenticate(session), round_number)
+    def weights(
+        self, session: str, round_number: int, peer: Peer = PLAINTEXT_PEER
+    ) -> tuple[dict[str, np.ndarray], float]:
+        """The round's adapters and the time.monotonic() value by which this device's
+        transfers must be done."""
+        device_id = self.authenticate(session, peer)
+        return self.engine.weights_for(device_id, round_number), self.engine.round_deadline(
+            device_id, round_number
+        )
 
-    def round_deadline(self, round_number: int) -> float:
-        """time.monotonic() value by which the round's transfers must be done."""
-        return self.engine.round_deadline(round_number)
-
-    def open_upload(self, header: UploadHeader) -> UploadPlan:
+    def open_upload(self, header: UploadHeader, peer: Peer = PLAINTEXT_PEER) -> UploadPlan:
         """Checks the header of a gradient stream before any of it is read."""
-        device_id = self.authenticate(header.session)
+        device_id = self.authenticate(header.session, peer)
         validate_header(header)
         return self.engine.plan_upload(device_id, header)
 
-    def abandon_upload(self, plan: UploadPlan, header: UploadHeader) -> None:
-        self.engine.abandon_upload(plan.device_id, header.round)
+    def abandon_upload(self, plan: UploadPlan, header: UploadHeader, reason: str) -> None:
+        self.engine.abandon_upload(plan.device_id, header.round, reason)
 
     def finish_upload(
         self,

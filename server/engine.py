@@ -7,15 +7,19 @@ checkpoint -> export. It runs on the coordinator's event loop: reports and uploa
 never a thread each, and the heavy phases (allocation, Adam, evaluation, checkpoint) run in
 worker threads so heartbeats and registrations are answered meanwhile.
 
-Seams for what comes next: `allocate` is the one place that asks the allocator (a fallback
-allocator wraps another), and `RunningRound` owns its collector, so a block can be re-dispatched
-inside a round without touching the other phases.
+Failures cost one block's retry, never the round: a block whose device dies, misses its
+deadline or has its upload refused is handed, within the round, to the fastest idle live device
+that fits it (one whose report is waiting), with a deadline of its own; the round closes once no
+device holds a block. With fewer reporting agents than blocks the round trains as many blocks as
+there are agents, the least recently trained first (ties: lower block first), so every block
+keeps moving. A step that leaves the model non-finite is undone before any checkpoint.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import threading
 import time
@@ -28,14 +32,17 @@ import numpy as np
 from lola_deft.server.aggregation import RoundCollector
 from lola_deft.server.allocator import AllocationFailed, Allocator
 from lola_deft.server.config import CoordinatorConfig
-from lola_deft.server.errors import NotAssigned, NotNow
+from lola_deft.server.errors import InvalidRequest, NonFiniteStep, NotAssigned, NotNow
+from lola_deft.server.gradient_guard import GradientGuard
 from lola_deft.server.messages import (
     Allocation,
     AllocationRequest,
+    Assignment,
     AssignmentRecord,
     DeviceOffer,
     Evaluation,
     Instruction,
+    Reassignment,
     ResourceReport,
     RoundRecord,
     RunHistory,
@@ -94,6 +101,11 @@ class RunningRound:
     reports: list[ResourceReport]
     request: AllocationRequest
     allocation: Allocation
+    block_memory: dict[int, float]  # block -> the largest peak any reporting device measured
+    reassignments: list[Reassignment] = field(default_factory=list)
+
+    def entry_of(self, block: int) -> Assignment:
+        return next(entry for entry in self.allocation.assignment if entry.block == block)
 
 
 def spectral_efficiency(report: ResourceReport, bandwidth_hz: float, blocks: int) -> float:
@@ -103,6 +115,10 @@ def spectral_efficiency(report: ResourceReport, bandwidth_hz: float, blocks: int
     if report.measured_uplink_bps > 0:
         return report.measured_uplink_bps / (bandwidth_hz / blocks)
     return 1.0  # nothing known yet (measured channel before its first upload)
+
+
+def _block(entry: Assignment) -> int:
+    return entry.block
 
 
 class RoundEngine:
@@ -132,6 +148,12 @@ class RoundEngine:
         self._stopping = False
         self._pending: dict[str, PendingReport] = {}
         self._reports_changed = asyncio.Event()
+        self.guard = GradientGuard(config.max_grad_norm, config.grad_norm_factor)
+        self.rounds_dispatched = 0  # by this process
+        self.last_trained: dict[int, int] = {}  # block -> last round that updated it
+        for record in self.history.rounds:
+            for block in record.blocks_updated:
+                self.last_trained[block] = record.round
 
     # -- what the agents' calls reach (through the coordinator facade) -------------------------
     @property
@@ -179,22 +201,32 @@ class RoundEngine:
     def weights_for(self, device_id: str, round_number: int) -> dict[str, np.ndarray]:
         running = self._running(round_number)
         if device_id not in running.collector.assignment:
-            raise NotAssigned(f"this device has no block in round {round_number}")
+            raise NotAssigned(f"this device holds no block in round {round_number}")
         return running.weights
 
-    def round_deadline(self, round_number: int) -> float:
-        return self._running(round_number).collector.deadline
+    def round_deadline(self, device_id: str, round_number: int) -> float:
+        return self._running(round_number).collector.deadline_for(device_id)
 
     def plan_upload(self, device_id: str, header: UploadHeader) -> UploadPlan:
         return self._running(header.round).collector.plan(device_id, header)
 
-    def abandon_upload(self, device_id: str, round_number: int) -> None:
+    def abandon_upload(self, device_id: str, round_number: int, reason: str) -> None:
         running = self.current
         if running is not None and running.number == round_number:
-            running.collector.abandon(device_id)
+            running.collector.abandon(device_id, reason)
 
     def accept_upload(self, round_number: int, upload: Upload) -> UploadAck:
-        return self._running(round_number).collector.accept(upload)
+        try:
+            return self._running(round_number).collector.accept(upload)
+        except InvalidRequest as error:
+            log.warning(
+                "round %d: refused the upload of %s for block %d: %s",
+                round_number,
+                upload.device_id,
+                upload.block,
+                error,
+            )
+            raise
 
     def _running(self, round_number: int) -> RunningRound:
         running = self.current
@@ -206,7 +238,7 @@ class RoundEngine:
         self._stopping = True
         self._reports_changed.set()
         if self.current is not None:
-            self.current.collector.complete.set()
+            self.current.collector.changed.set()
 
     # -- the loop ------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -240,8 +272,11 @@ class RoundEngine:
         reports = await self.collect_reports()
         if not reports:
             return
-        request = self.build_request(reports, number)
+        blocks = self.choose_blocks(len(reports))
+        request = self.build_request(reports, number, blocks)
         allocation = await self._timed(phases, "schedule", self.allocate(request, number))
+        if allocation is not None and len(blocks) < self.blocks:
+            allocation = self.rename_blocks(allocation, blocks)
         if allocation is None:
             await self._answer(reports, lambda report: Instruction(round=number))
             await asyncio.sleep(1.0)
@@ -252,9 +287,10 @@ class RoundEngine:
         running = await self._timed(
             phases, "dispatch", self.dispatch(number, reports, request, allocation)
         )
+        self.rounds_dispatched += 1
         await self.collect_uploads(running)
-        uploads = await self._timed(phases, "apply", self.apply(running))
-        record = self.record(running, uploads)
+        uploads, rolled_back = await self._timed(phases, "apply", self.apply(running))
+        record = self.record(running, uploads, rolled_back)
         if self._due_for_evaluation(number):
             record.eval = await self._timed(
                 phases, "evaluate", asyncio.to_thread(self.trainer.evaluate)
@@ -281,7 +317,11 @@ class RoundEngine:
 
     # -- phases --------------------------------------------------------------------------------
     def _needed_agents(self) -> int:
-        return max(self.config.min_agents, self.blocks)
+        """This process's first round (also after --resume) waits for --min-agents (default:
+        one per block); once rounds run, they go on with whoever is left (choose_blocks)."""
+        if self.rounds_dispatched:
+            return 1
+        return self.config.min_agents or self.blocks
 
     async def collect_reports(self) -> list[ResourceReport]:
         """Wait for enough live agents to report, then briefly for the remaining live ones."""
@@ -313,9 +353,34 @@ class RoundEngine:
             await asyncio.sleep(0.02)  # let a burst of reports land before counting again
         return []
 
-    def build_request(self, reports: list[ResourceReport], number: int) -> AllocationRequest:
+    def choose_blocks(self, agents: int) -> list[int]:
+        """Every block, or with fewer agents than blocks the `agents` least recently trained
+        (never-trained first, then by the round that last updated them; ties: lower block)."""
+        every = list(range(1, self.blocks + 1))
+        if agents >= self.blocks:
+            return every
+        order = sorted(every, key=lambda block: (self.last_trained.get(block, 0), block))
+        return sorted(order[:agents])
+
+    @staticmethod
+    def rename_blocks(allocation: Allocation, blocks: list[int]) -> Allocation:
+        """The allocator solved blocks 1..len(blocks): give them their real numbers."""
+        return dataclasses.replace(
+            allocation,
+            assignment=tuple(
+                dataclasses.replace(entry, block=blocks[entry.block - 1])
+                for entry in allocation.assignment
+            ),
+        )
+
+    def build_request(
+        self, reports: list[ResourceReport], number: int, blocks: list[int] | None = None
+    ) -> AllocationRequest:
+        """The allocation problem over `blocks` (default: all), numbered 1..len(blocks)."""
+        chosen = np.asarray(blocks or range(1, self.blocks + 1)) - 1
+        full = len(chosen) == self.blocks
         # The largest requirement any device measured: conservative across hardware.
-        block_memory = np.max([report.block_memory_bytes for report in reports], axis=0)
+        block_memory = np.max([report.block_memory_bytes for report in reports], axis=0)[chosen]
         devices = [
             DeviceOffer(
                 id=report.device_id,
@@ -323,13 +388,15 @@ class RoundEngine:
                 spectral_efficiency=spectral_efficiency(
                     report, self.config.bandwidth_hz, self.blocks
                 ),
-                block_seconds=report.block_seconds,
+                block_seconds=report.block_seconds
+                if full
+                else tuple(report.block_seconds[i] for i in chosen),
             )
             for report in reports
         ]
         return AllocationRequest(
             policy=self.config.policy,
-            blocks=self.blocks,
+            blocks=len(chosen),
             block_memory_bytes=tuple(float(m) for m in block_memory),
             local_iterations=self.config.local_iterations,
             payload_bits=float(self.trainer.payload_bits),
@@ -368,9 +435,19 @@ class RoundEngine:
             self.trainer.block_names,
             self.trainer.head_names,
             started + self.config.round_timeout_s,
+            guard=self.guard,
+            head_combiner=self.config.head_aggregation,
         )
+        memory = np.max([report.block_memory_bytes for report in reports], axis=0)
         running = RunningRound(
-            number, self.trainer.snapshot(), collector, started, reports, request, allocation
+            number,
+            self.trainer.snapshot(),
+            collector,
+            started,
+            reports,
+            request,
+            allocation,
+            {block: float(memory[block - 1]) for block in range(1, self.blocks + 1)},
         )
         self.current = running
         deadline_unix = time.time() + self.config.round_timeout_s
@@ -379,17 +456,25 @@ class RoundEngine:
             entry = by_device.get(report.device_id)
             if entry is None:
                 return Instruction(round=number, local_iterations=self.config.local_iterations)
-            return Instruction(
-                round=number,
-                block=entry.block,
-                bandwidth_hz=entry.bandwidth_hz,
-                local_iterations=self.config.local_iterations,
-                deadline_unix_s=deadline_unix,
-                modelled_latency_s=entry.latency_s,
-            )
+            return self._instruction(number, entry, deadline_unix)
 
         await self._answer(reports, instruction)
+        log.info(
+            "round %d dispatched: %s",
+            number,
+            " ".join(f"{e.block}:{e.device}" for e in sorted(allocation.assignment, key=_block)),
+        )
         return running
+
+    def _instruction(self, number: int, entry: Assignment, deadline_unix: float) -> Instruction:
+        return Instruction(
+            round=number,
+            block=entry.block,
+            bandwidth_hz=entry.bandwidth_hz,
+            local_iterations=self.config.local_iterations,
+            deadline_unix_s=deadline_unix,
+            modelled_latency_s=entry.latency_s,
+        )
 
     async def _answer(
         self, reports: list[ResourceReport], instruction: Callable[[ResourceReport], Instruction]
@@ -404,43 +489,117 @@ class RoundEngine:
                 await asyncio.sleep(0)
 
     async def collect_uploads(self, running: RunningRound) -> None:
-        """Until every assigned device uploaded, the deadline passed, or the missing ones died."""
+        """Until no device holds a block: each uploaded, or failed (died, missed its deadline,
+        was refused) and its block went to an idle device or could not be placed."""
         collector = running.collector
-        deadline = running.started + self.config.round_timeout_s
         while not self._stopping:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                log.warning(
-                    "round %d: deadline passed, missing %s",
-                    running.number,
-                    sorted(collector.missing_devices()),
-                )
+            now = time.monotonic()
+            for device in list(collector.assignment):
+                if not self.registry.is_live(device):
+                    collector.fail(device, "stopped responding")
+                elif now > collector.deadline_for(device):
+                    collector.fail(device, "missed its deadline")
+            self.redispatch(running)
+            if collector.settled():
+                if collector.orphans:
+                    log.warning(
+                        "round %d: no idle device fits blocks %s; closing the round without them",
+                        running.number,
+                        sorted(collector.orphans),
+                    )
                 return
-            try:
-                await asyncio.wait_for(collector.complete.wait(), timeout=min(0.5, remaining))
-                return
-            except asyncio.TimeoutError:
-                pass
-            missing = collector.missing_devices()
-            if not any(self.registry.is_live(device) for device in missing):
-                log.warning(
-                    "round %d: agents %s stopped responding; closing the round",
-                    running.number,
-                    sorted(missing),
-                )
-                return
+            collector.changed.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(collector.changed.wait(), timeout=0.5)
 
-    async def apply(self, running: RunningRound) -> dict[str, Upload]:
-        """Close the round and apply what arrived with Adam."""
-        uploads = running.collector.close()
-        gradients = running.collector.aggregate()
+    def redispatch(self, running: RunningRound) -> None:
+        """Hand every orphaned block to the fastest idle live device that fits it."""
+        collector = running.collector
+        for block in list(collector.orphans):
+            device = self._idle_device_for(running, block)
+            if device is None:
+                continue
+            failure = next(f for f in reversed(collector.failures) if f.block == block)
+            pending = self._pending.pop(device)
+            deadline = time.monotonic() + self.config.round_timeout_s
+            collector.reassign(block, device, deadline)
+            entry = running.entry_of(block)
+            running.reassignments.append(
+                Reassignment(
+                    block,
+                    failure.device,
+                    device,
+                    failure.reason,
+                    time.monotonic() - running.started,
+                )
+            )
+            log.warning(
+                "round %d: block %d handed from %s (%s) to %s",
+                running.number,
+                block,
+                failure.device,
+                failure.reason,
+                device,
+            )
+            self._settle(
+                pending,
+                self._instruction(
+                    running.number,
+                    dataclasses.replace(entry, device=device),
+                    time.time() + self.config.round_timeout_s,
+                ),
+            )
+
+    def _idle_device_for(self, running: RunningRound, block: int) -> str | None:
+        """A live device waiting for an instruction, holding nothing this round, that has not
+        failed this block and has the memory for it; the fastest on this block."""
+        collector = running.collector
+        failed = collector.failed_devices(block)
+        needed = running.block_memory[block]
+        candidates = [
+            (pending.report.block_seconds[block - 1], device)
+            for device, pending in self._pending.items()
+            if device not in collector.assignment
+            and device not in failed
+            and pending.report.available_memory_bytes >= needed
+            and self.registry.is_live(device)
+        ]
+        return min(candidates)[1] if candidates else None
+
+    async def apply(self, running: RunningRound) -> tuple[dict[int, Upload], bool]:
+        """Close the round and apply what arrived with Adam; a step that would leave the model
+        non-finite is undone (returns rolled_back=True) and the uploads behind it are named."""
+        collector = running.collector
+        uploads = collector.close()
+        gradients = collector.aggregate()
+        rolled_back = False
         if gradients:
-            await asyncio.to_thread(self.trainer.apply, gradients)
+            try:
+                await asyncio.to_thread(self.trainer.apply, gradients)
+            except NonFiniteStep as error:
+                rolled_back = True
+                log.error(
+                    "round %d: %s; the step was undone. Uploads in it: %s",
+                    running.number,
+                    error,
+                    ", ".join(f"{u.device_id} (block {b})" for b, u in sorted(uploads.items())),
+                )
+            else:
+                collector.accepted_norms()
+                for block in uploads:
+                    self.last_trained[block] = running.number
         self.completed = running.number
-        return uploads
+        return uploads, rolled_back
 
-    def record(self, running: RunningRound, uploads: dict[str, Upload]) -> RoundRecord:
+    def record(
+        self, running: RunningRound, uploads: dict[int, Upload], rolled_back: bool
+    ) -> RoundRecord:
         allocation = running.allocation
+
+        def measured(entry: Assignment) -> Upload | None:
+            upload = uploads.get(entry.block)
+            return upload if upload is not None and upload.device_id == entry.device else None
+
         return RoundRecord(
             round=running.number,
             policy=allocation.policy,
@@ -456,13 +615,17 @@ class RoundEngine:
                     modelled_latency_s=entry.latency_s,
                     modelled_compute_s=entry.compute_s,
                     modelled_upload_s=entry.upload_s,
-                    compute_s=uploads[entry.device].compute_s if entry.device in uploads else None,
-                    upload_s=uploads[entry.device].upload_s if entry.device in uploads else None,
+                    compute_s=upload.compute_s if (upload := measured(entry)) else None,
+                    upload_s=upload.upload_s if upload else None,
                 )
                 for entry in allocation.assignment
             ],
-            blocks_updated=sorted(u.block for u in uploads.values()),
+            blocks_updated=[] if rolled_back else sorted(uploads),
             train_loss=float(np.mean([u.train_loss for u in uploads.values()]))
             if uploads
             else None,
+            reassignments=list(running.reassignments),
+            refusals=list(running.collector.failures),
+            rolled_back=rolled_back,
+            allocator=allocation.source,
         )

@@ -10,13 +10,18 @@ from __future__ import annotations
 from lola_deft.protos.quoting import quote
 
 __all__ = [
+    "AlreadyRegistered",
     "CoordinatorError",
     "DeadlinePassed",
+    "Forbidden",
+    "GradientRefused",
     "Incompatible",
     "InvalidRequest",
+    "NonFiniteStep",
     "NotAssigned",
     "NotNow",
     "TooLarge",
+    "Unauthenticated",
     "UnknownSession",
     "quote",
 ]
@@ -56,3 +61,28 @@ class DeadlinePassed(CoordinatorError):
 
 class TooLarge(CoordinatorError):
     """More than the coordinator accepts: a stream over what the block weighs, a full registry."""
+
+
+class Unauthenticated(CoordinatorError):
+    """The caller proved no identity where one is required (no device certificate)."""
+
+
+class Forbidden(CoordinatorError):
+    """The caller is known but may not do this: not enrolled, revoked, or another device's id."""
+
+
+class AlreadyRegistered(CoordinatorError):
+    """The device id is live under another registration that no identity ties to the caller."""
+
+
+class GradientRefused(InvalidRequest):
+    """An upload whose numbers may not touch the model: non-finite, too large, absurd loss."""
+
+
+class NonFiniteStep(Exception):
+    """An optimizer step left parameters non-finite; it was undone (not a caller's error)."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.names = names
+        shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        super().__init__(f"the step made {shown} non-finite")

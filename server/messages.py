@@ -158,6 +158,7 @@ class Allocation:
     latency_s: float
     solve_seconds: float
     assignment: tuple[Assignment, ...]
+    source: str = "service"  # "service", or "fallback" when solved in-process during an outage
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> Allocation:
@@ -181,6 +182,27 @@ class AssignmentRecord:
     modelled_upload_s: float
     compute_s: float | None = None  # measured; None when no upload arrived
     upload_s: float | None = None
+
+
+@dataclass
+class Reassignment:
+    """A block handed, within its round, from a device that failed it to an idle one."""
+
+    block: int
+    from_device: str
+    to_device: str
+    reason: str  # why the first device failed
+    at_s: float  # seconds into the round
+
+
+@dataclass
+class Refusal:
+    """A device that did not deliver its block: it died, missed its deadline, or its upload
+    was refused (the reason says which)."""
+
+    device: str
+    block: int
+    reason: str
 
 
 @dataclass
@@ -217,6 +239,10 @@ class RoundRecord:
     train_loss: float | None
     eval: Evaluation | None = None
     coordinator_s: dict[str, float] = field(default_factory=dict)  # phase -> seconds
+    reassignments: list[Reassignment] = field(default_factory=list)
+    refusals: list[Refusal] = field(default_factory=list)
+    rolled_back: bool = False  # the step made the model non-finite and was undone
+    allocator: str = "service"  # who solved the round: the scheduler "service" or "fallback"
 
     def to_dict(self) -> dict[str, Any]:
         doc = asdict(self)
@@ -229,6 +255,8 @@ class RoundRecord:
     def from_dict(cls, doc: dict[str, Any]) -> RoundRecord:
         values = dict(doc)
         values["assignment"] = [AssignmentRecord(**a) for a in doc["assignment"]]
+        values["reassignments"] = [Reassignment(**r) for r in doc.get("reassignments", [])]
+        values["refusals"] = [Refusal(**r) for r in doc.get("refusals", [])]
         values["eval"] = Evaluation.from_dict(doc["eval"]) if doc.get("eval") else None
         return cls(**values)
 

@@ -4,7 +4,9 @@ process (tests) without clashing."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from lola_deft.protos.metrics_endpoint import serve_metrics
 
 
 class CoordinatorMetrics:
@@ -72,11 +74,36 @@ class CoordinatorMetrics:
             "deft_scheduler_request_seconds", "Round trip of the Allocate RPC", registry=r
         )
         self.live_agents = Gauge("deft_live_agents", "Agents with a recent heartbeat", registry=r)
+        self.scheduler_available = Gauge(
+            "deft_scheduler_available",
+            "1 while the scheduler service answers, 0 while rounds are solved in-process",
+            registry=r,
+        )
+        self.fallback_rounds = Counter(
+            "deft_scheduler_fallback_rounds_total",
+            "Rounds solved in-process because the scheduler service was down",
+            registry=r,
+        )
+        self.reassignments = Counter(
+            "deft_block_reassignments_total",
+            "Blocks handed within their round to another device",
+            ["reason"],
+            registry=r,
+        )
+        self.failed_blocks = Counter(
+            "deft_block_failures_total",
+            "Blocks a device did not deliver (died, missed its deadline, upload refused)",
+            ["reason"],
+            registry=r,
+        )
+        self.rollbacks = Counter(
+            "deft_rolled_back_steps_total",
+            "Optimizer steps undone because they made the model non-finite",
+            registry=r,
+        )
         self.rejected = Counter(
             "deft_rejected_uploads_total", "Gradient uploads rejected", ["reason"], registry=r
         )
 
     def serve(self, port: int, host: str = "0.0.0.0") -> int:
-        """Expose /metrics; returns the bound port (0 picks a free one)."""
-        server, _ = start_http_server(port, addr=host, registry=self.registry)
-        return int(server.server_port)
+        return serve_metrics(self.registry, port, host)

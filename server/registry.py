@@ -1,9 +1,12 @@
 """Registered agents, their sessions and liveness, bounded in size and in time.
 
 A device that registers again gets a new session and its old one stops working (so a restarted
-agent cannot upload twice under two names). Devices not heard from for `forget_after_s` are
-dropped entirely, and the registry refuses new devices beyond `max_devices`, so neither a long
-run with churn nor a flood of made-up ids grows the coordinator's memory without bound.
+agent cannot upload twice under two names), but only when its identity is proven (mutual TLS:
+the same certificate identity); without identity a claim on a live id is refused, never an
+eviction, and succeeds once the old registration has gone silent. Devices not heard from for
+`forget_after_s` are dropped entirely, and the registry refuses new devices beyond
+`max_devices`, so neither a long run with churn nor a flood of made-up ids grows the
+coordinator's memory without bound.
 
 Every agent keeps a small `index` (the lowest one free when it first registered, kept while it
 is remembered): `--shard auto/N` agents take shard index % N, and a device that replaces one
@@ -18,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from lola_deft.server.errors import TooLarge, UnknownSession
+from lola_deft.server.errors import AlreadyRegistered, TooLarge, UnknownSession
 from lola_deft.server.messages import Registration
 
 
@@ -59,9 +62,16 @@ class AgentRegistry:
     def __len__(self) -> int:
         return len(self._by_device)
 
-    def register(self, registration: Registration) -> AgentRecord:
+    def register(self, registration: Registration, *, proven: bool = False) -> AgentRecord:
+        """`proven`: the caller's certificate names this device, so a live registration of the
+        same id is this device restarting and may be replaced."""
         self.forget_departed()
         device_id = registration.device_id
+        if not proven and self.is_live(device_id):
+            raise AlreadyRegistered(
+                "this device id is live under another registration; retry after "
+                f"{self.liveness_timeout_s:.0f} s of its silence"
+            )
         previous = self._by_device.pop(device_id, None)
         if previous is not None:
             self._device_of_session.pop(previous.session, None)
@@ -91,12 +101,16 @@ class AgentRegistry:
         self._next_index += 1
         return self._next_index - 1
 
-    def touch(self, session: str) -> AgentRecord:
-        """The session's agent, marked as seen now; UnknownSession if it has none."""
+    def device_of(self, session: str) -> str:
+        """The session's device id (not marking it seen); UnknownSession if it has none."""
         device_id = self._device_of_session.get(session)
         if device_id is None:
             raise UnknownSession("unknown session; register again")
-        record = self._by_device[device_id]
+        return device_id
+
+    def touch(self, session: str) -> AgentRecord:
+        """The session's agent, marked as seen now; UnknownSession if it has none."""
+        record = self._by_device[self.device_of(session)]
         record.last_seen = self.clock()
         return record
 

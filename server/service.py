@@ -32,22 +32,34 @@ from lola_deft.protos.deft.v1 import coordinator_pb2, coordinator_pb2_grpc
 from lola_deft.protos.grpc_options import (
     COORDINATOR_MAX_MESSAGE_BYTES,
     COORDINATOR_SERVICE,
-    message_size_options,
+    http_host,
+    server_options,
 )
+from lola_deft.protos.identity import Peer, peer_of
+from lola_deft.protos.malformed import RejectMalformedAio
 from lola_deft.protos.tensor_stream import to_chunks
 from lola_deft.server import wire
-from lola_deft.server.allocator import Allocator, GrpcAllocator
+from lola_deft.server.allocator import (
+    Allocator,
+    FallbackAllocator,
+    GrpcAllocator,
+    InProcessAllocator,
+)
 from lola_deft.server.config import CoordinatorConfig
 from lola_deft.server.coordinator import Coordinator
 from lola_deft.server.engine import EngineHooks, RoundEngine
+from lola_deft.server.enrolment import Enrolment
 from lola_deft.server.errors import (
+    AlreadyRegistered,
     CoordinatorError,
     DeadlinePassed,
+    Forbidden,
     Incompatible,
     InvalidRequest,
     NotAssigned,
     NotNow,
     TooLarge,
+    Unauthenticated,
     UnknownSession,
 )
 from lola_deft.server.export import export_metrics, write_history
@@ -68,7 +80,23 @@ STATUS_OF: dict[type[CoordinatorError], grpc.StatusCode] = {
     NotAssigned: grpc.StatusCode.PERMISSION_DENIED,
     DeadlinePassed: grpc.StatusCode.DEADLINE_EXCEEDED,
     TooLarge: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    Forbidden: grpc.StatusCode.PERMISSION_DENIED,
+    AlreadyRegistered: grpc.StatusCode.ALREADY_EXISTS,
 }
+
+
+def status_of(error: CoordinatorError) -> grpc.StatusCode:
+    """The status of an error's class, or of the nearest class above it in STATUS_OF."""
+    for kind in type(error).__mro__:
+        if kind in STATUS_OF:
+            return STATUS_OF[kind]
+    raise TypeError(f"no gRPC status for {type(error).__name__}")
+
+
+def caller(context: grpc.aio.ServicerContext) -> Peer:
+    """Who the TLS handshake proved the caller to be (nobody, on plaintext)."""
+    return peer_of(context.auth_context())
 
 
 def reason(error: CoordinatorError) -> str:
@@ -82,14 +110,14 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
         self.metrics = metrics
 
     async def _refuse(self, context: grpc.aio.ServicerContext, error: CoordinatorError) -> NoReturn:
-        await context.abort(STATUS_OF[type(error)], str(error))
+        await context.abort(status_of(error), str(error))
         raise AssertionError("unreachable: abort raises")
 
     async def Register(
         self, request: coordinator_pb2.RegisterRequest, context: grpc.aio.ServicerContext
     ) -> coordinator_pb2.RegisterResponse:
         try:
-            welcome = self.coordinator.register(wire.registration(request))
+            welcome = self.coordinator.register(wire.registration(request), caller(context))
         except CoordinatorError as error:
             await self._refuse(context, error)
         log.info("agent %s registered (%.60s)", request.device_id, request.hardware)
@@ -99,7 +127,9 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
         self, request: coordinator_pb2.Heartbeat, context: grpc.aio.ServicerContext
     ) -> coordinator_pb2.HeartbeatAck:
         try:
-            return coordinator_pb2.HeartbeatAck(round=self.coordinator.heartbeat(request.session))
+            return coordinator_pb2.HeartbeatAck(
+                round=self.coordinator.heartbeat(request.session, caller(context))
+            )
         except CoordinatorError as error:
             await self._refuse(context, error)
 
@@ -107,7 +137,7 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
         self, request: coordinator_pb2.ResourceReport, context: grpc.aio.ServicerContext
     ) -> coordinator_pb2.RoundInstruction:
         try:
-            device_id = self.coordinator.authenticate(request.session)
+            device_id = self.coordinator.authenticate(request.session, caller(context))
             instruction = await self.coordinator.report(wire.resource_report(request, device_id))
         except CoordinatorError as error:
             await self._refuse(context, error)
@@ -119,8 +149,9 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
         """Bounded in bytes (the adapters) and in time: a client that stops reading is cut off
         when the round's deadline passes instead of holding the stream."""
         try:
-            weights = self.coordinator.weights(request.session, request.round)
-            deadline = self.coordinator.round_deadline(request.round)
+            weights, deadline = self.coordinator.weights(
+                request.session, request.round, caller(context)
+            )
         except CoordinatorError as error:
             await self._refuse(context, error)
         for chunk in to_chunks(weights):
@@ -137,7 +168,7 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
         context: grpc.aio.ServicerContext,
     ) -> coordinator_pb2.UploadAck:
         try:
-            ack = await wire.receive_upload(request_iterator, self.coordinator)
+            ack = await wire.receive_upload(request_iterator, self.coordinator, caller(context))
         except CoordinatorError as error:
             self.metrics.rejected.labels(reason(error)).inc()
             await self._refuse(context, error)
@@ -198,8 +229,9 @@ async def _serve(
     stopped = asyncio.Event()
     try:
         server = grpc.aio.server(
-            options=message_size_options(max_message_bytes),
+            options=server_options(max_message_bytes),
             maximum_concurrent_rpcs=max_concurrent_rpcs,
+            interceptors=[RejectMalformedAio()],
         )
         coordinator_pb2_grpc.add_CoordinatorServicer_to_server(
             CoordinatorService(coordinator, metrics), server
@@ -239,6 +271,7 @@ def start_coordinator(
     host: str = "[::]",
     port: int = 50052,
     metrics_port: int | None = None,
+    metrics_host: str | None = None,
     max_message_bytes: int = COORDINATOR_MAX_MESSAGE_BYTES,
     on_round: Callable[[RoundRecord], None] | None = None,
     on_baseline: Callable[[Evaluation], None] | None = None,
@@ -246,6 +279,7 @@ def start_coordinator(
     tls: TlsFiles = PLAINTEXT,
     scheduler_tls: TlsFiles = PLAINTEXT,
     allocator: Allocator | None = None,
+    enrolment: Enrolment | None = None,
 ) -> RunningCoordinator:
     """Load the model and dev data, restore a checkpoint if asked, start serving and the rounds."""
     spec = task_spec(config.task)
@@ -263,9 +297,13 @@ def start_coordinator(
     metrics = CoordinatorMetrics()
     registry = AgentRegistry(config.liveness_timeout_s, config.forget_after_s, config.max_devices)
     if allocator is None:
-        allocator = GrpcAllocator(
-            config.scheduler_address, config.scheduler_timeout_s, scheduler_tls
+        fallback = FallbackAllocator(
+            GrpcAllocator(config.scheduler_address, config.scheduler_timeout_s, scheduler_tls),
+            InProcessAllocator(),
+            config.scheduler_retry_s,
         )
+        metrics.scheduler_available.set_function(lambda: float(fallback.available))
+        allocator = fallback
     history_path = config.history_path
     # history.json grows with the run: it is written off the event loop, by one thread, so the
     # files land in round order.
@@ -290,7 +328,12 @@ def start_coordinator(
         history=trainer.restored_history(),
     )
     coordinator = Coordinator(
-        config, engine, registry, model_fingerprint(config.model_dir), spec.num_labels
+        config,
+        engine,
+        registry,
+        model_fingerprint(config.model_dir),
+        spec.num_labels,
+        enrolment or Enrolment(require_identity=tls.ca is not None),
     )
     # The model, tokenizer and libraries are a heap of long-lived objects: keep them out of the
     # cyclic collector's full passes, which would otherwise stall the event loop for tens of ms.
@@ -317,7 +360,9 @@ def start_coordinator(
         allocator.close()
         raise
     bound_metrics = (
-        metrics.serve(metrics_port, _http_host(host)) if metrics_port is not None else None
+        metrics.serve(metrics_port, metrics_host or http_host(host))
+        if metrics_port is not None
+        else None
     )
     return RunningCoordinator(
         bound,
@@ -337,10 +382,3 @@ def _run_loop(loop: asyncio.AbstractEventLoop, main: Coroutine[Any, Any, None]) 
         loop.run_until_complete(main)
     finally:
         loop.close()
-
-
-def _http_host(grpc_host: str) -> str:
-    """The metrics endpoint listens where the gRPC port does; "all interfaces" stays IPv4's
-    0.0.0.0, which works in containers without IPv6 too."""
-    host = grpc_host.strip("[]")
-    return "0.0.0.0" if host in ("", "::", "0.0.0.0") else host

@@ -8,6 +8,7 @@ replaced atomically, so a coordinator killed at any instant leaves a complete ch
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
 import pickle
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 
 from lola_deft.ml.model import LoadedModel, save_adapter
+from lola_deft.server.errors import NonFiniteStep
 
 LATEST = "LATEST"
 KEEP = 2
@@ -58,18 +60,43 @@ class TrainingState:
         return {name: tuple(p.shape) for name, p in self.params.items()}
 
     def apply(self, gradients: dict[str, np.ndarray]) -> None:
+        """One Adam step. If it leaves any parameter (or Adam moment) non-finite, parameters
+        and optimizer are restored as they were and NonFiniteStep names what broke: a poisoned
+        step never reaches a checkpoint."""
         unknown = set(gradients) - set(self.params)
         if unknown:
             raise KeyError(f"gradients for unknown tensors: {sorted(unknown)[:3]}")
+        before = {name: p.detach().clone() for name, p in self.params.items()}
+        optimizer_before = copy.deepcopy(self.optimizer.state_dict())
         for name, parameter in self.params.items():
             value = gradients.get(name)
             parameter.grad = None if value is None else torch.as_tensor(value).to(parameter)
         self.optimizer.step()
         for parameter in self.params.values():
             parameter.grad = None
+        broken = self.non_finite()
+        if broken:
+            with torch.no_grad():
+                for name, parameter in self.params.items():
+                    parameter.copy_(before[name])
+            self.optimizer.load_state_dict(optimizer_before)
+            raise NonFiniteStep(broken)
+
+    def non_finite(self) -> list[str]:
+        """Parameters that hold NaN or inf, or whose Adam moments do."""
+        broken = []
+        for name, parameter in self.params.items():
+            moments = self.optimizer.state.get(parameter, {})
+            tensors = [parameter.detach(), *(v for v in moments.values() if v.dim() > 0)]
+            if not all(bool(torch.isfinite(t).all()) for t in tensors):
+                broken.append(name)
+        return broken
 
     # -- checkpoints -----------------------------------------------------------------------
     def save(self, directory: Path, extra: dict[str, Any] | None = None) -> Path:
+        broken = self.non_finite()
+        if broken:  # apply() prevents this; a checkpoint must never carry a poisoned model
+            raise CheckpointError(f"refusing to checkpoint non-finite parameters {broken[:3]}")
         directory.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(directory)
         name = f"round-{self.round:06d}"
@@ -127,6 +154,11 @@ class TrainingState:
             for name, value in stored["trainable"].items():
                 self.params[name].copy_(value)
         self.optimizer.load_state_dict(stored["optimizer"])
+        broken = self.non_finite()
+        if broken:
+            raise CheckpointError(
+                f"{target}: refused: non-finite parameters {broken[:3]} (a poisoned checkpoint)"
+            )
         torch.set_rng_state(stored["rng"]["torch"])
         random.setstate(stored["rng"]["python"])
         name, keys, position, has_gauss, cached = stored["rng"]["numpy"]

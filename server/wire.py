@@ -12,9 +12,10 @@ import time
 from collections.abc import AsyncIterator
 
 from lola_deft.protos.deft.v1 import coordinator_pb2 as pb
+from lola_deft.protos.identity import PLAINTEXT_PEER, Peer
 from lola_deft.protos.tensor_stream import StreamTooLarge, TensorAssembler, TensorStreamError
 from lola_deft.server.coordinator import Coordinator
-from lola_deft.server.errors import DeadlinePassed, InvalidRequest, TooLarge
+from lola_deft.server.errors import CoordinatorError, DeadlinePassed, InvalidRequest, TooLarge
 from lola_deft.server.messages import (
     Instruction,
     Registration,
@@ -104,7 +105,7 @@ def ack_message(ack: UploadAck) -> pb.UploadAck:
 
 
 async def receive_upload(
-    parts: AsyncIterator[pb.GradientPart], coordinator: Coordinator
+    parts: AsyncIterator[pb.GradientPart], coordinator: Coordinator, peer: Peer = PLAINTEXT_PEER
 ) -> UploadAck:
     """Read one gradient upload: header, checks, then the bounded chunk stream."""
     try:
@@ -114,7 +115,7 @@ async def receive_upload(
     if first.WhichOneof("part") != "header":
         raise InvalidRequest("upload", "the stream must open with an UploadHeader")
     header = upload_header(first.header)
-    plan = coordinator.open_upload(header)
+    plan = coordinator.open_upload(header, peer)
     if plan.duplicate:  # a retry of an upload already taken: acknowledged, nothing read
         return UploadAck(header.round, plan.block, plan.received_bytes, duplicate=True)
     started = time.perf_counter()
@@ -126,15 +127,29 @@ async def receive_upload(
                 raise InvalidRequest("upload", "only one UploadHeader per stream")
             assembler.feed(part.chunk)
 
+    failure = "its upload stream broke"
     try:
         await asyncio.wait_for(read_chunks(), timeout=max(plan.deadline - time.monotonic(), 0))
         tensors = assembler.finish()
-        return coordinator.finish_upload(plan, header, tensors, time.perf_counter() - started)
+        ack = coordinator.finish_upload(plan, header, tensors, time.perf_counter() - started)
+        failure = ""
+        return ack
     except asyncio.TimeoutError:
+        failure = "missed its deadline during the upload"
         raise DeadlinePassed(f"round {header.round}'s deadline passed during the upload") from None
     except StreamTooLarge as error:
-        raise TooLarge(f"gradient stream: {error} (what block {plan.block} weighs)") from None
+        refusal: CoordinatorError = TooLarge(
+            f"gradient stream: {error} (what block {plan.block} weighs)"
+        )
+        failure = f"refused: {refusal}"
+        raise refusal from None
     except TensorStreamError as error:
-        raise InvalidRequest("gradient stream", str(error)) from None
-    finally:  # accepted or not, this stream no longer holds the device's upload slot
-        coordinator.abandon_upload(plan, header)
+        refusal = InvalidRequest("gradient stream", str(error))
+        failure = f"refused: {refusal}"
+        raise refusal from None
+    except CoordinatorError as error:
+        failure = f"refused: {error}"
+        raise
+    finally:  # anything but acceptance ends the device's hold on the block
+        if failure:
+            coordinator.abandon_upload(plan, header, failure)

@@ -19,3 +19,26 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random 3-layer encoder: a real model for every test, downloaded from nowhere."""
     return make_random_encoder(tmp_path_factory.mktemp("tiny-encoder"), "tiny", layers=3)
+
+
+@pytest.fixture(scope="session")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A `deft certs` folder: CA, coordinator, scheduler, devices dev0..dev3 (enrolled)."""
+    from lola_deft.server.pki import init_folder, issue_device
+
+    folder = tmp_path_factory.mktemp("certs")
+    init_folder(folder)
+    for index in range(4):
+        issue_device(folder, f"dev{index}")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def foreign_certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Another CA's folder, with a device certificate named like one of ours (dev0)."""
+    from lola_deft.server.pki import init_folder, issue_device
+
+    folder = tmp_path_factory.mktemp("foreign-certs")
+    init_folder(folder)
+    issue_device(folder, "dev0")
+    return folder

@@ -43,6 +43,21 @@ def start_deft(
         raise
 
 
+def start_scheduler_process() -> tuple[subprocess.Popen[str], str]:
+    """`deft scheduler serve` on a free loopback port (plaintext); returns it and its address."""
+    process, match = start_deft(
+        "scheduler",
+        "serve",
+        "--insecure",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        ready=r"listening on .*:(\d+)",
+    )
+    return process, f"127.0.0.1:{match.group(1)}"
+
+
 def eventually(condition: Callable[[], bool], timeout: float = 30.0) -> bool:
     """Whether `condition` became true within `timeout` seconds (polled)."""
     deadline = time.monotonic() + timeout

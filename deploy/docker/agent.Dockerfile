@@ -21,8 +21,11 @@ RUN python -m venv /opt/deft \
 
 FROM ${PYTHON_IMAGE}
 RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin deft \
- && mkdir -p /var/cache/lola-deft && chown deft:deft /var/cache/lola-deft
+ && mkdir -p /var/cache/lola-deft /var/lib/lola-deft-claims \
+ && chown deft:deft /var/cache/lola-deft /var/lib/lola-deft-claims
 COPY --from=build /opt/deft /opt/deft
+# Claims one of the device certificates in /certs (compose's certs volume), see the script.
+COPY deploy/docker/agent-entrypoint.sh /usr/local/bin/deft-agent-entrypoint
 ENV PATH=/opt/deft/bin:$PATH PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 \
     LOLA_DEFT_CACHE=/var/cache/lola-deft
 USER deft
@@ -31,5 +34,5 @@ EXPOSE 9102
 # Agents are gRPC clients, not servers: the probe is their Prometheus endpoint.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9102/metrics', timeout=3)"]
-ENTRYPOINT ["deft", "agent"]
+ENTRYPOINT ["deft-agent-entrypoint"]
 CMD ["--coordinator", "coordinator:50052", "--metrics-port", "9102", "--shard", "auto/6"]

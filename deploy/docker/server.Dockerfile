@@ -22,8 +22,8 @@ RUN python -m venv /opt/deft \
 
 FROM ${PYTHON_IMAGE}
 RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin deft \
- && mkdir -p /var/lib/lola-deft /var/cache/lola-deft \
- && chown deft:deft /var/lib/lola-deft /var/cache/lola-deft
+ && mkdir -p /var/lib/lola-deft /var/cache/lola-deft /certs \
+ && chown deft:deft /var/lib/lola-deft /var/cache/lola-deft /certs
 COPY --from=build /opt/deft /opt/deft
 ENV PATH=/opt/deft/bin:$PATH PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 \
     LOLA_DEFT_CACHE=/var/cache/lola-deft
@@ -34,6 +34,12 @@ VOLUME ["/var/lib/lola-deft"]
 EXPOSE 50051 50052 9100 9101
 # Standard gRPC health protocol (the coordinator by default; compose overrides it per service).
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
-    CMD ["deft", "health", "127.0.0.1:50052", "--service", "deft.v1.Coordinator"]
+    CMD ["deft", "health", "127.0.0.1:50052", "--service", "deft.v1.Coordinator", \
+         "--tls-cert", "/certs/coordinator.pem", "--tls-key", "/certs/coordinator.key", \
+         "--tls-ca", "/certs/ca.pem"]
 ENTRYPOINT ["deft"]
-CMD ["coordinator", "serve", "--port", "50052", "--metrics-port", "9101"]
+# Mutual TLS by default: mount a `deft certs` folder at /certs (compose does).
+CMD ["coordinator", "serve", "--port", "50052", "--metrics-port", "9101", \
+     "--tls-cert", "/certs/coordinator.pem", "--tls-key", "/certs/coordinator.key", \
+     "--tls-ca", "/certs/ca.pem", "--allowed-devices", "/certs/devices.txt", \
+     "--revoked-certs", "/certs/revoked.txt"]

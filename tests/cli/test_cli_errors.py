@@ -13,16 +13,23 @@ from tests.helpers import run_deft
     ("args", "message"),
     [
         (
-            ["coordinator", "serve", "--model", "/nonexistent/model"],
+            ["coordinator", "serve", "--insecure", "--model", "/nonexistent/model"],
             "deft coordinator: error: /nonexistent/model: not a model directory (no config.json)",
         ),
         (
-            ["coordinator", "serve", "--data", "/nonexistent/glue"],
+            ["coordinator", "serve", "--insecure", "--data", "/nonexistent/glue"],
             "deft coordinator: error: /nonexistent/glue/dev.tsv: no such file",
         ),
         (["centralized", "--task", "wnli"], "deft centralized: error: unknown GLUE task 'wnli'"),
         (
-            ["agent", "--coordinator", "127.0.0.1:1", "--model", "/nonexistent/model"],
+            [
+                "agent",
+                "--coordinator",
+                "127.0.0.1:1",
+                "--insecure",
+                "--model",
+                "/nonexistent/model",
+            ],
             "deft agent: error: /nonexistent/model: not a model directory",
         ),
     ],
@@ -38,6 +45,7 @@ def test_resume_without_a_checkpoint(tiny_model_dir: Path, tmp_path: Path) -> No
     result = run_deft(
         "coordinator",
         "serve",
+        "--insecure",
         "--model",
         str(tiny_model_dir),
         "--resume",
@@ -63,3 +71,41 @@ def test_server_bounds_must_be_positive(flag: str, value: str, message: str) -> 
     result = run_deft("coordinator", "serve", flag, value)
     assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["coordinator", "serve"],
+            "deft coordinator: error: deft coordinator needs --tls-cert, --tls-key, --tls-ca "
+            "for mutual TLS",
+        ),
+        (["agent", "--coordinator", "127.0.0.1:1"], "deft agent: error: deft agent needs"),
+        (["scheduler", "serve", "--port", "0"], "deft scheduler: error: deft scheduler needs"),
+        (["health", "127.0.0.1:1"], "deft health: error: deft health needs"),
+        (
+            ["coordinator", "serve", "--insecure", "--tls-ca", "ca.pem"],
+            "--insecure and --tls-* exclude each other",
+        ),
+        (
+            ["coordinator", "serve", "--tls-cert", "c.pem", "--tls-key", "c.key"],
+            "needs --tls-ca for mutual TLS",
+        ),
+        (
+            ["coordinator", "serve", "--insecure", "--allowed-devices", "devices.txt"],
+            "--allowed-devices and --revoked-certs need device identities",
+        ),
+    ],
+)
+def test_plaintext_takes_an_explicit_insecure(args: list[str], message: str) -> None:
+    result = run_deft(*args)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_insecure_is_logged_as_a_warning(tiny_model_dir: Path) -> None:
+    result = run_deft(
+        "coordinator", "serve", "--insecure", "--model", str(tiny_model_dir), "--task", "nope"
+    )
+    assert "WARNING" in result.stderr and "--insecure: plaintext gRPC" in result.stderr

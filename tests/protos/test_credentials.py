@@ -98,6 +98,10 @@ def test_tls_server_verified_by_the_client_ca(pki: Path) -> None:
             f"localhost:{running.port}",
             "--service",
             "deft.v1.Scheduler",
+            "--tls-cert",
+            str(pki / "client.pem"),
+            "--tls-key",
+            str(pki / "client.key"),
             "--tls-ca",
             str(pki / "ca.pem"),
         )
@@ -135,5 +139,27 @@ def test_bad_tls_options_are_explained(tmp_path: Path) -> None:
         str(tmp_path / "x.pem"),
         "--tls-key",
         str(tmp_path / "x.key"),
+        "--tls-ca",
+        str(tmp_path / "ca.pem"),
     )
     assert result.returncode == 2 and "cannot read the TLS" in result.stderr
+
+
+def test_the_scheduler_serves_only_the_coordinators_certificate(certs: Path) -> None:
+    running = start_scheduler(
+        "localhost",
+        0,
+        tls=TlsFiles(certs / "scheduler.pem", certs / "scheduler.key", certs / "ca.pem"),
+        require_coordinator=True,
+    )
+    device = certs / "devices" / "dev0.pem"
+    try:
+        with pytest.raises(grpc.RpcError) as caught:
+            allocate(running.port, TlsFiles(device, device.with_suffix(".key"), certs / "ca.pem"))
+        assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        coordinator = TlsFiles(
+            certs / "coordinator.pem", certs / "coordinator.key", certs / "ca.pem"
+        )
+        assert allocate(running.port, coordinator) == 12
+    finally:
+        running.stop(grace=None)

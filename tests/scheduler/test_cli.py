@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from lola_deft.scheduler import POLICIES
-from tests.helpers import run_deft, start_deft
+from tests.helpers import run_deft, start_scheduler_process
 
 EXAMPLE_PATH = Path(__file__).parents[2] / "scheduler" / "examples" / "paper_round.json"
 EXAMPLE = json.loads(EXAMPLE_PATH.read_text())
@@ -90,17 +90,15 @@ def test_compare_runs_every_policy_on_the_embedded_round() -> None:
 
 @pytest.fixture(scope="module")
 def remote() -> Iterator[str]:
-    process, match = start_deft(
-        "scheduler", "serve", "--host", "127.0.0.1", "--port", "0", ready=r"listening on .*:(\d+)"
-    )
-    yield f"127.0.0.1:{match.group(1)}"
+    process, address = start_scheduler_process()
+    yield address
     process.kill()
     process.wait()
 
 
 def test_remote_schedule_matches_local(remote: str) -> None:
     local = json.loads(run_deft("schedule", str(EXAMPLE_PATH)).stdout)
-    result = run_deft("schedule", "--remote", remote, str(EXAMPLE_PATH))
+    result = run_deft("schedule", "--insecure", "--remote", remote, str(EXAMPLE_PATH))
     assert result.returncode == 0, result.stderr
     answer = json.loads(result.stdout)
     assert answer["latency_s"] == pytest.approx(local["latency_s"], rel=1e-12)
@@ -108,11 +106,18 @@ def test_remote_schedule_matches_local(remote: str) -> None:
 
 
 def test_remote_errors_keep_the_exit_statuses(remote: str) -> None:
-    bad = run_deft("schedule", "--remote", remote, "-", stdin=json.dumps({**EXAMPLE, "blocks": 3}))
+    bad = run_deft(
+        "schedule",
+        "--insecure",
+        "--remote",
+        remote,
+        "-",
+        stdin=json.dumps({**EXAMPLE, "blocks": 3}),
+    )
     assert bad.returncode == 2
     assert "block_memory_bytes: must have 3 entries" in bad.stderr
     few = {**EXAMPLE, "devices": EXAMPLE["devices"][:3]}
-    infeasible = run_deft("schedule", "--remote", remote, "-", stdin=json.dumps(few))
+    infeasible = run_deft("schedule", "--insecure", "--remote", remote, "-", stdin=json.dumps(few))
     assert infeasible.returncode == 3
     assert "only 3 reported" in infeasible.stderr
 

@@ -24,7 +24,7 @@ from lola_deft.scheduler.client import SchedulerClient
 from lola_deft.scheduler.convert import request_from_instance_doc, response_to_json
 from lola_deft.scheduler.service import start_scheduler
 from lola_deft.scheduler.synthetic import PaperSetting, paper_round
-from tests.helpers import start_deft
+from tests.helpers import start_scheduler_process
 
 EXAMPLE = json.loads(
     (Path(__file__).parents[2] / "scheduler" / "examples" / "paper_round.json").read_text()
@@ -33,10 +33,8 @@ EXAMPLE = json.loads(
 
 @pytest.fixture(scope="module")
 def scheduler_process() -> Iterator[tuple[subprocess.Popen[str], str]]:
-    process, match = start_deft(
-        "scheduler", "serve", "--host", "127.0.0.1", "--port", "0", ready=r"listening on .*:(\d+)"
-    )
-    yield process, f"127.0.0.1:{match.group(1)}"
+    process, address = start_scheduler_process()
+    yield process, address
     if process.poll() is None:
         process.kill()
         process.wait()
@@ -150,9 +148,7 @@ def test_oversized_requests_get_resource_exhausted() -> None:
 
 
 def test_service_stops_cleanly_on_sigterm() -> None:
-    process, _ = start_deft(
-        "scheduler", "serve", "--host", "127.0.0.1", "--port", "0", ready=r"listening on"
-    )
+    process, _ = start_scheduler_process()
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=30) == 0
 

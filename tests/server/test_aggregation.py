@@ -1,12 +1,20 @@
-"""RoundCollector: header checks, tensor checks, deadline, duplicates and head averaging."""
+"""RoundCollector: header checks, tensor and norm checks, deadlines, duplicates, failures and
+reassignment, and how the head's gradients are combined."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from lola_deft.server.aggregation import RoundCollector
-from lola_deft.server.errors import DeadlinePassed, InvalidRequest, NotAssigned, NotNow
+from lola_deft.server.aggregation import RoundCollector, combine
+from lola_deft.server.errors import (
+    DeadlinePassed,
+    GradientRefused,
+    InvalidRequest,
+    NotAssigned,
+    NotNow,
+)
+from lola_deft.server.gradient_guard import GradientGuard
 from lola_deft.server.messages import Upload, UploadHeader
 
 SHAPES = {"b1": (2,), "b2": (3,), "head": (2, 2)}
@@ -19,9 +27,16 @@ class Clock:
         return self.now
 
 
-def collector(clock: Clock | None = None) -> RoundCollector:
+def collector(clock: Clock | None = None, guard: GradientGuard | None = None) -> RoundCollector:
     return RoundCollector(
-        4, {"a": 1, "b": 2}, SHAPES, {1: ["b1"], 2: ["b2"]}, ["head"], 160.0, clock or Clock()
+        4,
+        {"a": 1, "b": 2},
+        SHAPES,
+        {1: ["b1"], 2: ["b2"]},
+        ["head"],
+        160.0,
+        guard=guard or GradientGuard(),
+        clock=clock or Clock(),
     )
 
 
@@ -44,9 +59,11 @@ def test_the_header_decides_before_any_tensor_is_read() -> None:
     assert plan.shapes == {"b1": (2,), "head": (2, 2)} and plan.max_bytes == 24
     with pytest.raises(NotNow, match="already in progress"):
         rounds.plan("a", header(1))  # one stream per device at a time
-    rounds.abandon("a")
-    assert rounds.plan("a", header(1)).block == 1
-    with pytest.raises(NotAssigned, match="assigned block 2, uploaded block 1"):
+    rounds.abandon("a", "its upload stream broke")  # a stream that ends unaccepted...
+    with pytest.raises(NotAssigned, match="holds no block"):
+        rounds.plan("a", header(1))  # ...ends the hold: the block is another device's to take
+    assert rounds.orphans == [1]
+    with pytest.raises(NotAssigned, match="holds block 2, uploaded block 1"):
         rounds.plan("b", header(1))
     with pytest.raises(NotAssigned, match="no block"):
         rounds.plan("stranger", header(1))
@@ -66,12 +83,64 @@ def test_uploads_after_the_deadline_are_refused_and_not_stored() -> None:
     assert late.uploads == {} and late.aggregate() == {}
 
 
-def test_bad_tensors_are_refused() -> None:
+@pytest.mark.parametrize("value", [np.nan, np.inf, 3e38])
+def test_non_finite_and_huge_gradients_are_refused_and_orphan_the_block(value: float) -> None:
+    rounds = collector(guard=GradientGuard(max_norm=1e6))
+    with pytest.raises(GradientRefused, match=r"non-finite|exceeds the bound"):
+        rounds.accept(upload("a", 1, value))
+    assert rounds.uploads == {} and rounds.orphans == [1]
+    assert rounds.failures[0].device == "a" and rounds.failures[0].reason.startswith("refused")
+    with pytest.raises(NotAssigned):  # the device no longer holds the block
+        rounds.accept(upload("a", 1, 1.0))
+
+
+def test_the_relative_bound_learns_from_accepted_norms() -> None:
+    guard = GradientGuard(factor=10.0)
+    for _ in range(3):
+        guard.accepted({"b1": 1.0, "head": 2.0})
+    rounds = collector(guard=guard)
+    with pytest.raises(GradientRefused, match=r"tensor b1: norm 28\.3 exceeds the bound 10"):
+        rounds.accept(upload("a", 1, 20.0))  # |[20, 20]| = 28.3 > 10 x median 1.0
+    rounds.accept(upload("b", 2, 0.5))
+    assert list(rounds.uploads) == [2]
+
+
+@pytest.mark.parametrize(
+    ("loss", "compute"), [(float("nan"), 1.0), (-1.0, 1.0), (1e9, 1.0), (0.5, float("inf"))]
+)
+def test_absurd_reported_loss_or_compute_time_is_refused(loss: float, compute: float) -> None:
     rounds = collector()
-    bad = upload("a", 1, np.nan)
-    with pytest.raises(InvalidRequest, match="non-finite"):
+    bad = upload("a", 1, 1.0)
+    bad.train_loss, bad.compute_s = loss, compute
+    with pytest.raises(GradientRefused, match=r"train_loss|compute_s"):
         rounds.accept(bad)
+
+
+def test_a_failed_block_is_reassigned_with_its_own_deadline() -> None:
+    clock = Clock()
+    rounds = collector(clock)
+    assert rounds.fail("a", "stopped responding") == 1 and rounds.orphans == [1]
+    assert not rounds.settled()  # b still holds block 2
+    rounds.reassign(1, "c", deadline=500.0)
+    clock.now = 300.0  # past the first deadline, within c's own
+    assert rounds.plan("c", header(1)).deadline == 500.0
+    rounds.accept(upload("c", 1, 1.0))
+    with pytest.raises(DeadlinePassed):
+        rounds.plan("b", header(2))
+    rounds.fail("b", "missed its deadline")
+    assert rounds.settled() and rounds.orphans == [2] and sorted(rounds.uploads) == [1]
+    assert rounds.failed_devices(1) == {"a"}
+
+
+def test_bad_tensor_sets_are_refused() -> None:
+    rounds = collector()
+    wrong = upload("a", 1, 1.0)
+    wrong.tensors["extra"] = np.zeros(1, np.float32)
+    with pytest.raises(InvalidRequest, match="wrong set of tensors"):
+        rounds.accept(wrong)
     assert rounds.uploads == {}
+    rounds.abandon("a", "refused: wrong set of tensors")  # what the stream reader does next
+    assert rounds.orphans == [1]
 
 
 def test_head_gradients_are_averaged_and_retries_count_once() -> None:
@@ -79,9 +148,9 @@ def test_head_gradients_are_averaged_and_retries_count_once() -> None:
     assert not rounds.accept(upload("a", 1, 1.0)).duplicate
     retry = rounds.plan("a", header(1))
     assert retry.duplicate and retry.received_bytes == 24
-    assert not rounds.complete.is_set()
+    assert not rounds.settled()
     rounds.accept(upload("b", 2, 3.0))
-    assert rounds.complete.is_set()
+    assert rounds.settled()
     gradients = rounds.aggregate()
     assert gradients["b1"].tolist() == [1.0, 1.0]
     assert gradients["b2"].tolist() == [3.0, 3.0, 3.0]
@@ -91,8 +160,17 @@ def test_head_gradients_are_averaged_and_retries_count_once() -> None:
 
 
 def test_the_head_mean_of_huge_finite_gradients_does_not_overflow() -> None:
-    rounds = collector()
+    rounds = collector(guard=GradientGuard(max_norm=None, factor=None))
     rounds.accept(upload("a", 1, 3e38))
     rounds.accept(upload("b", 2, 3e38))
     head = rounds.aggregate()["head"]
     assert np.all(np.isfinite(head)) and head.dtype == np.float32
+
+
+def test_robust_head_combiners_ignore_one_outlier() -> None:
+    stacked = np.array([[1.0], [2.0], [3.0], [1e30]])
+    assert combine(stacked, "mean")[0] > 1e29
+    assert combine(stacked, "median")[0] == 2.5
+    assert combine(stacked, "trimmed-mean")[0] == 2.5  # drops 1.0 and 1e30
+    with pytest.raises(ValueError, match="unknown head combiner"):
+        combine(stacked, "max")

@@ -182,29 +182,7 @@ def test_a_round_with_every_rejection_path(
                 block=second.instruction.block,
             ),  # type: ignore[union-attr]
             grpc.StatusCode.PERMISSION_DENIED,
-            "was assigned block",
-        ),
-        (
-            lambda: upload(stub, first, {**good, next(iter(good)): np.zeros((1, 2), np.float32)}),
-            grpc.StatusCode.INVALID_ARGUMENT,
-            "shape [1, 2], expected",
-        ),
-        (
-            lambda: upload(
-                stub,
-                first,
-                {
-                    **good,
-                    next(iter(good)): np.full(good[next(iter(good))].shape, np.nan, np.float32),
-                },
-            ),
-            grpc.StatusCode.INVALID_ARGUMENT,
-            "non-finite values",
-        ),
-        (
-            lambda: upload(stub, first, {k: v for k, v in list(good.items())[1:]}),
-            grpc.StatusCode.INVALID_ARGUMENT,
-            "missing tensors",
+            "holds block",
         ),
         (
             lambda: upload(stub, PlayedAgent("ghost", "no-such-session", first.instruction), good),
@@ -268,6 +246,49 @@ def test_a_round_with_every_rejection_path(
         np.testing.assert_allclose(after[name], before[name] - step, rtol=0, atol=1e-6)
     late = rejected(lambda: upload(stub, first, good))
     assert late.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+def test_a_refused_gradient_ends_its_devices_hold_and_changes_nothing(
+    coordinator: RunningCoordinator,
+    stub: coordinator_pb2_grpc.CoordinatorStub,
+    tiny_model_dir: Path,
+) -> None:
+    agents = start_round(stub, tiny_model_dir)
+    weights = coordinator.engine.current.weights  # type: ignore[union-attr]
+    collector = coordinator.engine.current.collector  # type: ignore[union-attr]
+    before = coordinator.trainer.snapshot()
+
+    def shape(good: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {**good, next(iter(good)): np.zeros((1, 2), np.float32)}
+
+    def nan(good: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        name = next(iter(good))
+        return {**good, name: np.full(good[name].shape, np.nan, np.float32)}
+
+    def missing(good: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {k: v for k, v in list(good.items())[1:]}
+
+    for agent, spoil, message in zip(
+        agents,
+        (shape, nan, missing),
+        ("shape [1, 2], expected", "non-finite", "missing tensors"),
+        strict=True,
+    ):
+        good = gradient(coordinator, agent, weights)
+        error = rejected(lambda: upload(stub, agent, spoil(good)))  # noqa: B023
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and message in error.details()
+        # The device no longer holds its block: no retry, no waiting for the 60 s deadline.
+        again = rejected(lambda: upload(stub, agent, good))  # noqa: B023
+        assert again.code() in (
+            grpc.StatusCode.PERMISSION_DENIED,
+            grpc.StatusCode.FAILED_PRECONDITION,  # the round closed meanwhile
+        )
+    assert coordinator.engine.finished.wait(30)
+    assert collector.uploads == {}
+    record = coordinator.engine.history.rounds[-1]
+    assert record.blocks_updated == [] and len(record.refusals) == 3
+    after = coordinator.trainer.snapshot()
+    assert all(np.array_equal(before[name], after[name]) for name in before)
 
 
 def test_dead_agents_do_not_stall_the_round(

@@ -124,16 +124,23 @@ def join(engine: RoundEngine, device_id: str) -> str:
     return engine.registry.register(Registration(device_id, "hw", "1", (), "fp")).session
 
 
+def upload_block(
+    engine: RoundEngine, device_id: str, instruction: Instruction, value: float
+) -> None:
+    """Upload a gradient of `value` for the instruction's block."""
+    header = UploadHeader("s", instruction.round, instruction.block, 0.5, 0.25)
+    plan = engine.plan_upload(device_id, header)
+    tensors = {n: np.full(s, value, np.float32) for n, s in plan.shapes.items()}
+    engine.accept_upload(
+        instruction.round, Upload(device_id, plan.block, tensors, 0.5, 0.1, 24, 0.25)
+    )
+
+
 async def honest_agent(engine: RoundEngine, device_id: str, value: float = 1.0) -> Instruction:
     """Report, and upload a gradient of `value` for the block it is given."""
     instruction = await engine.submit_report(report(device_id, engine.next_round))
     if instruction.block:
-        header = UploadHeader("s", instruction.round, instruction.block, 0.5, 0.25)
-        plan = engine.plan_upload(device_id, header)
-        tensors = {n: np.full(s, value, np.float32) for n, s in plan.shapes.items()}
-        engine.accept_upload(
-            instruction.round, Upload(device_id, plan.block, tensors, 0.5, 0.1, 24, 0.25)
-        )
+        upload_block(engine, device_id, instruction, value)
     return instruction
 
 
@@ -273,3 +280,141 @@ def test_both_allocators_send_the_scheduler_the_same_instance(tmp_path: Path) ->
     allocation = InProcessAllocator().allocate(request)
     assert sorted(a.block for a in allocation.assignment) == [1, 2, 3]
     assert allocation.policy == "jbba" and allocation.latency_s > 0
+
+
+async def looping_agent(engine: RoundEngine, device_id: str, value: float = 1.0) -> list[int]:
+    """Report, train what it is given, report again, until training is over; returns the
+    blocks it uploaded."""
+    uploaded = []
+    while True:
+        instruction = await engine.submit_report(report(device_id, engine.next_round))
+        if instruction.finished:
+            return uploaded
+        if instruction.block:
+            upload_block(engine, device_id, instruction, value)
+            uploaded.append(instruction.block)
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    while not condition():
+        await asyncio.sleep(0.01)
+
+
+def test_a_dead_agents_block_is_handed_to_an_idle_device_in_the_same_round(
+    tmp_path: Path,
+) -> None:
+    engine, trainer, _, clock = make_engine(tmp_path)
+    sessions = {device: join(engine, device) for device in ("dev0", "dev1", "dev2", "spare")}
+
+    async def main() -> None:
+        rounds = asyncio.create_task(engine.run())
+        spare = asyncio.create_task(looping_agent(engine, "spare"))
+        holders = [honest_agent(engine, "dev0"), honest_agent(engine, "dev1")]
+        await asyncio.gather(*holders, engine.submit_report(report("dev2")))  # dev2 then dies
+        await until(lambda: engine.waiting_reports() == 1)  # the spare waits for work
+        clock.now += 100  # dev2 silent past its liveness; the others sent heartbeats
+        for device in ("dev0", "dev1", "spare"):
+            engine.registry.touch(sessions[device])
+        assert await spare == [3]
+        await rounds
+
+    run(main)
+    (record,) = engine.history.rounds
+    assert record.blocks_updated == [1, 2, 3]
+    (moved,) = record.reassignments
+    assert (moved.block, moved.from_device, moved.to_device) == (3, "dev2", "spare")
+    assert moved.reason == "stopped responding"
+    assert [(r.device, r.block) for r in record.refusals] == [("dev2", 3)]
+    assert np.all(trainer.params["b3"] == -1.0)
+
+
+def test_a_refused_upload_frees_its_block_at_once(tmp_path: Path) -> None:
+    # round_timeout 300 s and a 60 s test bound: only an immediate hand-over can pass.
+    engine, trainer, _, _ = make_engine(tmp_path, round_timeout_s=300)
+    for device in ("dev0", "dev1", "dev2", "spare"):
+        join(engine, device)
+
+    async def poisoner() -> None:
+        instruction = await engine.submit_report(report("dev2"))
+        header = UploadHeader("s", 1, instruction.block, 0.5, 0.25)
+        plan = engine.plan_upload("dev2", header)
+        tensors = {n: np.full(s, np.nan, np.float32) for n, s in plan.shapes.items()}
+        with pytest.raises(InvalidRequest, match="non-finite"):
+            engine.accept_upload(1, Upload("dev2", plan.block, tensors, 0.5, 0.1, 24, 0.25))
+
+    async def main() -> None:
+        rounds = asyncio.create_task(engine.run())
+        spare = asyncio.create_task(looping_agent(engine, "spare"))
+        await asyncio.gather(honest_agent(engine, "dev0"), honest_agent(engine, "dev1"), poisoner())
+        assert await spare == [3]
+        await rounds
+
+    run(main)
+    (record,) = engine.history.rounds
+    assert record.blocks_updated == [1, 2, 3]
+    assert record.reassignments[0].reason.startswith("refused: tensor")
+    assert all(np.all(np.isfinite(value)) for value in trainer.params.values())
+
+
+def test_a_refused_upload_without_a_spare_closes_the_round_at_once(tmp_path: Path) -> None:
+    engine, _, _, _ = make_engine(tmp_path, round_timeout_s=300, max_grad_norm=100.0)
+    for device in ("dev0", "dev1", "dev2"):
+        join(engine, device)
+
+    async def main() -> None:
+        rounds = asyncio.create_task(engine.run())
+        await asyncio.gather(
+            honest_agent(engine, "dev0"), honest_agent(engine, "dev1"), refused(engine, "dev2")
+        )
+        await rounds
+
+    async def refused(engine: RoundEngine, device: str) -> None:
+        with pytest.raises(InvalidRequest, match="exceeds the bound 100"):
+            await honest_agent(engine, device, value=3e38)  # finite, and far too large
+
+    run(main)
+    (record,) = engine.history.rounds
+    assert record.blocks_updated == [1, 2] and record.reassignments == []
+
+
+def test_with_fewer_agents_than_blocks_the_blocks_rotate(tmp_path: Path) -> None:
+    engine, _, allocator, _ = make_engine(tmp_path, rounds=3, min_agents=2)
+    for device in ("dev0", "dev1"):
+        join(engine, device)
+
+    async def main() -> None:
+        rounds = asyncio.create_task(engine.run())
+        await asyncio.gather(looping_agent(engine, "dev0"), looping_agent(engine, "dev1"))
+        await rounds
+
+    run(main)
+    trained = [record.blocks_updated for record in engine.history.rounds]
+    # Never-trained first, then the least recently trained (ties: lower block first).
+    assert trained == [[1, 2], [1, 3], [1, 2]]
+    assert [request.blocks for request in allocator.requests] == [2, 2, 2]
+    # The scheduler saw each device's costs of the chosen blocks only.
+    assert allocator.requests[1].devices[0].block_seconds == (0.1, 0.3)
+
+
+def test_a_step_that_breaks_the_model_is_undone_and_recorded(tmp_path: Path) -> None:
+    from lola_deft.server.errors import NonFiniteStep
+
+    engine, trainer, _, _ = make_engine(tmp_path)
+    for device in ("dev0", "dev1", "dev2"):
+        join(engine, device)
+
+    def poisoned(gradients: dict[str, np.ndarray]) -> None:
+        raise NonFiniteStep(["head"])
+
+    trainer.apply = poisoned  # type: ignore[method-assign]
+
+    async def main() -> None:
+        rounds = asyncio.create_task(engine.run())
+        await asyncio.gather(*(honest_agent(engine, d) for d in ("dev0", "dev1", "dev2")))
+        await rounds
+
+    run(main)
+    (record,) = engine.history.rounds
+    assert record.rolled_back and record.blocks_updated == []
+    assert engine.guard.history == {}  # the norms of a rolled-back step teach nothing
+    assert trainer.checkpoints == [1]  # the (unchanged, finite) model is still checkpointed

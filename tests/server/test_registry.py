@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lola_deft.server.errors import TooLarge, UnknownSession
+from lola_deft.server.errors import AlreadyRegistered, TooLarge, UnknownSession
 from lola_deft.server.messages import Registration
 from lola_deft.server.registry import AgentRegistry
 
@@ -21,16 +21,27 @@ def joining(device_id: str) -> Registration:
     return Registration(device_id, "hw", "1", (), "fp")
 
 
-def test_re_registration_replaces_the_session_and_keeps_the_index() -> None:
+def test_a_proven_re_registration_replaces_the_session_and_keeps_the_index() -> None:
     registry = AgentRegistry(liveness_timeout_s=60)
     first = registry.register(joining("a"))
     second = registry.register(joining("b"))
-    again = registry.register(joining("a"))
+    again = registry.register(joining("a"), proven=True)  # its certificate names "a"
     assert (first.index, second.index, again.index) == (0, 1, 0)
     with pytest.raises(UnknownSession):
         registry.touch(first.session)
     assert registry.touch(again.session).device_id == "a"
     assert {r.device_id for r in registry.live()} == {"a", "b"}
+
+
+def test_an_unproven_claim_on_a_live_id_is_refused_never_an_eviction() -> None:
+    clock = Clock()
+    registry = AgentRegistry(liveness_timeout_s=10, clock=clock)
+    owner = registry.register(joining("a"))
+    with pytest.raises(AlreadyRegistered):
+        registry.register(joining("a"))
+    assert registry.touch(owner.session).device_id == "a"  # the owner keeps its session
+    clock.now += 11  # the owner went silent: the id may be taken again (a restarted agent)
+    assert registry.register(joining("a")).session != owner.session
 
 
 def test_silent_agents_are_not_live_then_forgotten() -> None:
@@ -61,4 +72,4 @@ def test_churn_does_not_grow_the_registry_and_a_full_one_refuses_newcomers() -> 
         registry.register(joining(f"burst-{i}"))
     with pytest.raises(TooLarge, match="registry full: 100 devices"):
         registry.register(joining("one-too-many"))
-    registry.register(joining("burst-0"))  # a known device may always come back
+    registry.register(joining("burst-0"), proven=True)  # a known device may always return

@@ -112,3 +112,36 @@ def test_half_written_checkpoints_of_dead_processes_are_removed(
     state.save(tmp_path)
     assert not dead.exists() and alive.exists()
     assert (tmp_path / "round-000003" / "state.pt").is_file()
+
+
+def test_a_step_that_would_poison_the_model_is_undone(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from lola_deft.server.errors import NonFiniteStep
+
+    state = make_state(tiny_model_dir)
+    state.apply(fake_gradients(state, [1], seed=0))
+    before = state.snapshot()
+    moments = {k: v["exp_avg_sq"].clone() for k, v in state.optimizer.state_dict()["state"].items()}
+    huge = {
+        name: np.full_like(value, 3e38) for name, value in fake_gradients(state, [2], 1).items()
+    }
+    with pytest.raises(NonFiniteStep, match="non-finite"):
+        state.apply(huge)  # finite input; Adam's second moment overflows to inf
+    after = state.snapshot()
+    assert all(np.array_equal(before[name], after[name]) for name in before)
+    restored = state.optimizer.state_dict()["state"]
+    assert set(restored) == set(moments)
+    assert all(torch.equal(restored[k]["exp_avg_sq"], moments[k]) for k in moments)
+    state.apply(fake_gradients(state, [2], seed=2))  # honest uploads still train
+    assert not state.non_finite()
+    state.save(tmp_path)
+
+
+def test_a_poisoned_checkpoint_is_refused_on_resume(tiny_model_dir: Path, tmp_path: Path) -> None:
+    state = make_state(tiny_model_dir)
+    target = state.save(tmp_path)
+    stored = torch.load(target / "state.pt", weights_only=True)
+    first = next(iter(stored["trainable"]))
+    stored["trainable"][first][...] = float("nan")
+    torch.save(stored, target / "state.pt")
+    with pytest.raises(CheckpointError, match="non-finite"):
+        make_state(tiny_model_dir).load(tmp_path)
