@@ -52,7 +52,8 @@ class Coordinator:
                 f"model_fingerprint: the agent loaded {quote(registration.model_fingerprint)}, "
                 "another base model than the coordinator trains; load the same model directory"
             )
-        record = self.registry.register(registration, proven=self.enrolment.require_identity)
+        identity = peer.certificate_sha256 if self.enrolment.require_identity else None
+        record = self.registry.register(registration, identity)
         config = self.config
         return Welcome(
             session=record.session,

@@ -212,8 +212,12 @@ class RoundEngine:
 
     def abandon_upload(self, device_id: str, round_number: int, reason: str) -> None:
         running = self.current
-        if running is not None and running.number == round_number:
-            running.collector.abandon(device_id, reason)
+        if running is None or running.number != round_number:
+            return
+        held = running.collector.assignment.get(device_id)
+        running.collector.abandon(device_id, reason)
+        if held is not None and device_id not in running.collector.assignment:
+            log.warning("round %d: %s lost block %d: %s", round_number, device_id, held, reason)
 
     def accept_upload(self, round_number: int, upload: Upload) -> UploadAck:
         try:

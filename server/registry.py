@@ -1,9 +1,10 @@
 """Registered agents, their sessions and liveness, bounded in size and in time.
 
 A device that registers again gets a new session and its old one stops working (so a restarted
-agent cannot upload twice under two names), but only when its identity is proven (mutual TLS:
-the same certificate identity); without identity a claim on a live id is refused, never an
-eviction, and succeeds once the old registration has gone silent. Devices not heard from for
+agent cannot upload twice under two names), but only when it proves the same identity as the
+live registration (mutual TLS: the same certificate); any other claim on a live id (another
+certificate for the id, or no identity at all) is refused, never an eviction, and succeeds once
+the old registration has gone silent. Devices not heard from for
 `forget_after_s` are dropped entirely, and the registry refuses new devices beyond
 `max_devices`, so neither a long run with churn nor a flood of made-up ids grows the
 coordinator's memory without bound.
@@ -33,6 +34,7 @@ class AgentRecord:
     agent_version: str
     capabilities: tuple[str, ...]
     index: int = 0
+    identity: str | None = None  # the certificate's fingerprint, under mutual TLS
     registered_at: float = field(default_factory=time.monotonic)
     last_seen: float = field(default_factory=time.monotonic)
 
@@ -62,12 +64,15 @@ class AgentRegistry:
     def __len__(self) -> int:
         return len(self._by_device)
 
-    def register(self, registration: Registration, *, proven: bool = False) -> AgentRecord:
-        """`proven`: the caller's certificate names this device, so a live registration of the
-        same id is this device restarting and may be replaced."""
+    def register(self, registration: Registration, identity: str | None = None) -> AgentRecord:
+        """`identity`: what the caller proved (its certificate's fingerprint); a live
+        registration of the same id and identity is this device restarting and is replaced."""
         self.forget_departed()
         device_id = registration.device_id
-        if not proven and self.is_live(device_id):
+        live = self._by_device.get(device_id)
+        if self.is_live(device_id) and (
+            identity is None or live is None or live.identity != identity
+        ):
             raise AlreadyRegistered(
                 "this device id is live under another registration; retry after "
                 f"{self.liveness_timeout_s:.0f} s of its silence"
@@ -87,6 +92,7 @@ class AgentRegistry:
             registration.agent_version,
             registration.capabilities,
             index=previous.index if previous else self._take_index(),
+            identity=identity,
             registered_at=now,
             last_seen=now,
         )

@@ -67,7 +67,11 @@ from lola_deft.server.messages import AllocationRequest, Evaluation, RoundRecord
 from lola_deft.server.metrics import CoordinatorMetrics
 from lola_deft.server.registry import AgentRegistry
 from lola_deft.server.trainer import AdapterTrainer
-from lola_deft.server.training_state import TrainingState, adapter_digest
+from lola_deft.server.training_state import (
+    TrainingState,
+    adapter_digest,
+    remove_stale_temporaries,
+)
 
 log = logging.getLogger("deft.coordinator")
 T = TypeVar("T")
@@ -285,6 +289,9 @@ def start_coordinator(
     spec = task_spec(config.task)
     loaded = load_model(config.model_dir, spec.num_labels, config.lora, seed=config.seed)
     state = TrainingState(loaded, config.learning_rate)
+    if config.checkpoint_dir.is_dir():  # half-written checkpoints of a killed run
+        for stale in remove_stale_temporaries(config.checkpoint_dir):
+            log.warning("removed %s, a checkpoint a killed process left half-written", stale)
     if config.resume:
         restored = state.load(config.checkpoint_dir)
         print(

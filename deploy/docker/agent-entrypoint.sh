@@ -7,7 +7,7 @@
 set -eu
 certs=${DEFT_CERTS:-/certs}
 claims=${DEFT_CLAIMS:-/var/lib/lola-deft-claims}
-me=$(hostname)
+me=${DEFT_CLAIM_OWNER:-$(hostname)}  # the container's hostname: stable across its restarts
 
 run_as() {
     cert=$1

@@ -122,3 +122,54 @@ def test_repository_paths_exist() -> None:
     ):
         assert (ROOT / path).is_file(), path
     assert Path(ROOT / "deploy/docker/jetson-agent.Dockerfile").is_file()
+
+
+def test_every_grpc_link_is_mutual_tls_by_default() -> None:
+    services = compose()["services"]
+    certs = services["certs"]
+    assert "deft certs init --out /certs" in " ".join(certs["command"])
+    for name, role in (("scheduler", "scheduler"), ("coordinator", "coordinator")):
+        text = command_text(services[name])
+        assert f"--tls-cert /certs/{role}.pem" in text and "--tls-ca /certs/ca.pem" in text
+        assert "--insecure" not in text
+        assert "/certs/ca.pem" in services[name]["healthcheck"]["test"]
+    made_first = services["scheduler"]["depends_on"]["certs"]["condition"]
+    assert made_first == "service_completed_successfully"  # and the coordinator waits for it
+    assert "--allowed-devices /certs/devices.txt" in command_text(services["coordinator"])
+    assert "--insecure" not in command_text(services["agent"])
+    assert "certs:/certs:ro" in services["agent"]["volumes"]
+
+
+def test_agent_replicas_claim_distinct_certificates_and_keep_them(tmp_path: Path) -> None:
+    """The agent image's entry point, run with a stand-in `deft` that prints its arguments."""
+    devices = tmp_path / "certs" / "devices"
+    devices.mkdir(parents=True)
+    (tmp_path / "certs" / "ca.pem").write_text("ca")
+    for device in ("agent-1", "agent-2"):
+        (devices / f"{device}.pem").write_text(device)
+    claims = tmp_path / "claims"
+    claims.mkdir()
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "deft").write_text('#!/bin/sh\necho "$@"\n')
+    (bin_dir / "deft").chmod(0o755)
+    script = ROOT / "deploy/docker/agent-entrypoint.sh"
+
+    def start(owner: str) -> subprocess.CompletedProcess[str]:
+        env = {
+            **os.environ,
+            "PATH": f"{bin_dir}:{os.environ['PATH']}",
+            "DEFT_CERTS": str(tmp_path / "certs"),
+            "DEFT_CLAIMS": str(claims),
+            "DEFT_CLAIM_OWNER": owner,
+        }
+        return subprocess.run(
+            ["sh", str(script), "--metrics-port", "9102"], capture_output=True, text=True, env=env
+        )
+
+    first, second = start("replica-a"), start("replica-b")
+    assert "--id agent-1 --tls-cert" in first.stdout and "--id agent-2" in second.stdout
+    assert first.stdout.rstrip().endswith("--metrics-port 9102")
+    assert "--id agent-1" in start("replica-a").stdout  # a restarted replica keeps its own
+    third = start("replica-c")
+    assert third.returncode == 2 and "every device certificate" in third.stderr

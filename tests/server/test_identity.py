@@ -171,3 +171,21 @@ def test_a_revoked_certificate_stays_refused_after_rotation_of_others(
     error = refusal(lambda: call_register(coordinator, leaked, "dev2", tiny_model_dir))
     assert error.code() == grpc.StatusCode.PERMISSION_DENIED
     assert "revoked" in error.details()
+
+
+def test_another_certificate_for_a_live_device_waits_and_evicts_no_one(
+    coordinator: RunningCoordinator, pki: Path, tiny_model_dir: Path
+) -> None:
+    first = call_register(coordinator, device_tls(pki, "dev3"), "dev3", tiny_model_dir)
+    kept = pki / "first-dev3.pem"
+    shutil.copy(pki / "devices" / "dev3.pem", kept)
+    shutil.copy(pki / "devices" / "dev3.key", kept.with_suffix(".key"))
+    issue_device(pki, "dev3", force=True)  # a second, valid certificate for the same id
+    error = refusal(
+        lambda: call_register(coordinator, device_tls(pki, "dev3"), "dev3", tiny_model_dir)
+    )
+    assert error.code() == grpc.StatusCode.ALREADY_EXISTS
+    original = TlsFiles(kept, kept.with_suffix(".key"), pki / "ca.pem")
+    assert heartbeat(coordinator, original, first.session) == 0  # still registered
+    again = call_register(coordinator, original, "dev3", tiny_model_dir)  # the same certificate
+    assert again.session != first.session  # restarting under its own certificate is fine

@@ -23,9 +23,9 @@ def joining(device_id: str) -> Registration:
 
 def test_a_proven_re_registration_replaces_the_session_and_keeps_the_index() -> None:
     registry = AgentRegistry(liveness_timeout_s=60)
-    first = registry.register(joining("a"))
+    first = registry.register(joining("a"), identity="cert-a")
     second = registry.register(joining("b"))
-    again = registry.register(joining("a"), proven=True)  # its certificate names "a"
+    again = registry.register(joining("a"), identity="cert-a")  # the same certificate
     assert (first.index, second.index, again.index) == (0, 1, 0)
     with pytest.raises(UnknownSession):
         registry.touch(first.session)
@@ -36,9 +36,11 @@ def test_a_proven_re_registration_replaces_the_session_and_keeps_the_index() -> 
 def test_an_unproven_claim_on_a_live_id_is_refused_never_an_eviction() -> None:
     clock = Clock()
     registry = AgentRegistry(liveness_timeout_s=10, clock=clock)
-    owner = registry.register(joining("a"))
+    owner = registry.register(joining("a"), identity="cert-a")
     with pytest.raises(AlreadyRegistered):
         registry.register(joining("a"))
+    with pytest.raises(AlreadyRegistered):
+        registry.register(joining("a"), identity="another certificate for a")
     assert registry.touch(owner.session).device_id == "a"  # the owner keeps its session
     clock.now += 11  # the owner went silent: the id may be taken again (a restarted agent)
     assert registry.register(joining("a")).session != owner.session
@@ -69,7 +71,7 @@ def test_churn_does_not_grow_the_registry_and_a_full_one_refuses_newcomers() -> 
     assert len(registry) <= 60 and record.index < 60  # forget_after_s plus a sweep's slack
     clock.now += 10  # everyone so far has left
     for i in range(100):
-        registry.register(joining(f"burst-{i}"))
+        registry.register(joining(f"burst-{i}"), identity=f"cert-{i}")
     with pytest.raises(TooLarge, match="registry full: 100 devices"):
         registry.register(joining("one-too-many"))
-    registry.register(joining("burst-0"), proven=True)  # a known device may always return
+    registry.register(joining("burst-0"), identity="cert-0")  # a known device may return
