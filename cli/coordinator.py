@@ -75,9 +75,9 @@ def add_coordinator_command(subparsers: Any) -> None:
     serve.add_argument(
         "--grad-norm-factor",
         type=positive_float,
-        default=10.0,
-        help="refuse uploads with a tensor's norm above this many times the median of its "
-        "recent accepted norms",
+        default=100.0,
+        help="refuse uploads whose total L2 norm is above this many times the median of the "
+        "last 32 accepted uploads' (after 5 accepted)",
     )
     serve.add_argument(
         "--head-aggregation",

@@ -46,7 +46,7 @@ class RoundCollector:
         self.blocks = set(self.assignment.values())  # what this round trains
         self.deadlines = {device: self.deadline for device in self.assignment}
         self.uploads: dict[int, Upload] = {}  # block -> the accepted upload
-        self.norms: dict[int, dict[str, float]] = {}
+        self.norms: dict[int, float] = {}  # block -> the accepted upload's total norm
         self.failures: list[Refusal] = []
         self.orphans: list[int] = []  # blocks without upload or holder, oldest first
         self.closed = False
@@ -141,13 +141,13 @@ class RoundCollector:
                     f"tensor {name}", f"shape {list(value.shape)}, expected {self.shapes[name]}"
                 )
         try:
-            norms = self.guard.check(upload.tensors, upload.train_loss, upload.compute_s)
+            norm = self.guard.check(upload.tensors, upload.train_loss, upload.compute_s)
         except InvalidRequest as error:
             self.fail(upload.device_id, f"refused: {error}")
             raise
         del self.assignment[upload.device_id]
         self.uploads[upload.block] = upload
-        self.norms[upload.block] = norms
+        self.norms[upload.block] = norm
         self.changed.set()
         return UploadAck(self.round, upload.block, upload.num_bytes, duplicate=False)
 
@@ -174,8 +174,8 @@ class RoundCollector:
 
     def accepted_norms(self) -> None:
         """Teach the guard the norms of this round's uploads (once they were applied)."""
-        for norms in self.norms.values():
-            self.guard.accepted(norms)
+        for norm in self.norms.values():
+            self.guard.accepted(norm)
 
 
 def combine(stacked: np.ndarray, how: str) -> np.ndarray:

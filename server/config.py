@@ -34,5 +34,5 @@ class CoordinatorConfig(TrainingSettings):
     # Upload bounds (see gradient_guard): a fixed per-tensor norm bound, and a multiple of the
     # median recent accepted norm; how the head's gradients are combined over devices.
     max_grad_norm: float | None = None
-    grad_norm_factor: float | None = 10.0
+    grad_norm_factor: float | None = 100.0
     head_aggregation: str = "mean"

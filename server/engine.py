@@ -621,6 +621,7 @@ class RoundEngine:
                     modelled_upload_s=entry.upload_s,
                     compute_s=upload.compute_s if (upload := measured(entry)) else None,
                     upload_s=upload.upload_s if upload else None,
+                    grad_norm=running.collector.norms.get(entry.block) if upload else None,
                 )
                 for entry in allocation.assignment
             ],

@@ -182,6 +182,7 @@ class AssignmentRecord:
     modelled_upload_s: float
     compute_s: float | None = None  # measured; None when no upload arrived
     upload_s: float | None = None
+    grad_norm: float | None = None  # the accepted upload's total L2 norm
 
 
 @dataclass
