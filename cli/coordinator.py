@@ -105,6 +105,13 @@ def add_coordinator_command(subparsers: Any) -> None:
         help="longest a resource report waits for its instruction before 'report again'",
     )
     serve.add_argument(
+        "--liveness-timeout",
+        type=liveness_seconds,
+        default=10.0,
+        help="seconds without a heartbeat (sent every 2 s) after which an agent counts as dead "
+        "and its block is handed to another device",
+    )
+    serve.add_argument(
         "--forget-after",
         type=positive_seconds,
         default=600.0,
@@ -166,6 +173,16 @@ def add_coordinator_command(subparsers: Any) -> None:
     serve.set_defaults(handler=run_coordinator)
 
 
+def liveness_seconds(text: str) -> float:
+    """At least 3 s: agents send a heartbeat every 2 s, and one late heartbeat is no death."""
+    value = positive_seconds(text)
+    if value < 3:
+        raise argparse.ArgumentTypeError(
+            f"must be >= 3 seconds (heartbeats every 2 s), got {text!r}"
+        )
+    return value
+
+
 def _coordinator_errors() -> tuple[type[Exception], ...]:
     from lola_deft.server.training_state import CheckpointError
 
@@ -202,6 +219,7 @@ def run_coordinator(args: argparse.Namespace) -> int:
         resume=args.resume,
         report_poll_s=args.report_poll,
         forget_after_s=args.forget_after,
+        liveness_timeout_s=args.liveness_timeout,
         max_devices=args.max_devices,
         scheduler_timeout_s=args.scheduler_timeout,
         scheduler_retry_s=args.scheduler_retry,

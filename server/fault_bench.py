@@ -4,8 +4,10 @@
 - An agent SIGKILLed while it computes its block: that round's wall time against the normal
   rounds'. The block is handed to an idle device once the coordinator's liveness bound (10 s)
   has passed, so the cost is that bound plus one block's retraining.
-- The scheduler SIGKILLed: the stall of the first round without it (its schedule phase, bounded
-  by --scheduler-timeout) and the schedule phase of the rounds solved in-process after that.
+- The scheduler hung (SIGSTOP: its port still accepts connections but nothing answers, the worst
+  kind of outage; a killed one refuses connections and costs milliseconds): the stall of the
+  first round without it (its schedule phase, bounded by --scheduler-timeout) and the schedule
+  phase of the rounds solved in-process after that.
 """
 
 from __future__ import annotations
@@ -81,10 +83,11 @@ def bench_faults() -> dict[str, Any]:
                     )
                     agents[victim].process.send_signal(signal.SIGKILL)
                 if line.startswith(f"round {KILL_SCHEDULER_AFTER:3d}/"):
-                    log(f"  after round {KILL_SCHEDULER_AFTER}: SIGKILL the scheduler")
-                    scheduler.process.send_signal(signal.SIGKILL)
+                    log(f"  after round {KILL_SCHEDULER_AFTER}: SIGSTOP the scheduler (hung)")
+                    scheduler.process.send_signal(signal.SIGSTOP)
                     break
             code = coordinator.process.wait(timeout=600)
+            scheduler.process.send_signal(signal.SIGKILL)
             if code != 0:
                 raise RuntimeError(f"the coordinator exited with {code}; see {work / 'logs'}")
         rounds = read_history(work / "history.json").rounds
@@ -121,7 +124,7 @@ def format_faults(result: dict[str, Any]) -> str:
         f"(8) faults: a normal round {result['normal_round_s']:.1f} s; with the agent holding a "
         f"block SIGKILLed mid-compute {result['killed_round_s']:.1f} s ({handed}; blocks "
         f"updated {result['killed_blocks_updated']})\n"
-        f"    scheduler SIGKILLed: the next round's schedule phase "
+        f"    scheduler hung (SIGSTOP): the next round's schedule phase "
         f"{result['outage_schedule_ms']:.0f} ms (bound: --scheduler-timeout "
         f"{result['scheduler_timeout_s']:.0f} s), then {result['fallback_schedule_ms']:.1f} ms "
         f"in-process (normal: {result['normal_schedule_ms']:.1f} ms over gRPC); rounds after "

@@ -65,6 +65,8 @@ def test_resume_without_a_checkpoint(tiny_model_dir: Path, tmp_path: Path) -> No
         ("--forget-after", "0", "argument --forget-after: must be > 0 seconds, got '0'"),
         ("--round-timeout", "inf", "argument --round-timeout: must be > 0 seconds"),
         ("--max-devices", "0", "argument --max-devices: must be >= 1, got '0'"),
+        ("--liveness-timeout", "1", "argument --liveness-timeout: must be >= 3 seconds"),
+        ("--grad-norm-factor", "nan", "argument --grad-norm-factor: must be a finite number > 0"),
     ],
 )
 def test_server_bounds_must_be_positive(flag: str, value: str, message: str) -> None:

@@ -19,7 +19,7 @@ def test_a_killed_agents_block_is_trained_by_another_device(
     with LocalCluster(tiny_model_dir, tmp_path) as cluster:
         cluster.start_scheduler()
         coordinator, _ = cluster.start_coordinator(
-            "--rounds", "3", "--report-wait", "0.5", "--min-agents", "4"
+            "--rounds", "3", "--report-wait", "0.5", "--min-agents", "4", "--liveness-timeout", "4"
         )
         agents = {
             f"dev{i}": cluster.start_agent(f"dev{i}", "--shard", f"{i}/4", "--slowdown", "30")
