@@ -69,8 +69,9 @@ def add_coordinator_command(subparsers: Any) -> None:
     serve.add_argument(
         "--max-grad-norm",
         type=positive_float,
-        default=None,
-        help="refuse uploads with any tensor's L2 norm above this (default: no fixed bound)",
+        default=1e6,
+        help="refuse uploads with any tensor's L2 norm above this: a sanity bound far above "
+        "honest gradients (the demo's largest upload norm is about 3)",
     )
     serve.add_argument(
         "--grad-norm-factor",

@@ -33,6 +33,6 @@ class CoordinatorConfig(TrainingSettings):
     resume: bool = False
     # Upload bounds (see gradient_guard): a fixed per-tensor norm bound, and a multiple of the
     # median recent accepted norm; how the head's gradients are combined over devices.
-    max_grad_norm: float | None = None
+    max_grad_norm: float | None = 1e6  # a sanity bound far above any honest gradient
     grad_norm_factor: float | None = 100.0
     head_aggregation: str = "mean"

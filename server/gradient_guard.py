@@ -2,7 +2,7 @@
 
 Finite is not enough: two finite 3e38 gradients overflow Adam's moments and the model is lost
 for good. Every tensor must be finite and its L2 norm (computed in float64, so it cannot
-overflow itself) under a fixed bound (--max-grad-norm, off by default); the upload's total norm
+overflow itself) under a fixed bound (--max-grad-norm, 1e6); the upload's total norm
 must be under a relative bound once there is a history: --grad-norm-factor times the median
 total norm of recently accepted uploads. The relative bound is on the whole upload, not per
 tensor: LoRA's A matrices start with zero gradients (B is initialised to zero) that grow by
@@ -35,7 +35,7 @@ def tensor_norm(value: np.ndarray) -> float:
 
 @dataclass
 class GradientGuard:
-    max_norm: float | None = None  # fixed bound on every tensor's norm (None: none)
+    max_norm: float | None = 1e6  # fixed bound on every tensor's norm (None: none)
     factor: float | None = 100.0  # relative bound on the upload's norm (None: off)
     history: deque[float] = field(default_factory=lambda: deque(maxlen=HISTORY))
 

@@ -8,7 +8,6 @@ replaced atomically, so a coordinator killed at any instant leaves a complete ch
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import os
 import pickle
@@ -66,31 +65,47 @@ class TrainingState:
         unknown = set(gradients) - set(self.params)
         if unknown:
             raise KeyError(f"gradients for unknown tensors: {sorted(unknown)[:3]}")
-        before = {name: p.detach().clone() for name, p in self.params.items()}
-        optimizer_before = copy.deepcopy(self.optimizer.state_dict())
+        # Only tensors with a gradient move (Adam skips the rest): back up just those.
+        moving = {name: self.params[name] for name in gradients}
+        before = {name: p.detach().clone() for name, p in moving.items()}
+        moments = {
+            name: {k: v.clone() for k, v in self.optimizer.state[p].items()}
+            for name, p in moving.items()
+            if p in self.optimizer.state
+        }
         for name, parameter in self.params.items():
             value = gradients.get(name)
             parameter.grad = None if value is None else torch.as_tensor(value).to(parameter)
         self.optimizer.step()
         for parameter in self.params.values():
             parameter.grad = None
-        broken = self.non_finite()
+        broken = self.non_finite(moving)
         if broken:
             with torch.no_grad():
-                for name, parameter in self.params.items():
+                for name, parameter in moving.items():
                     parameter.copy_(before[name])
-            self.optimizer.load_state_dict(optimizer_before)
+                    if name in moments:
+                        self.optimizer.state[parameter] = moments[name]
+                    else:
+                        self.optimizer.state.pop(parameter, None)
             raise NonFiniteStep(broken)
 
-    def non_finite(self) -> list[str]:
-        """Parameters that hold NaN or inf, or whose Adam moments do."""
-        broken = []
-        for name, parameter in self.params.items():
+    def non_finite(self, params: dict[str, torch.nn.Parameter] | None = None) -> list[str]:
+        """Parameters (all, or those given) that hold NaN or inf, or whose Adam moments do.
+        One fused max-abs norm over every tensor: finite exactly when all its values are."""
+        owners: list[str] = []
+        tensors: list[torch.Tensor] = []
+        for name, parameter in (params or self.params).items():
             moments = self.optimizer.state.get(parameter, {})
-            tensors = [parameter.detach(), *(v for v in moments.values() if v.dim() > 0)]
-            if not all(bool(torch.isfinite(t).all()) for t in tensors):
-                broken.append(name)
-        return broken
+            for tensor in (parameter.detach(), *(v for v in moments.values() if v.dim() > 0)):
+                owners.append(name)
+                tensors.append(tensor)
+        if not tensors:
+            return []
+        finite = torch.isfinite(torch.stack(torch._foreach_norm(tensors, float("inf"))))
+        if bool(finite.all()):
+            return []
+        return sorted({owners[i] for i in torch.nonzero(~finite).flatten().tolist()})
 
     # -- checkpoints -----------------------------------------------------------------------
     def save(self, directory: Path, extra: dict[str, Any] | None = None) -> Path:

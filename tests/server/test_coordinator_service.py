@@ -265,13 +265,13 @@ def test_a_refused_gradient_ends_its_devices_hold_and_changes_nothing(
         name = next(iter(good))
         return {**good, name: np.full(good[name].shape, np.nan, np.float32)}
 
-    def missing(good: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return {k: v for k, v in list(good.items())[1:]}
+    def huge(good: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {name: np.full_like(value, 3e38) for name, value in good.items()}  # finite
 
     for agent, spoil, message in zip(
         agents,
-        (shape, nan, missing),
-        ("shape [1, 2], expected", "non-finite", "missing tensors"),
+        (shape, nan, huge),
+        ("shape [1, 2], expected", "non-finite", "exceeds --max-grad-norm"),
         strict=True,
     ):
         good = gradient(coordinator, agent, weights)
@@ -289,6 +289,7 @@ def test_a_refused_gradient_ends_its_devices_hold_and_changes_nothing(
     assert record.blocks_updated == [] and len(record.refusals) == 3
     after = coordinator.trainer.snapshot()
     assert all(np.array_equal(before[name], after[name]) for name in before)
+    assert all(np.all(np.isfinite(value)) for value in after.values())
 
 
 def test_dead_agents_do_not_stall_the_round(
