@@ -2,9 +2,11 @@
 time they reported for their block, upload a small valid gradient) against a real coordinator
 and scheduler, separate processes on loopback.
 
-Prints per-RPC latency (p50/p99), failed calls by status, reports received per round against
-the fleet size, and the coordinator's resident memory and CPU. Run it alone:
-`python -m lola_deft.server.load_bench --agents 500 --seconds 60`.
+Every link is mutual TLS, as deployed: each fake agent has its own device certificate, so the
+500 registrations are 500 handshakes and the enrolment gate runs on every call (`--insecure`
+measures plaintext instead). Prints per-RPC latency (p50/p99), failed calls by status, reports
+received per round against the fleet size, and the coordinator's resident memory and CPU. Run
+it alone: `python -m lola_deft.server.load_bench --agents 500 --seconds 60`.
 """
 
 from __future__ import annotations
@@ -27,12 +29,14 @@ import psutil
 
 from lola_deft.ml.model import load_model, model_fingerprint
 from lola_deft.ml.random_encoder import make_random_encoder
+from lola_deft.protos.credentials import PLAINTEXT, TlsFiles, open_channel
 from lola_deft.protos.deft.v1 import coordinator_pb2 as pb
 from lola_deft.protos.deft.v1 import coordinator_pb2_grpc
 from lola_deft.protos.grpc_options import message_size_options
 from lola_deft.server.cluster import Cluster
 from lola_deft.server.export import read_history
 from lola_deft.server.fake_agent import BlockLayout, CallLog, FakeAgent
+from lola_deft.server.pki import init_folder, issue_device
 
 MiB = 2**20
 LAYERS = 4
@@ -47,13 +51,27 @@ def layout_of(model_dir: Path) -> BlockLayout:
     )
 
 
+def device_tls(certs: Path | None, device_id: str) -> TlsFiles:
+    if certs is None:
+        return PLAINTEXT
+    cert = certs / "devices" / f"{device_id}.pem"
+    return TlsFiles(cert, cert.with_suffix(".key"), certs / "ca.pem")
+
+
+def aio_channel(address: str, tls: TlsFiles, options: list[tuple[str, int]]) -> grpc.aio.Channel:
+    credentials = tls.channel_credentials()
+    if credentials is None:
+        return grpc.aio.insecure_channel(address, options=options)
+    return grpc.aio.secure_channel(address, credentials, options=options)
+
+
 def probe_heartbeats(
-    address: str, fingerprint: str, seconds: float, interval: float
+    address: str, fingerprint: str, seconds: float, interval: float, certs: Path | None
 ) -> list[float]:
     """A device of its own (run in a separate process): registers, then sends heartbeats every
     `interval` seconds; returns their latencies. Unlike the fleet's own numbers, these are not
     inflated by hundreds of fake agents queueing on one client event loop."""
-    with grpc.insecure_channel(address) as channel:
+    with open_channel(address, device_tls(certs, "probe")) as channel:
         stub = coordinator_pb2_grpc.CoordinatorStub(channel)
         session = stub.Register(
             pb.RegisterRequest(device_id="probe", hardware="probe", model_fingerprint=fingerprint),
@@ -70,18 +88,24 @@ def probe_heartbeats(
 
 
 async def run_fleet(
-    address: str, agents: int, seconds: float, layout: BlockLayout, fingerprint: str
+    address: str,
+    agents: int,
+    seconds: float,
+    layout: BlockLayout,
+    fingerprint: str,
+    certs: Path | None,
 ) -> tuple[CallLog, float, list[float]]:
     """Run the fleet for `seconds` once every agent is registered; returns the calls, when the
     last agent registered (time.monotonic()) and the probe's heartbeat latencies."""
     calls = CallLog()
     # One connection per agent, as on a real network (no shared subchannel).
     options = [*message_size_options(), ("grpc.use_local_subchannel_pool", 1)]
-    channels = [grpc.aio.insecure_channel(address, options=options) for _ in range(agents)]
+    names = [f"load-{i:05d}" for i in range(agents)]
+    channels = [aio_channel(address, device_tls(certs, name), options) for name in names]
     fleet = [
         FakeAgent(
             coordinator_pb2_grpc.CoordinatorStub(channel),
-            f"load-{i:05d}",
+            names[i],
             fingerprint,
             layout,
             calls,
@@ -96,7 +120,7 @@ async def run_fleet(
     registered_at = time.monotonic()
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
         probe = asyncio.get_running_loop().run_in_executor(
-            pool, probe_heartbeats, address, fingerprint, seconds, PROBE_INTERVAL_S
+            pool, probe_heartbeats, address, fingerprint, seconds, PROBE_INTERVAL_S, certs
         )
         await asyncio.sleep(seconds)
         probed = await probe
@@ -108,11 +132,16 @@ async def run_fleet(
     return calls, registered_at, probed
 
 
-def bench_load(agents: int, seconds: float) -> dict[str, Any]:
+def bench_load(agents: int, seconds: float, tls: bool = True) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="deft-load-") as folder:
         work = Path(folder)
         model = make_random_encoder(work / "model", "tiny", layers=LAYERS)
-        with Cluster(work / "logs") as cluster:
+        certs = work / "certs" if tls else None
+        if certs is not None:
+            init_folder(certs)
+            for name in ["probe", *(f"load-{i:05d}" for i in range(agents))]:
+                issue_device(certs, name)
+        with Cluster(work / "logs", certs=certs) as cluster:
             cluster.start_scheduler()
             coordinator, _ = cluster.start_coordinator(
                 "--model",
@@ -143,6 +172,7 @@ def bench_load(agents: int, seconds: float) -> dict[str, Any]:
                     seconds,
                     layout_of(model),
                     model_fingerprint(model),
+                    certs,
                 )
             )
             fleet_cpu = time.process_time() - fleet_cpu_start
@@ -157,6 +187,7 @@ def bench_load(agents: int, seconds: float) -> dict[str, Any]:
     return {
         "agents": agents,
         "seconds": seconds,
+        "tls": tls,
         "registration_s": registered_at - wall_start,
         "rpc_ms": {
             rpc: [1e3 * value for value in calls.percentiles(rpc)]
@@ -186,7 +217,8 @@ def bench_load(agents: int, seconds: float) -> dict[str, Any]:
 def format_load(result: dict[str, Any]) -> str:
     lines = [
         f"(7) load: {result['agents']} fake agents for {result['seconds']:.0f} s against a real "
-        f"coordinator and scheduler (all registered after {result['registration_s']:.1f} s)"
+        f"coordinator and scheduler, {'mutual TLS' if result.get('tls') else 'plaintext'} "
+        f"(all registered after {result['registration_s']:.1f} s)"
     ]
     p50, p99 = result["probe_heartbeat_ms"]
     lines.append(
@@ -240,8 +272,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--agents", type=int, default=500, help="fake agents in the fleet")
     parser.add_argument("--seconds", type=float, default=60.0, help="how long to load it")
     parser.add_argument("--json", type=Path, default=None, help="write the result here")
+    parser.add_argument("--insecure", action="store_true", help="plaintext instead of mTLS")
     args = parser.parse_args(argv)
-    result = bench_load(args.agents, args.seconds)
+    result = bench_load(args.agents, args.seconds, tls=not args.insecure)
     print(format_load(result))
     for line in load_targets(result):
         print("  " + line)
