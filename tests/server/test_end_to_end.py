@@ -18,7 +18,7 @@ from transformers import AutoModelForSequenceClassification
 from lola_deft.ml.model import load_model
 from lola_deft.server.export import read_history
 from lola_deft.server.net import free_port
-from lola_deft.server.training_state import adapter_digest
+from lola_deft.server.training_state import adapter_digest, read_checkpoint
 from tests.helpers import LocalCluster
 
 ROUNDS = 6
@@ -74,7 +74,7 @@ def test_training_survives_a_killed_coordinator(tiny_model_dir: Path, tmp_path: 
         coordinator.wait(timeout=30)
         killed_at = latest_checkpoint(checkpoints)
         assert killed_at is not None
-        saved = torch.load(killed_at / "state.pt", weights_only=False)
+        saved = read_checkpoint(killed_at)
         rounds_done = saved["round"]
         assert 1 <= rounds_done < ROUNDS
         saved_digest = adapter_digest({k: v.numpy() for k, v in saved["trainable"].items()})
@@ -109,7 +109,7 @@ def test_training_survives_a_killed_coordinator(tiny_model_dir: Path, tmp_path: 
         assert record.blocks_updated == [1, 2, 3]
         assert record.modelled_latency_s > 0 and record.measured_wall_s > 0
         assert record.eval is not None and 0.0 <= record.eval.scores["accuracy"] <= 1.0
-    final = torch.load(checkpoints / f"round-{ROUNDS:06d}" / "state.pt", weights_only=False)
+    final = read_checkpoint(checkpoints / f"round-{ROUNDS:06d}")
     assert final["round"] == ROUNDS
     assert [r["round"] for r in final["history"]] == list(range(1, ROUNDS + 1))
     assert not np.isnan([r.train_loss for r in records]).any()

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import torch
 from peft import PeftModel
+from safetensors.torch import load_file, save_file
 from transformers import AutoModelForSequenceClassification
 
 from lola_deft.ml.model import HEAD, load_model
-from lola_deft.server.training_state import CheckpointError, TrainingState
+from lola_deft.server.training_state import CheckpointError, TrainingState, read_checkpoint
 
 
 def make_state(model_dir: Path) -> TrainingState:
@@ -60,7 +61,7 @@ def test_checkpoint_restores_identical_state_and_loads_in_peft(
 
     base = AutoModelForSequenceClassification.from_pretrained(str(tiny_model_dir), num_labels=2)
     peft_model = PeftModel.from_pretrained(base, str(target / "adapter"))
-    saved = torch.load(target / "state.pt", weights_only=False)["trainable"]
+    saved = read_checkpoint(target)["trainable"]
     loaded_params = dict(peft_model.named_parameters())
     for name, value in saved.items():
         assert torch.equal(loaded_params[name], value), name
@@ -94,6 +95,8 @@ def test_a_planted_checkpoint_runs_no_code(tiny_model_dir: Path, tmp_path: Path)
     state.round = 1
     target = state.save(tmp_path / "ck")
     marker = tmp_path / "pwned"
+    # An earlier version's format (state.pt, a pickle), planted with a payload.
+    (target / "state.safetensors").unlink()
     torch.save({"round": 1, "evil": Payload(marker)}, target / "state.pt")
     with pytest.raises(CheckpointError, match=r"refused: state\.pt holds more than tensors"):
         make_state(tiny_model_dir).load(tmp_path / "ck")
@@ -111,7 +114,7 @@ def test_half_written_checkpoints_of_dead_processes_are_removed(
     state.round = 3
     state.save(tmp_path)
     assert not dead.exists() and alive.exists()
-    assert (tmp_path / "round-000003" / "state.pt").is_file()
+    assert (tmp_path / "round-000003" / "state.safetensors").is_file()
 
 
 def test_a_step_that_would_poison_the_model_is_undone(tiny_model_dir: Path, tmp_path: Path) -> None:
@@ -139,9 +142,43 @@ def test_a_step_that_would_poison_the_model_is_undone(tiny_model_dir: Path, tmp_
 def test_a_poisoned_checkpoint_is_refused_on_resume(tiny_model_dir: Path, tmp_path: Path) -> None:
     state = make_state(tiny_model_dir)
     target = state.save(tmp_path)
-    stored = torch.load(target / "state.pt", weights_only=True)
-    first = next(iter(stored["trainable"]))
-    stored["trainable"][first][...] = float("nan")
-    torch.save(stored, target / "state.pt")
+    tensors = load_file(str(target / "state.safetensors"))
+    first = next(name for name in tensors if name.startswith("param/"))
+    tensors[first][...] = float("nan")
+    save_file(tensors, str(target / "state.safetensors"))
     with pytest.raises(CheckpointError, match="non-finite"):
         make_state(tiny_model_dir).load(tmp_path)
+
+
+def test_a_checkpoint_of_the_previous_format_still_resumes(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    import random
+
+    state = make_state(tiny_model_dir)
+    state.apply(fake_gradients(state, [1], seed=4))
+    state.round = 2
+    target = state.save(tmp_path)
+    stored = read_checkpoint(target)
+    name, keys, position, has_gauss, cached = np.random.get_state()
+    legacy = {
+        "round": 2,
+        "trainable": stored["trainable"],
+        "optimizer": stored["optimizer"],
+        "rng": {
+            "torch": stored["rng"]["torch"],
+            "python": random.getstate(),
+            "numpy": (str(name), [int(k) for k in keys], int(position), int(has_gauss), cached),
+        },
+        "history": [{"round": 1}],
+        "baseline": None,
+        "extra": {},
+    }
+    for written in ("state.safetensors", "state.json", "history.json"):
+        (target / written).unlink()
+    torch.save(legacy, target / "state.pt")
+    restored = make_state(tiny_model_dir)
+    restored.load(tmp_path)
+    assert restored.round == 2 and restored.history == [{"round": 1}]
+    before, after = state.snapshot(), restored.snapshot()
+    assert all(np.array_equal(before[n], after[n]) for n in before)
