@@ -173,3 +173,33 @@ def test_agent_replicas_claim_distinct_certificates_and_keep_them(tmp_path: Path
     assert "--id agent-1" in start("replica-a").stdout  # a restarted replica keeps its own
     third = start("replica-c")
     assert third.returncode == 2 and "every device certificate" in third.stderr
+
+
+def test_only_the_coordinators_grpc_port_is_published_beyond_the_host() -> None:
+    published = {name: service.get("ports", []) for name, service in compose()["services"].items()}
+    assert published["coordinator"] == ["50052:50052"]
+    for name, ports in published.items():
+        if name != "coordinator":
+            assert all(str(port).startswith("127.0.0.1:") for port in ports), (name, ports)
+
+
+def test_every_documented_variable_is_read() -> None:
+    text = COMPOSE.read_text()
+    header = "\n".join(line for line in text.splitlines() if line.startswith("#"))
+    body = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+    documented = set(re.findall(r"\bDEFT_[A-Z_]+", header))
+    read = set(re.findall(r"\$\{(DEFT_[A-Z_]+)", body))
+    assert documented and documented <= read, documented - read
+    assert read <= documented, f"undocumented: {read - documented}"
+
+
+def test_the_build_context_leaves_out_local_and_secret_files() -> None:
+    ignored = {
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    assert {".git", ".venv", "certs", ".env", "bench-results", "deft-demo"} <= ignored
+    for dockerfile in (ROOT / "deploy/docker").glob("*.Dockerfile"):
+        for source in re.findall(r"^COPY (?!--from)(\S+)", dockerfile.read_text(), re.MULTILINE):
+            assert source.split("/")[0] not in ignored, f"{dockerfile.name} copies {source}"
