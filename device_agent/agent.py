@@ -50,7 +50,11 @@ class DeviceAgent:
             else None
         )
         self.connection = CoordinatorConnection(
-            config.coordinator, config.tls, config.max_message_bytes, self.stop
+            config.coordinator,
+            config.tls,
+            config.max_message_bytes,
+            self.stop,
+            on_contact=self.metrics.contact,
         )
 
     def run(self) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import grpc
 import numpy as np
@@ -58,10 +58,16 @@ class Backoff:
 
 class CoordinatorConnection:
     def __init__(
-        self, address: str, tls: TlsFiles, max_message_bytes: int, stop: threading.Event
+        self,
+        address: str,
+        tls: TlsFiles,
+        max_message_bytes: int,
+        stop: threading.Event,
+        on_contact: Callable[[], None] = lambda: None,
     ) -> None:
         self.address = address
         self.stop = stop
+        self.on_contact = on_contact  # the coordinator answered (health checks read it)
         self._channel = open_channel(address, tls, message_size_options(max_message_bytes))
         self.stub = coordinator_pb2_grpc.CoordinatorStub(self._channel)
         self.session = ""
@@ -71,6 +77,7 @@ class CoordinatorConnection:
     ) -> coordinator_pb2.RegisterResponse:
         """Register and keep the new session alive with heartbeats until it is lost."""
         response = self.stub.Register(request, timeout=30, wait_for_ready=True)
+        self.on_contact()
         self.session = response.session
         threading.Thread(
             target=self._heartbeat,
@@ -83,6 +90,7 @@ class CoordinatorConnection:
         while not self.stop.wait(max(interval, 0.2)) and session == self.session:
             try:
                 self.stub.SendHeartbeat(coordinator_pb2.Heartbeat(session=session), timeout=10)
+                self.on_contact()
             except grpc.RpcError as error:
                 if error.code() == grpc.StatusCode.NOT_FOUND:
                     return  # session gone; the round loop registers again
@@ -90,7 +98,9 @@ class CoordinatorConnection:
     def report(self, report: coordinator_pb2.ResourceReport) -> coordinator_pb2.RoundInstruction:
         """Long-poll for this round's instruction; SessionLost when the session is gone."""
         try:
-            return self.stub.ReportResources(report, timeout=3600)
+            instruction = self.stub.ReportResources(report, timeout=3600)
+            self.on_contact()
+            return instruction
         except grpc.RpcError as error:
             if error.code() == grpc.StatusCode.NOT_FOUND:
                 raise SessionLost(error.details()) from error

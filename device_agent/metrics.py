@@ -6,12 +6,20 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from lola_deft.protos.metrics_endpoint import serve_metrics
 
+LAST_CONTACT = "deft_agent_last_contact_timestamp_seconds"
+
 
 class AgentMetrics:
     def __init__(self, device_id: str) -> None:
         self.registry = CollectorRegistry()
         r, labels = self.registry, ["device"]
         self.device_id = device_id
+        self.last_contact = Gauge(
+            LAST_CONTACT,
+            "Unix time of the last call the coordinator answered",
+            labels,
+            registry=r,
+        )
         self.rounds = Counter(
             "deft_agent_rounds_total", "Rounds this agent trained a block in", labels, registry=r
         )
@@ -51,6 +59,10 @@ class AgentMetrics:
             ["device", "block"],
             registry=r,
         )
+
+    def contact(self) -> None:
+        """The coordinator just answered: `deft health --agent` reads how long ago."""
+        self.last_contact.labels(self.device_id).set_to_current_time()
 
     def serve(self, port: int, host: str = "0.0.0.0") -> int:
         return serve_metrics(self.registry, port, host)

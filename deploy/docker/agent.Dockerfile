@@ -32,7 +32,8 @@ USER deft
 WORKDIR /home/deft
 EXPOSE 9102
 # Agents are gRPC clients, not servers: the probe is their Prometheus endpoint.
+# Healthy while the coordinator keeps answering (read from the agent's metrics endpoint).
 HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 \
-    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9102/metrics', timeout=3)"]
+    CMD ["deft", "health", "--agent", "127.0.0.1:9102", "--max-silence", "60"]
 ENTRYPOINT ["deft-agent-entrypoint"]
 CMD ["--coordinator", "coordinator:50052", "--metrics-port", "9102", "--shard", "auto/6"]

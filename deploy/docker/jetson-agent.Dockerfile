@@ -37,7 +37,8 @@ ENV PATH=/opt/deft/bin:$PATH PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 \
 USER deft
 WORKDIR /home/deft
 EXPOSE 9102
+# Healthy while the coordinator keeps answering (read from the agent's metrics endpoint).
 HEALTHCHECK --interval=15s --timeout=5s --start-period=180s --retries=3 \
-    CMD ["python3", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9102/metrics', timeout=3)"]
+    CMD ["deft", "health", "--agent", "127.0.0.1:9102", "--max-silence", "60"]
 ENTRYPOINT ["deft", "agent", "--device", "cuda"]
 CMD ["--coordinator", "edge-server:50052", "--metrics-port", "9102"]
