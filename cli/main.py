@@ -5,6 +5,8 @@ agent-only install (no scheduler, no coordinator, no scipy) still builds the par
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -62,7 +64,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def die_with_parent() -> None:
+    """Started by the cluster launcher (DEFT_DIE_WITH_PARENT=its pid): have the kernel send
+    SIGTERM when the launcher dies, whatever kills it (Linux; elsewhere nothing happens). If it
+    died before this ran, stop now."""
+    parent = os.environ.pop("DEFT_DIE_WITH_PARENT", "")
+    if not parent.isdigit() or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() != int(parent):
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    die_with_parent()
     args = build_parser().parse_args(argv)
     return int(args.handler(args))
 

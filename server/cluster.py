@@ -27,6 +27,8 @@ from pathlib import Path
 READY_SCHEDULER = r"listening on (\S+):(\d+)"
 READY_COORDINATOR = r"coordinator listening on (\S+):(\d+)"
 READY_AGENT = r"registered"
+STOP_GRACE_S = 5.0
+PARENT_ENV = "DEFT_DIE_WITH_PARENT"  # read by lola_deft.cli.main
 
 
 class ClusterError(RuntimeError):
@@ -51,7 +53,9 @@ class Managed:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            # The child asks the kernel for SIGTERM when this process dies (even by SIGKILL), so
+            # no process of a demo or testbed outlives it.
+            env={**os.environ, "PYTHONUNBUFFERED": "1", PARENT_ENV: str(os.getpid())},
             start_new_session=True,  # a Ctrl-C in the caller's terminal reaches the caller only
         )
         threading.Thread(target=self._copy, name=f"log-{name}", daemon=True).start()
@@ -212,7 +216,18 @@ class Cluster:
         )
         return managed
 
-    def stop(self) -> None:
-        """Agents first, then the coordinator, then the scheduler."""
-        for managed in reversed(self.processes):
-            managed.stop()
+    def stop(self, grace_s: float = STOP_GRACE_S) -> None:
+        """SIGTERM to every process at once (agents first), then SIGKILL to whatever still runs
+        after grace_s in all; returns once every process has ended. An agent busy loading its
+        model does not look at SIGTERM, so waiting for each in turn took a minute."""
+        running = [m for m in reversed(self.processes) if m.process.poll() is None]
+        for managed in running:
+            managed.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        for managed in running:
+            try:
+                managed.process.wait(timeout=max(deadline - time.monotonic(), 0))
+            except subprocess.TimeoutExpired:
+                managed.process.kill()
+        for managed in running:
+            managed.process.wait()

@@ -39,3 +39,34 @@ def test_demo_refuses_too_few_agents_for_the_blocks(tiny_model_dir: Path) -> Non
     result = run_deft("demo", "--model", str(tiny_model_dir), "--agents", "2")
     assert result.returncode == 2
     assert "the model has 3 LoRA blocks" in result.stderr and "--agents 3" in result.stderr
+
+
+def test_a_stopped_demo_stops_every_process_it_started_first(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    import signal
+
+    import psutil
+
+    from tests.helpers import start_deft
+
+    out = tmp_path / "demo"
+    demo, _ = start_deft(
+        "demo",
+        "--model",
+        str(tiny_model_dir),
+        "--agents",
+        "3",
+        "--rounds",
+        "500",
+        "--out",
+        str(out),
+        ready=r"starting 3 agents",
+        timeout=120,
+    )
+    children = psutil.Process(demo.pid).children(recursive=True)
+    assert len(children) >= 4  # the scheduler, the coordinator, the agents (some may start)
+    demo.send_signal(signal.SIGTERM)
+    assert demo.wait(timeout=60) == 130  # "interrupted", after its processes were stopped
+    still = [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+    assert still == [], [c.cmdline()[-6:] for c in still]
