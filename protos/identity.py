@@ -16,6 +16,7 @@ import hashlib
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 DEVICE_URI_PREFIX = "urn:lola-deft:device:"
@@ -33,7 +34,13 @@ class Peer:
 
     secure: bool = False
     uris: tuple[str, ...] = ()
-    certificate_sha256: str | None = None
+    certificate_pem: bytes = b""
+
+    @cached_property
+    def certificate_sha256(self) -> str | None:
+        """Computed only when asked (registration, a non-empty revocation list), not on every
+        heartbeat."""
+        return certificate_fingerprint(self.certificate_pem) if self.certificate_pem else None
 
     @property
     def device_id(self) -> str | None:
@@ -57,8 +64,7 @@ def peer_of(auth_context: Mapping[str, Any]) -> Peer:
     if b"ssl" not in list(auth_context.get("transport_security_type", ())):
         return PLAINTEXT_PEER
     uris = tuple(value.decode("utf-8", "replace") for value in auth_context.get("peer_uri", ()))
-    pem = b"".join(auth_context.get("x509_pem_cert", ()))
-    return Peer(True, uris, certificate_fingerprint(pem) if pem else None)
+    return Peer(True, uris, b"".join(auth_context.get("x509_pem_cert", ())))
 
 
 def certificate_fingerprint(pem: bytes) -> str:

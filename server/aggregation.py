@@ -57,9 +57,6 @@ class RoundCollector:
     def deadline_for(self, device_id: str) -> float:
         return self.deadlines.get(device_id, self.deadline)
 
-    def holders(self) -> dict[str, int]:
-        return dict(self.assignment)
-
     def settled(self) -> bool:
         """Nobody holds a block any more: every block arrived, or the rest are orphans."""
         return not self.assignment
@@ -150,9 +147,6 @@ class RoundCollector:
         self.norms[upload.block] = norm
         self.changed.set()
         return UploadAck(self.round, upload.block, upload.num_bytes, duplicate=False)
-
-    def missing_devices(self) -> set[str]:
-        return set(self.assignment)
 
     def close(self) -> dict[int, Upload]:
         self.closed = True

@@ -81,7 +81,8 @@ class Enrolment:
             raise Unauthenticated(
                 "a device certificate is required (one naming urn:lola-deft:device:<id>)"
             )
-        if self.revoked is not None and peer.certificate_sha256 in self.revoked.current():
+        revoked = self.revoked.current() if self.revoked is not None else frozenset()
+        if revoked and peer.certificate_sha256 in revoked:
             raise Forbidden("this certificate has been revoked")
         if self.allowed is not None and device_id not in self.allowed.current():
             raise Forbidden("this device is not enrolled")
