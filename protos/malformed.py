@@ -65,78 +65,98 @@ def _behaviour(handler: grpc.RpcMethodHandler) -> Callable[..., Any]:
     return handler.unary_stream or handler.unary_unary  # type: ignore[return-value]
 
 
+def _wrap_aio(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    inner = _behaviour(handler)
+    if handler.request_streaming:
+
+        async def checked(requests: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:
+            async for request in requests:
+                if isinstance(request, Malformed):
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.explain())
+                yield request
+
+        async def stream_unary(requests: AsyncIterator[Any], context: Any) -> Any:
+            return await inner(checked(requests, context), context)
+
+        return _replace(handler, stream_unary)
+
+    async def refuse(request: Any, context: Any) -> None:
+        if isinstance(request, Malformed):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.explain())
+
+    if inspect.isasyncgenfunction(inner):  # a response stream written by yielding
+
+        async def unary_stream(request: Any, context: Any) -> AsyncIterator[Any]:
+            await refuse(request, context)
+            async for response in inner(request, context):
+                yield response
+
+        return _replace(handler, unary_stream)
+
+    async def unary(request: Any, context: Any) -> Any:  # or one by context.write()
+        await refuse(request, context)
+        return await inner(request, context)
+
+    return _replace(handler, unary)
+
+
+def _wrap_sync(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    inner = _behaviour(handler)
+    if handler.request_streaming:
+
+        def checked(requests: Iterator[Any], context: Any) -> Iterator[Any]:
+            for request in requests:
+                if isinstance(request, Malformed):
+                    context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.explain())
+                yield request
+
+        return _replace(
+            handler, lambda requests, context: inner(checked(requests, context), context)
+        )
+
+    def unary(request: Any, context: Any) -> Any:
+        if isinstance(request, Malformed):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.explain())
+        return inner(request, context)
+
+    return _replace(handler, unary)
+
+
 class RejectMalformedAio(grpc.aio.ServerInterceptor):
-    """For grpc.aio servers (the coordinator)."""
+    """For grpc.aio servers (the coordinator). Each method's wrapped handler is built once."""
+
+    def __init__(self) -> None:
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
-        handler = await continuation(details)
-        if handler is None:
-            return handler
-        inner = _behaviour(handler)
-        if handler.request_streaming:
-
-            async def checked(requests: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:
-                async for request in requests:
-                    if isinstance(request, Malformed):
-                        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.explain())
-                    yield request
-
-            async def stream_unary(requests: AsyncIterator[Any], context: Any) -> Any:
-                return await inner(checked(requests, context), context)
-
-            return _replace(handler, stream_unary)
-
-        async def refuse(request: Any, context: Any) -> None:
-            if isinstance(request, Malformed):
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.explain())
-
-        if inspect.isasyncgenfunction(inner):  # a response stream written by yielding
-
-            async def unary_stream(request: Any, context: Any) -> AsyncIterator[Any]:
-                await refuse(request, context)
-                async for response in inner(request, context):
-                    yield response
-
-            return _replace(handler, unary_stream)
-
-        async def unary(request: Any, context: Any) -> Any:  # or one by context.write()
-            await refuse(request, context)
-            return await inner(request, context)
-
-        return _replace(handler, unary)
+        wrapped = self._wrapped.get(details.method)
+        if wrapped is None:
+            handler = await continuation(details)
+            if handler is None:
+                return handler
+            wrapped = self._wrapped[details.method] = _wrap_aio(handler)
+        return wrapped
 
 
 class RejectMalformed(grpc.ServerInterceptor):
-    """For thread-pool servers (the scheduler)."""
+    """For thread-pool servers (the scheduler). Each method's wrapped handler is built once."""
+
+    def __init__(self) -> None:
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
     def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler | None:
-        handler = continuation(details)
-        if handler is None:
-            return handler
-        inner = _behaviour(handler)
-        if handler.request_streaming:
-
-            def checked(requests: Iterator[Any], context: Any) -> Iterator[Any]:
-                for request in requests:
-                    if isinstance(request, Malformed):
-                        context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.explain())
-                    yield request
-
-            return _replace(
-                handler, lambda requests, context: inner(checked(requests, context), context)
-            )
-
-        def unary(request: Any, context: Any) -> Any:
-            if isinstance(request, Malformed):
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.explain())
-            return inner(request, context)
-
-        return _replace(handler, unary)
+        wrapped = self._wrapped.get(details.method)
+        if wrapped is None:
+            handler = continuation(details)
+            if handler is None:
+                return handler
+            wrapped = self._wrapped[details.method] = _wrap_sync(handler)
+        return wrapped
