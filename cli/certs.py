@@ -71,24 +71,25 @@ def run_certs(args: argparse.Namespace) -> int:
     from lola_deft.server import pki
 
     folder: Path = args.out
+    written: list[Path] = []
     if args.certs_command == "init":
         if (folder / "ca.key").exists() and not args.force:
             raise pki.PkiError(
                 f"{folder} already has a CA; `deft certs device` enrols more devices "
                 "(--force makes a new CA and invalidates every certificate)"
             )
-        for path in pki.init_folder(
+        written = pki.init_folder(
             folder,
             server_names=args.server_name,
             server_ips=args.server_ip,
             days=args.days,
             force=args.force,
-        ):
-            print(f"wrote {path}")
-    if args.certs_command in ("init", "device"):
-        ids = args.device if args.certs_command == "init" else args.device_ids
-        for device_id in ids:
-            print(f"wrote {pki.issue_device(folder, device_id, days=args.days, force=args.force)}")
+            devices=args.device,
+        )
+    if args.certs_command == "device":
+        written = pki.issue_devices(folder, args.device_ids, days=args.days, force=args.force)
+    for path in written:
+        print(f"wrote {path}")
     if args.certs_command == "revoke":
         for device_id in args.device_ids:
             fingerprint = pki.revoke_device(folder, device_id)

@@ -27,26 +27,22 @@ def byte_size(text: str) -> float:
     return float(match.group(1)) * UNITS[(match.group(2) or "").lower()]
 
 
+def positive_float(text: str, unit: str = "") -> float:
+    """A finite number > 0 (of `unit`, named in the error)."""
+    what = f"number of {unit}" if unit else "number"
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a {what}: {text!r}") from None
+    if not (0 < value < float("inf")):
+        bound = f"> 0 {unit}" if unit else "a finite number > 0"
+        raise argparse.ArgumentTypeError(f"must be {bound}, got {text!r}")
+    return value
+
+
 def positive_seconds(text: str) -> float:
     """A finite number of seconds > 0 (a bound of 0 or less would make the server spin)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not (value > 0 and value < float("inf")):
-        raise argparse.ArgumentTypeError(f"must be > 0 seconds, got {text!r}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    """A finite number > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not (0 < value < float("inf")):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
-    return value
+    return positive_float(text, "seconds")
 
 
 def positive_int(text: str) -> int:

@@ -12,8 +12,6 @@ from typing import Any
 
 from lola_deft.protos.credentials import add_tls_arguments, tls_from_args
 
-LAST_CONTACT = "deft_agent_last_contact_timestamp_seconds"  # lola_deft.device_agent.metrics'
-
 
 def add_health_command(subparsers: Any) -> None:
     parser = subparsers.add_parser(
@@ -63,6 +61,8 @@ def run_health(args: argparse.Namespace) -> int:
 
 def agent_health(target: str, max_silence: float, timeout: float) -> int:
     import urllib.request
+
+    from lola_deft.device_agent.metrics import LAST_CONTACT
 
     try:
         with urllib.request.urlopen(f"http://{target}/metrics", timeout=timeout) as response:

@@ -165,11 +165,10 @@ def bench_streaming(total_bytes: int, repeats: int) -> dict[str, float]:
         for i in range(4)
     }
     with tempfile.TemporaryDirectory() as folder:
-        from lola_deft.server.pki import init_folder, issue_device
+        from lola_deft.server.pki import init_folder
 
         certs = Path(folder)
-        init_folder(certs)
-        issue_device(certs, "bench")
+        init_folder(certs, devices=["bench"])
         device = certs / "devices" / "bench.pem"
         server_tls = TlsFiles(
             certs / "coordinator.pem", certs / "coordinator.key", certs / "ca.pem"

@@ -36,7 +36,7 @@ from lola_deft.protos.grpc_options import message_size_options
 from lola_deft.server.cluster import Cluster
 from lola_deft.server.export import read_history
 from lola_deft.server.fake_agent import BlockLayout, CallLog, FakeAgent
-from lola_deft.server.pki import init_folder, issue_device
+from lola_deft.server.pki import init_folder
 
 MiB = 2**20
 LAYERS = 4
@@ -138,9 +138,7 @@ def bench_load(agents: int, seconds: float, tls: bool = True) -> dict[str, Any]:
         model = make_random_encoder(work / "model", "tiny", layers=LAYERS)
         certs = work / "certs" if tls else None
         if certs is not None:
-            init_folder(certs)
-            for name in ["probe", *(f"load-{i:05d}" for i in range(agents))]:
-                issue_device(certs, name)
+            init_folder(certs, devices=["probe", *(f"load-{i:05d}" for i in range(agents))])
         with Cluster(work / "logs", certs=certs) as cluster:
             cluster.start_scheduler()
             coordinator, _ = cluster.start_coordinator(

@@ -185,14 +185,17 @@ def init_folder(
     server_ips: Sequence[str] = (),
     days: int = 365,
     force: bool = False,
+    devices: Sequence[str] = (),
 ) -> list[Path]:
-    """A new CA with the coordinator's and the scheduler's certificates. Each is valid for
-    localhost, 127.0.0.1, ::1 and the names and addresses given (the edge server's)."""
+    """A new CA with the coordinator's and the scheduler's certificates, and the `devices`'
+    (see issue_devices). Each server certificate is valid for localhost, 127.0.0.1, ::1 and
+    the names and addresses given (the edge server's)."""
     for ip in server_ips:
         try:
             ipaddress.ip_address(ip)
         except ValueError:
             raise PkiError(f"--server-ip: not an IP address: {ip!r}") from None
+    check_device_ids(devices)  # before the CA is written: a typo leaves no half-made folder
     folder.mkdir(parents=True, exist_ok=True)
     os.chmod(folder, 0o700)
     authority = create_authority()
@@ -215,29 +218,51 @@ def init_folder(
         written.append(_save_pair(folder, stem, key, certificate, replace=True))
     for listing in (ALLOWED_FILE, REVOKED_FILE):
         (folder / listing).touch(mode=0o644)
-    return written
+    return written + issue_devices(folder, devices, days=days, force=force)
 
 
-def issue_device(folder: Path, device_id: str, *, days: int = 365, force: bool = False) -> Path:
-    """A device's certificate and key (devices/<id>.pem, .key), enrolled in devices.txt.
-    With force, a new key replaces the old (rotation): revoke the old one first if it leaked."""
-    if not DEVICE_ID.fullmatch(device_id):
-        raise PkiError(
-            f"device id {device_id!r}: use 1 to 64 letters, digits, '.', '_' or '-', "
-            "starting with a letter or digit"
-        )
+def check_device_ids(device_ids: Sequence[str]) -> None:
+    for device_id in device_ids:
+        if not DEVICE_ID.fullmatch(device_id):
+            raise PkiError(
+                f"device id {device_id!r}: use 1 to 64 letters, digits, '.', '_' or '-', "
+                "starting with a letter or digit"
+            )
+
+
+def issue_devices(
+    folder: Path, device_ids: Sequence[str], *, days: int = 365, force: bool = False
+) -> list[Path]:
+    """Each device's certificate and key (devices/<id>.pem, .key), enrolled in devices.txt. The
+    CA is read once and devices.txt written once, however many devices (a 500-agent bench).
+    With force, a new key replaces the old (rotation): revoke the old one first if it leaked.
+    Every id is checked before anything is written."""
+    check_device_ids(device_ids)
     authority = load_authority(folder)
     devices = folder / "devices"
     devices.mkdir(mode=0o700, exist_ok=True)
-    if (devices / f"{device_id}.pem").exists() and not force:
-        raise PkiError(f"device {device_id} already has a certificate; pass --force to rotate it")
-    key, certificate = issue(authority, device_id, device_uri(device_id), client=True, days=days)
-    path = _save_pair(devices, device_id, key, certificate, replace=force)
-    enrolled = read_list(folder / ALLOWED_FILE)
-    if device_id not in enrolled:
-        with (folder / ALLOWED_FILE).open("a") as handle:
-            handle.write(device_id + "\n")
-    return path
+    if not force:
+        for device_id in device_ids:
+            if (devices / f"{device_id}.pem").exists():
+                raise PkiError(
+                    f"device {device_id} already has a certificate; pass --force to rotate it"
+                )
+    paths = []
+    for device_id in device_ids:
+        key, certificate = issue(
+            authority, device_id, device_uri(device_id), client=True, days=days
+        )
+        paths.append(_save_pair(devices, device_id, key, certificate, replace=force))
+    enrolled = set(read_list(folder / ALLOWED_FILE))
+    new = [d for d in dict.fromkeys(device_ids) if d not in enrolled]
+    with (folder / ALLOWED_FILE).open("a") as handle:
+        handle.writelines(f"{device_id}\n" for device_id in new)
+    return paths
+
+
+def issue_device(folder: Path, device_id: str, *, days: int = 365, force: bool = False) -> Path:
+    """One device's certificate (see issue_devices)."""
+    return issue_devices(folder, [device_id], days=days, force=force)[0]
 
 
 def revoke_device(folder: Path, device_id: str) -> str:

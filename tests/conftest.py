@@ -24,21 +24,18 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A `deft certs` folder: CA, coordinator, scheduler, devices dev0..dev3 (enrolled)."""
-    from lola_deft.server.pki import init_folder, issue_device
+    from lola_deft.server.pki import init_folder
 
     folder = tmp_path_factory.mktemp("certs")
-    init_folder(folder)
-    for index in range(4):
-        issue_device(folder, f"dev{index}")
+    init_folder(folder, devices=[f"dev{index}" for index in range(4)])
     return folder
 
 
 @pytest.fixture(scope="session")
 def foreign_certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Another CA's folder, with a device certificate named like one of ours (dev0)."""
-    from lola_deft.server.pki import init_folder, issue_device
+    from lola_deft.server.pki import init_folder
 
     folder = tmp_path_factory.mktemp("foreign-certs")
-    init_folder(folder)
-    issue_device(folder, "dev0")
+    init_folder(folder, devices=["dev0"])
     return folder

@@ -21,7 +21,7 @@ from typing import Any
 
 from lola_deft.server.cluster import Cluster
 from lola_deft.server.export import read_history
-from lola_deft.server.pki import init_folder, issue_device
+from lola_deft.server.pki import init_folder
 from lola_deft.server.testbed.netns import HOST_ADDRESS, Testbed, down, up
 
 AGREEMENT = 0.20  # the upload times should agree within 20%
@@ -64,9 +64,11 @@ def run_testbed(config: TestbedConfig, log: Any = print) -> dict[str, Any]:
             model = config.model_dir or _small_model(work)
             # Agents reach the coordinator over the bridge: mutual TLS, as on a real LAN.
             certs = work / "certs"
-            init_folder(certs, server_ips=[HOST_ADDRESS])
-            for index in range(config.agents):
-                issue_device(certs, testbed.device_id(index))
+            init_folder(
+                certs,
+                server_ips=[HOST_ADDRESS],
+                devices=[testbed.device_id(index) for index in range(config.agents)],
+            )
             with Cluster(work / "logs", certs=certs) as cluster:
                 cluster.start_scheduler()
                 coordinator, match = cluster.start_coordinator(

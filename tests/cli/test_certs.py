@@ -66,5 +66,7 @@ def test_mistakes_are_one_line_and_change_nothing(tmp_path: Path) -> None:
     assert bad.returncode == 2 and "device id '../escape'" in bad.stderr
     ip = run_deft("certs", "init", "--out", str(tmp_path / "x"), "--server-ip", "edge.lan")
     assert ip.returncode == 2 and "not an IP address" in ip.stderr
-    for result in (missing, twice, bad, ip):
+    typo = run_deft("certs", "init", "--out", str(tmp_path / "y"), "--device", "a b")
+    assert typo.returncode == 2 and not (tmp_path / "y").exists()  # no half-made folder
+    for result in (missing, twice, bad, ip, typo):
         assert "Traceback" not in result.stderr

@@ -111,3 +111,11 @@ def test_insecure_is_logged_as_a_warning(tiny_model_dir: Path) -> None:
         "coordinator", "serve", "--insecure", "--model", str(tiny_model_dir), "--task", "nope"
     )
     assert "WARNING" in result.stderr and "--insecure: plaintext gRPC" in result.stderr
+
+
+def test_the_parsers_head_combiners_are_the_aggregators() -> None:
+    """The parser keeps its own copy (it must build without the server package): same list."""
+    from lola_deft.cli.coordinator import HEAD_COMBINERS as offered
+    from lola_deft.server.aggregation import HEAD_COMBINERS as implemented
+
+    assert offered == implemented
