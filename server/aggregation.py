@@ -61,14 +61,14 @@ class RoundCollector:
         """Nobody holds a block any more: every block arrived, or the rest are orphans."""
         return not self.assignment
 
-    def fail(self, device_id: str, reason: str) -> int | None:
+    def fail(self, device_id: str, kind: str, reason: str) -> int | None:
         """The device will not deliver its block (dead, or its upload was refused): the block
         becomes an orphan. Returns the block, or None if the device held none."""
         block = self.assignment.pop(device_id, None)
         if block is None:
             return None
         self.deadlines.pop(device_id, None)
-        self.failures.append(Refusal(device_id, block, reason))
+        self.failures.append(Refusal(device_id, block, reason, kind))
         if block not in self.uploads:
             self.orphans.append(block)
         self.changed.set()
@@ -113,11 +113,11 @@ class RoundCollector:
         shapes = {n: self.shapes[n] for n in names}
         return UploadPlan(device_id, expected_block, shapes, deadline=deadline)
 
-    def abandon(self, device_id: str, reason: str) -> None:
+    def abandon(self, device_id: str, kind: str, reason: str) -> None:
         """A planned upload ended without being accepted (refused, broke, too late): the device
         loses its hold on the block, which another device can then take over at once."""
         self._receiving.discard(device_id)
-        self.fail(device_id, reason)
+        self.fail(device_id, kind, reason)
 
     def accept(self, upload: Upload) -> UploadAck:
         """Store a planned upload whose tensors passed the stream checks. An upload whose
@@ -140,7 +140,7 @@ class RoundCollector:
         try:
             norm = self.guard.check(upload.tensors, upload.train_loss, upload.compute_s)
         except InvalidRequest as error:
-            self.fail(upload.device_id, f"refused: {error}")
+            self.fail(upload.device_id, "refused", f"refused: {error}")
             raise
         del self.assignment[upload.device_id]
         self.uploads[upload.block] = upload

@@ -101,8 +101,10 @@ class Coordinator:
         validate_header(header)
         return self.engine.plan_upload(device_id, header)
 
-    def abandon_upload(self, plan: UploadPlan, header: UploadHeader, reason: str) -> None:
-        self.engine.abandon_upload(plan.device_id, header.round, reason)
+    def abandon_upload(
+        self, plan: UploadPlan, header: UploadHeader, kind: str, reason: str
+    ) -> None:
+        self.engine.abandon_upload(plan.device_id, header.round, kind, reason)
 
     def finish_upload(
         self,

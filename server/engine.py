@@ -210,12 +210,12 @@ class RoundEngine:
     def plan_upload(self, device_id: str, header: UploadHeader) -> UploadPlan:
         return self._running(header.round).collector.plan(device_id, header)
 
-    def abandon_upload(self, device_id: str, round_number: int, reason: str) -> None:
+    def abandon_upload(self, device_id: str, round_number: int, kind: str, reason: str) -> None:
         running = self.current
         if running is None or running.number != round_number:
             return
         held = running.collector.assignment.get(device_id)
-        running.collector.abandon(device_id, reason)
+        running.collector.abandon(device_id, kind, reason)
         if held is not None and device_id not in running.collector.assignment:
             log.warning("round %d: %s lost block %d: %s", round_number, device_id, held, reason)
 
@@ -500,9 +500,9 @@ class RoundEngine:
             now = time.monotonic()
             for device in list(collector.assignment):
                 if not self.registry.is_live(device):
-                    collector.fail(device, "stopped responding")
+                    collector.fail(device, "died", "stopped responding")
                 elif now > collector.deadline_for(device):
-                    collector.fail(device, "missed its deadline")
+                    collector.fail(device, "late", "missed its deadline")
             self.redispatch(running)
             if collector.settled():
                 if collector.orphans:
@@ -535,6 +535,7 @@ class RoundEngine:
                     device,
                     failure.reason,
                     time.monotonic() - running.started,
+                    failure.kind,
                 )
             )
             log.warning(

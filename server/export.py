@@ -35,23 +35,15 @@ def export_metrics(
     if record.allocator == "fallback":
         m.fallback_rounds.inc()
     for failure in record.refusals:
-        m.failed_blocks.labels(failure_kind(failure.reason)).inc()
+        m.failed_blocks.labels(failure.kind).inc()
     for moved in record.reassignments:
-        m.reassignments.labels(failure_kind(moved.reason)).inc()
+        m.reassignments.labels(moved.kind).inc()
     if record.rolled_back:
         m.rollbacks.inc()
     if record.eval is not None:
         m.eval_loss.set(record.eval.loss)
         for key, value in record.eval.scores.items():
             m.eval_metric.labels(key).set(value)
-
-
-def failure_kind(reason: str) -> str:
-    """A bounded metric label from a failure's free-text reason."""
-    for kind in ("refused", "stopped responding", "missed its deadline"):
-        if reason.startswith(kind):
-            return kind.replace(" ", "_")
-    return "other"
 
 
 def write_history(path: Path, document: dict[str, Any]) -> None:

@@ -194,16 +194,23 @@ class Reassignment:
     to_device: str
     reason: str  # why the first device failed
     at_s: float  # seconds into the round
+    kind: str = "other"  # the failure's FAILURE_KINDS entry (a metric label)
+
+
+# Why a device did not deliver its block: it stopped responding, missed its deadline, had its
+# upload refused, or its upload stream broke.
+FAILURE_KINDS = ("died", "late", "refused", "broken")
 
 
 @dataclass
 class Refusal:
-    """A device that did not deliver its block: it died, missed its deadline, or its upload
-    was refused (the reason says which)."""
+    """A device that did not deliver its block: `kind` is one of FAILURE_KINDS, `reason` says
+    it in words (a refusal's, the error)."""
 
     device: str
     block: int
     reason: str
+    kind: str = "other"  # histories written before kinds existed
 
 
 @dataclass

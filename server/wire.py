@@ -127,29 +127,29 @@ async def receive_upload(
                 raise InvalidRequest("upload", "only one UploadHeader per stream")
             assembler.feed(part.chunk)
 
-    failure = "its upload stream broke"
+    failure: tuple[str, str] | None = ("broken", "its upload stream broke")  # (kind, reason)
     try:
         await asyncio.wait_for(read_chunks(), timeout=max(plan.deadline - time.monotonic(), 0))
         tensors = assembler.finish()
         ack = coordinator.finish_upload(plan, header, tensors, time.perf_counter() - started)
-        failure = ""
+        failure = None
         return ack
     except asyncio.TimeoutError:
-        failure = "missed its deadline during the upload"
+        failure = ("late", "missed its deadline during the upload")
         raise DeadlinePassed(f"round {header.round}'s deadline passed during the upload") from None
     except StreamTooLarge as error:
         refusal: CoordinatorError = TooLarge(
             f"gradient stream: {error} (what block {plan.block} weighs)"
         )
-        failure = f"refused: {refusal}"
+        failure = ("refused", f"refused: {refusal}")
         raise refusal from None
     except TensorStreamError as error:
         refusal = InvalidRequest("gradient stream", str(error))
-        failure = f"refused: {refusal}"
+        failure = ("refused", f"refused: {refusal}")
         raise refusal from None
     except CoordinatorError as error:
-        failure = f"refused: {error}"
+        failure = ("refused", f"refused: {error}")
         raise
     finally:  # anything but acceptance ends the device's hold on the block
-        if failure:
-            coordinator.abandon_upload(plan, header, failure)
+        if failure is not None:
+            coordinator.abandon_upload(plan, header, *failure)

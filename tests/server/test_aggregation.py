@@ -59,7 +59,7 @@ def test_the_header_decides_before_any_tensor_is_read() -> None:
     assert plan.shapes == {"b1": (2,), "head": (2, 2)} and plan.max_bytes == 24
     with pytest.raises(NotNow, match="already in progress"):
         rounds.plan("a", header(1))  # one stream per device at a time
-    rounds.abandon("a", "its upload stream broke")  # a stream that ends unaccepted...
+    rounds.abandon("a", "broken", "its upload stream broke")  # a stream that ends unaccepted...
     with pytest.raises(NotAssigned, match="holds no block"):
         rounds.plan("a", header(1))  # ...ends the hold: the block is another device's to take
     assert rounds.orphans == [1]
@@ -121,7 +121,7 @@ def test_absurd_reported_loss_or_compute_time_is_refused(loss: float, compute: f
 def test_a_failed_block_is_reassigned_with_its_own_deadline() -> None:
     clock = Clock()
     rounds = collector(clock)
-    assert rounds.fail("a", "stopped responding") == 1 and rounds.orphans == [1]
+    assert rounds.fail("a", "died", "stopped responding") == 1 and rounds.orphans == [1]
     assert not rounds.settled()  # b still holds block 2
     rounds.reassign(1, "c", deadline=500.0)
     clock.now = 300.0  # past the first deadline, within c's own
@@ -129,7 +129,7 @@ def test_a_failed_block_is_reassigned_with_its_own_deadline() -> None:
     rounds.accept(upload("c", 1, 1.0))
     with pytest.raises(DeadlinePassed):
         rounds.plan("b", header(2))
-    rounds.fail("b", "missed its deadline")
+    rounds.fail("b", "late", "missed its deadline")
     assert rounds.settled() and rounds.orphans == [2] and sorted(rounds.uploads) == [1]
     assert rounds.failed_devices(1) == {"a"}
 
@@ -141,7 +141,9 @@ def test_bad_tensor_sets_are_refused() -> None:
     with pytest.raises(InvalidRequest, match="wrong set of tensors"):
         rounds.accept(wrong)
     assert rounds.uploads == {}
-    rounds.abandon("a", "refused: wrong set of tensors")  # what the stream reader does next
+    rounds.abandon(
+        "a", "refused", "refused: wrong set of tensors"
+    )  # what the stream reader does next
     assert rounds.orphans == [1]
 
 

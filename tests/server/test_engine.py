@@ -323,8 +323,8 @@ def test_a_dead_agents_block_is_handed_to_an_idle_device_in_the_same_round(
     assert record.blocks_updated == [1, 2, 3]
     (moved,) = record.reassignments
     assert (moved.block, moved.from_device, moved.to_device) == (3, "dev2", "spare")
-    assert moved.reason == "stopped responding"
-    assert [(r.device, r.block) for r in record.refusals] == [("dev2", 3)]
+    assert moved.reason == "stopped responding" and moved.kind == "died"
+    assert [(r.device, r.block, r.kind) for r in record.refusals] == [("dev2", 3, "died")]
     assert np.all(trainer.params["b3"] == -1.0)
 
 
@@ -353,6 +353,7 @@ def test_a_refused_upload_frees_its_block_at_once(tmp_path: Path) -> None:
     (record,) = engine.history.rounds
     assert record.blocks_updated == [1, 2, 3]
     assert record.reassignments[0].reason.startswith("refused: tensor")
+    assert record.reassignments[0].kind == "refused"
     assert all(np.all(np.isfinite(value)) for value in trainer.params.values())
 
 
