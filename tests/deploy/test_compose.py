@@ -138,6 +138,10 @@ def test_every_grpc_link_is_mutual_tls_by_default() -> None:
     assert "--allowed-devices /certs/devices.txt" in command_text(services["coordinator"])
     assert "--insecure" not in command_text(services["agent"])
     assert "certs:/certs:ro" in services["agent"]["volumes"]
+    # `docker compose run --rm certs-admin device ID`: deft certs' default --out is ./certs.
+    admin = services["certs-admin"]
+    assert str(Path(admin["working_dir"]) / "certs") == "/certs"
+    assert "certs:/certs" in admin["volumes"]
 
 
 def test_agent_replicas_claim_distinct_certificates_and_keep_them(tmp_path: Path) -> None:
