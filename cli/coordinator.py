@@ -10,7 +10,7 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lola_deft.cli.common import (
     add_training_arguments,
@@ -32,6 +32,11 @@ from lola_deft.protos.credentials import (
     tls_from_args,
 )
 from lola_deft.protos.grpc_options import MEBIBYTE
+
+if TYPE_CHECKING:
+    from lola_deft.server.config import CoordinatorConfig
+    from lola_deft.server.enrolment import Enrolment
+    from lola_deft.server.runs import Run
 
 HEAD_COMBINERS = ("mean", "median", "trimmed-mean")  # lola_deft.server.aggregation's
 
@@ -124,9 +129,37 @@ def add_coordinator_command(subparsers: Any) -> None:
         default=10_000,
         help="registered devices at most; more are refused (RESOURCE_EXHAUSTED)",
     )
-    serve.add_argument("--checkpoint-dir", type=Path, default=Path("deft-run/checkpoints"))
-    serve.add_argument("--history", type=Path, default=None, help="write round records as JSON")
-    serve.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    serve.add_argument(
+        "--runs-dir",
+        type=Path,
+        default=Path("deft-runs"),
+        help="folder of runs, one subfolder each (run.json, checkpoints/, history.json). "
+        "The newest unfinished run there is resumed; otherwise a new run starts beside the "
+        "others (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--run-id",
+        default=None,
+        help="the run to resume, or the id of a new one (default: the newest unfinished run, "
+        "or a new id from the date and time)",
+    )
+    runs = serve.add_mutually_exclusive_group()
+    runs.add_argument(
+        "--new-run",
+        action="store_true",
+        help="start a new run even if an unfinished one is there (it is kept, untouched)",
+    )
+    runs.add_argument(
+        "--resume",
+        action="store_true",
+        help="only resume: refuse to start when there is no unfinished run",
+    )
+    serve.add_argument(
+        "--history",
+        type=Path,
+        default=None,
+        help="also write the round records to this JSON file (the run folder always has one)",
+    )
     serve.add_argument(
         "--finish-grace",
         type=float,
@@ -185,9 +218,10 @@ def liveness_seconds(text: str) -> float:
 
 
 def _coordinator_errors() -> tuple[type[Exception], ...]:
+    from lola_deft.server.runs import RunError
     from lola_deft.server.training_state import CheckpointError
 
-    return (*model_and_data_errors(), CheckpointError)
+    return (*model_and_data_errors(), CheckpointError, RunError)
 
 
 @user_errors("coordinator", _coordinator_errors)
@@ -196,8 +230,7 @@ def run_coordinator(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     from lola_deft.server.config import CoordinatorConfig
     from lola_deft.server.enrolment import Enrolment
-    from lola_deft.server.progress import print_baseline, print_round
-    from lola_deft.server.service import start_coordinator
+    from lola_deft.server.runs import open_run, snapshot
 
     tls = tls_from_args(args, role="deft coordinator")
     if not tls.enabled and (args.allowed_devices or args.revoked_certs):
@@ -215,9 +248,6 @@ def run_coordinator(args: argparse.Namespace) -> int:
         min_agents=args.min_agents,
         report_wait_s=args.report_wait,
         round_timeout_s=args.round_timeout,
-        checkpoint_dir=args.checkpoint_dir,
-        history_path=args.history,
-        resume=args.resume,
         report_poll_s=args.report_poll,
         forget_after_s=args.forget_after,
         liveness_timeout_s=args.liveness_timeout,
@@ -227,6 +257,39 @@ def run_coordinator(args: argparse.Namespace) -> int:
         max_grad_norm=args.max_grad_norm,
         grad_norm_factor=args.grad_norm_factor,
         head_aggregation=args.head_aggregation,
+    )
+    run = open_run(
+        args.runs_dir,
+        snapshot(config),
+        run_id=args.run_id,
+        new_run=args.new_run,
+        must_resume=args.resume,
+    )
+    try:
+        return _serve(args, config, run, tls, enrolment)
+    finally:
+        run.discard_if_empty()  # a failed start or a stop before round 1 leaves no run behind
+        run.close()
+
+
+def _serve(
+    args: argparse.Namespace,
+    config: CoordinatorConfig,
+    run: Run,
+    tls: TlsFiles,
+    enrolment: Enrolment,
+) -> int:
+    from lola_deft.server.progress import print_baseline, print_round
+    from lola_deft.server.service import start_coordinator
+
+    config.checkpoint_dir = run.checkpoints
+    config.resume = run.has_checkpoint
+    config.history_paths = (run.history, *([args.history] if args.history else []))
+    print(
+        f"run {run.id} in {run.path}: "
+        + ("resumed" if run.resumed else "new")
+        + ("" if run.has_checkpoint or not run.resumed else " (no checkpoint yet: from round 1)"),
+        flush=True,
     )
     running = start_coordinator(
         config,
@@ -242,6 +305,7 @@ def run_coordinator(args: argparse.Namespace) -> int:
         scheduler_tls=_scheduler_tls(args, tls),
         enrolment=enrolment,
     )
+    run.started()
     stop = threading.Event()
     wait_for_signal(stop)  # before "listening": callers may signal right after reading it
     metrics = f", metrics on :{running.metrics_port}" if running.metrics_port else ""
@@ -253,10 +317,14 @@ def run_coordinator(args: argparse.Namespace) -> int:
         if missing:
             print(f"agents that never heard the end of training: {sorted(missing)}", flush=True)
     running.stop()
-    print(f"coordinator stopped after {running.engine.completed} rounds", flush=True)
-    if running.engine.error is not None:
-        print(f"coordinator failed: {running.engine.error!r}", file=sys.stderr)
+    engine = running.engine
+    print(f"coordinator stopped after {engine.completed} rounds", flush=True)
+    if engine.error is not None:
+        print(f"coordinator failed: {engine.error!r}", file=sys.stderr)
         return 1
+    if engine.finished.is_set() and engine.completed >= config.rounds:
+        run.finish(engine.completed)
+        print(f"run {run.id} finished: {run.path}", flush=True)
     return 0
 
 

@@ -38,7 +38,8 @@ def add_demo_command(subparsers: Any) -> None:
         "--out",
         type=Path,
         default=Path("deft-demo"),
-        help="output folder (checkpoints, logs, metrics JSON, plot)",
+        help="output folder: each demo is a run of its own in OUT/runs/<id>/ (checkpoints, "
+        "history, metrics JSON, plot), logs in OUT/logs/<id>/; earlier runs are kept",
     )
     parser.add_argument(
         "--metrics-port", type=int, default=0, help="coordinator's Prometheus port (0: a free one)"

@@ -79,6 +79,12 @@ def run_testbed_command(args: argparse.Namespace) -> int:
     except TestbedUnavailable as error:
         print(f"deft testbed: unavailable here: {error}", file=sys.stderr)
         return 3
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the runner has stopped and removed everything
+        print(
+            "deft testbed: interrupted; its processes were stopped and the testbed removed",
+            file=sys.stderr,
+        )
+        return 130
     except (RuntimeError, ValueError) as error:
         print(f"deft testbed: error: {error}", file=sys.stderr)
         return 1

@@ -35,9 +35,10 @@ class ClusterError(RuntimeError):
     """A process did not start as expected; the message carries its last lines."""
 
 
-def deft_command(*args: str) -> list[str]:
-    """`deft ARGS` with this interpreter (works without the console script on PATH)."""
-    return [sys.executable, "-m", "lola_deft.cli.main", *args]
+def deft_command(*args: str, python: str = sys.executable) -> list[str]:
+    """`deft ARGS` with this interpreter, or another (works without the console script on
+    PATH)."""
+    return [python, "-m", "lola_deft.cli.main", *args]
 
 
 class Managed:
@@ -109,10 +110,16 @@ class Managed:
 
 class Cluster:
     def __init__(
-        self, logs: Path, *, ready_timeout_s: float = 300.0, certs: Path | None = None
+        self,
+        logs: Path,
+        *,
+        ready_timeout_s: float = 300.0,
+        certs: Path | None = None,
+        agent_python: str = sys.executable,
     ) -> None:
         self.logs = logs
         self.certs = certs
+        self.agent_python = agent_python  # agents may run on another install (another stack)
         self.ready_timeout_s = ready_timeout_s
         self.processes: list[Managed] = []
         self.scheduler_address = ""
@@ -149,9 +156,11 @@ class Cluster:
         *args: str,
         ready: str | None = None,
         prefix: Sequence[str] = (),
+        python: str = sys.executable,
     ) -> tuple[Managed, re.Match[str] | None]:
         """Start `[prefix] deft ARGS`; with `ready`, wait for a matching line."""
-        managed = Managed(name, [*prefix, *deft_command(*args)], self.logs / f"{name}.log")
+        command = [*prefix, *deft_command(*args, python=python)]
+        managed = Managed(name, command, self.logs / f"{name}.log")
         self.processes.append(managed)
         match = managed.wait_for(ready, self.ready_timeout_s) if ready else None
         return managed, match
@@ -213,6 +222,7 @@ class Cluster:
             *extra,
             ready=ready,
             prefix=prefix,
+            python=self.agent_python,
         )
         return managed
 

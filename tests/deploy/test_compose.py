@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,21 @@ def test_ports_agree_between_commands_healthchecks_and_prometheus() -> None:
     }
     assert "--scheduler scheduler:50051" in command_text(services["coordinator"])
     assert "--coordinator coordinator:50052" in command_text(services["agent"])
+
+
+def test_runs_are_resumed_after_a_crash_and_never_restarted_once_finished() -> None:
+    """The coordinator exits 0 only when its run finished: `on-failure` restarts a crashed or
+    killed one (which resumes its run, as it is given no --new-run) and never a finished one.
+    Agents exit 0 once training is over, so they are not restarted either."""
+    services = compose()["services"]
+    coordinator = services["coordinator"]
+    text = command_text(coordinator)
+    assert coordinator["restart"] == "on-failure"
+    assert "--runs-dir /var/lib/lola-deft/runs" in text
+    assert "--new-run" not in text and "--run-id" not in text
+    assert "runs:/var/lib/lola-deft" in coordinator["volumes"]
+    assert "runs" in compose()["volumes"]
+    assert services["agent"]["restart"] == "on-failure"
 
 
 def test_no_secret_is_baked_in() -> None:
@@ -207,3 +223,36 @@ def test_the_build_context_leaves_out_local_and_secret_files() -> None:
     for dockerfile in (ROOT / "deploy/docker").glob("*.Dockerfile"):
         for source in re.findall(r"^COPY (?!--from)(\S+)", dockerfile.read_text(), re.MULTILINE):
             assert source.split("/")[0] not in ignored, f"{dockerfile.name} copies {source}"
+
+
+def test_dockerfiles_and_scripts_pass_their_linters() -> None:
+    """hadolint on every Dockerfile, shellcheck on every shell script (both from the dev extra)."""
+    bin_dir = Path(sys.executable).parent
+    dockerfiles = sorted(str(p) for p in (ROOT / "deploy/docker").glob("*.Dockerfile"))
+    scripts = sorted(str(p) for p in (ROOT / "deploy").rglob("*.sh"))
+    assert len(dockerfiles) == 3 and len(scripts) >= 3
+    hadolint = subprocess.run(
+        [str(bin_dir / "hadolint"), "--failure-threshold", "info", *dockerfiles],
+        capture_output=True,
+        text=True,
+    )
+    assert hadolint.returncode == 0, hadolint.stdout + hadolint.stderr
+    shellcheck = subprocess.run(
+        [str(bin_dir / "shellcheck"), *scripts], capture_output=True, text=True
+    )
+    assert shellcheck.returncode == 0, shellcheck.stdout + shellcheck.stderr
+
+
+def test_the_jetson_image_keeps_the_base_torch_and_uses_the_jetson_pins() -> None:
+    text = (ROOT / "deploy/docker/jetson-agent.Dockerfile").read_text()
+    assert "--system-site-packages" in text  # sees the base image's CUDA torch
+    assert "pip install --no-deps -r constraints/jetson.txt" in text
+    assert "pip install --no-deps ." in text
+    installs = re.findall(r"pip install ([^\\\n]*)", text)
+    assert installs and all("--no-deps" in line for line in installs), installs
+    assert not re.search(r"pip install[^\n]*\btorch\b", text)
+    assert "torch" not in {
+        line.split("==")[0]
+        for line in (ROOT / "constraints/jetson.txt").read_text().splitlines()
+        if not line.startswith("#")
+    }

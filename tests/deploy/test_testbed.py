@@ -68,3 +68,31 @@ def test_everything_is_removed_after_a_failure(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="coordinator exited"):
         run_testbed(config, log=lambda message: None)
     assert leftovers(Testbed("dtsf", 2)) == []
+
+
+def test_a_stopped_testbed_run_stops_its_processes_and_removes_the_testbed() -> None:
+    import signal
+
+    import psutil
+
+    from tests.helpers import start_deft
+
+    run, _ = start_deft(
+        "testbed",
+        "run",
+        "--agents",
+        "3",
+        "--rounds",
+        "500",
+        "--prefix",
+        "dtss",
+        ready=r"training 500 rounds",
+        timeout=180,
+    )
+    children = psutil.Process(run.pid).children(recursive=True)
+    assert len(children) >= 5  # the scheduler, the coordinator, three agents
+    run.send_signal(signal.SIGTERM)
+    assert run.wait(timeout=60) == 130
+    still = [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+    assert still == [], [c.cmdline()[-6:] for c in still]
+    assert leftovers(Testbed("dtss", 3)) == []

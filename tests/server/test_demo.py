@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
+from typing import Any
 
 from tests.helpers import run_deft
 
 
-def test_demo_runs_end_to_end_on_a_tiny_model(tiny_model_dir: Path, tmp_path: Path) -> None:
-    out = tmp_path / "demo"
+def run_demo(out: Path, model: Path, rounds: int) -> tuple[str, dict[str, Any]]:
     result = run_deft(
         "demo",
         "--model",
-        str(tiny_model_dir),
+        str(model),
         "--agents",
         "4",
         "--rounds",
-        "3",
+        str(rounds),
         "--out",
         str(out),
         "--lr",
@@ -25,14 +26,34 @@ def test_demo_runs_end_to_end_on_a_tiny_model(tiny_model_dir: Path, tmp_path: Pa
         timeout=400,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "baseline  | dev accuracy" in result.stdout
-    assert result.stdout.count("round ") >= 3
-    summary = json.loads((out / "metrics.json").read_text())
+    match = re.search(r"^metrics JSON: (.+)$", result.stdout, re.MULTILINE)
+    assert match is not None, result.stdout
+    return result.stdout, json.loads(Path(match.group(1)).read_text())
+
+
+def test_demo_runs_end_to_end_and_keeps_earlier_runs(tiny_model_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    stdout, summary = run_demo(out, tiny_model_dir, rounds=3)
+    assert "baseline  | dev accuracy" in stdout
+    assert stdout.count("round ") >= 3
     assert summary["rounds"] == 3 and summary["agents"] == 4
     assert 0 <= summary["metric_before"] <= 1 and 0 <= summary["metric_after"] <= 1
-    assert (Path(summary["adapter"]) / "adapter_config.json").is_file()
-    assert (out / "demo.png").stat().st_size > 1000
-    assert f"adapter (peft format): {summary['adapter']}" in result.stdout
+    first_adapter = Path(summary["adapter"])
+    assert (first_adapter / "adapter_config.json").is_file()
+    first_run = first_adapter.parents[2]  # runs/<id>/checkpoints/round-N/adapter
+    assert first_run.parent == out / "runs"
+    assert (first_run / "demo.png").stat().st_size > 1000
+    assert f"adapter (peft format): {summary['adapter']}" in stdout
+    weights = (first_adapter / "adapter_model.safetensors").read_bytes()
+
+    _, second = run_demo(out, tiny_model_dir, rounds=1)
+    second_run = Path(second["adapter"]).parents[2]
+    assert second_run != first_run and second_run.parent == out / "runs"
+    # The first run is untouched: same adapter bytes, still finished, history of 3 rounds.
+    assert (first_adapter / "adapter_model.safetensors").read_bytes() == weights
+    assert json.loads((first_run / "run.json").read_text())["status"] == "finished"
+    assert len(json.loads((first_run / "history.json").read_text())["rounds"]) == 3
+    assert second["rounds"] == 1
 
 
 def test_demo_refuses_too_few_agents_for_the_blocks(tiny_model_dir: Path) -> None:

@@ -4,6 +4,7 @@ identical state while the agents reconnect by themselves."""
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import time
@@ -47,12 +48,14 @@ def latest_checkpoint(directory: Path) -> Path | None:
 
 
 def test_training_survives_a_killed_coordinator(tiny_model_dir: Path, tmp_path: Path) -> None:
-    checkpoints, history = tmp_path / "ck", tmp_path / "history.json"
+    history = tmp_path / "history.json"
     port = free_port()
     coordinator_args = ("--rounds", str(ROUNDS), "--report-wait", "0.3")
     with LocalCluster(tiny_model_dir, tmp_path) as cluster:
         cluster.start_scheduler()
         coordinator, _ = cluster.start_coordinator(*coordinator_args, port=port)
+        [run] = cluster.run_dirs()
+        checkpoints = run / "checkpoints"
         agent_metrics_port = free_port()
         agents = [
             cluster.start_agent(
@@ -89,8 +92,9 @@ def test_training_survives_a_killed_coordinator(tiny_model_dir: Path, tmp_path: 
         for name, value in saved["trainable"].items():
             assert torch.equal(peft_params[name], value), name
 
+        # Started again as before (no --resume): it resumes the unfinished run by default.
         resumed, line = cluster.start_coordinator(
-            *coordinator_args, "--resume", port=port, ready=r"resumed from .*"
+            *coordinator_args, port=port, ready=r"resumed from .*"
         )
         expected = (
             f"resumed from {killed_at}: {rounds_done} rounds done, adapter sha256 {saved_digest}"
@@ -99,6 +103,8 @@ def test_training_survives_a_killed_coordinator(tiny_model_dir: Path, tmp_path: 
         assert resumed.wait(timeout=240) == 0
         for agent in agents:
             assert agent.wait(timeout=60) == 0  # each heard "finished" and exited cleanly
+        assert cluster.run_dirs() == [run]  # the same run, resumed; no second one
+        assert json.loads((run / "run.json").read_text())["status"] == "finished"
 
     document = read_history(history)
     assert document.baseline is not None and 0.0 <= document.baseline.scores["accuracy"] <= 1.0
