@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import socket
 import statistics
 import subprocess
@@ -314,7 +315,7 @@ def bench_accuracy(rounds: int, out: Path) -> dict[str, Any]:
     demo_out = out / "demo"
     log(f"  deft demo, {rounds} rounds")
     started = time.perf_counter()
-    subprocess.run(
+    finished = subprocess.run(
         [
             sys.executable,
             "-m",
@@ -328,10 +329,13 @@ def bench_accuracy(rounds: int, out: Path) -> dict[str, Any]:
             str(rounds),
         ],
         check=True,
-        stdout=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     demo_seconds = time.perf_counter() - started
-    summary = json.loads((demo_out / "metrics.json").read_text())
+    # Each demo is a run folder of its own; the demo names its metrics JSON.
+    [metrics] = re.findall(r"^metrics JSON: (.+)$", finished.stdout, re.MULTILINE)
+    summary = json.loads(Path(metrics).read_text())
     log(f"  centralized, {rounds} steps")
     torch.set_num_threads(2)
     records = train_centralized(
