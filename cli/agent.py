@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import socket
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,8 @@ from lola_deft.cli.common import (
     add_model_arguments,
     byte_size,
     model_and_data_errors,
+    non_negative_int,
+    positive_seconds,
     set_threads,
     setup_logging,
     shard,
@@ -69,6 +72,19 @@ def add_agent_command(subparsers: Any) -> None:
         help="longest wait between reconnection attempts, seconds",
     )
     parser.add_argument(
+        "--connect-timeout",
+        type=positive_seconds,
+        default=10.0,
+        help="seconds one try at reaching the coordinator may take (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--connect-attempts",
+        type=non_negative_int,
+        default=5,
+        help="tries at reaching the coordinator before giving up at start-up, with back-off; "
+        "0: keep trying (once registered, the agent always reconnects) (default: %(default)s)",
+    )
+    parser.add_argument(
         "--metrics-host",
         default="0.0.0.0",
         help="address of the /metrics endpoint (default: all interfaces, for the edge server's "
@@ -80,8 +96,9 @@ def add_agent_command(subparsers: Any) -> None:
 
 def _agent_errors() -> tuple[type[Exception], ...]:
     from lola_deft.device_agent.agent import DeviceUnavailable
+    from lola_deft.device_agent.connection import CoordinatorUnreachable
 
-    return (*model_and_data_errors(), DeviceUnavailable)
+    return (*model_and_data_errors(), DeviceUnavailable, CoordinatorUnreachable)
 
 
 @user_errors("agent", _agent_errors)
@@ -89,8 +106,9 @@ def run_agent(args: argparse.Namespace) -> int:
     setup_logging()
     set_threads(args.threads)
     from lola_deft.device_agent.agent import AgentConfig, DeviceAgent
+    from lola_deft.device_agent.connection import reach
     from lola_deft.ml.glue import EMBEDDED_TASK_DIR
-    from lola_deft.ml.model import default_model_dir
+    from lola_deft.ml.model import default_model_dir, require_model_dir
 
     tls = tls_from_args(args, role="deft agent")
     default_id = tls.cert.stem if tls.cert else f"{socket.gethostname()}-{os.getpid()}"
@@ -112,10 +130,27 @@ def run_agent(args: argparse.Namespace) -> int:
         profile_cache=args.profile_cache,
         max_message_bytes=args.max_message_mb * MEBIBYTE,
         max_backoff_s=args.max_backoff,
+        connect_timeout_s=args.connect_timeout,
+        connect_attempts=args.connect_attempts,
         metrics_port=args.metrics_port,
         metrics_host=args.metrics_host,
         tls=tls,
     )
+    # What is checked in an instant first, then the coordinator, then the model (minutes):
+    # a wrong folder or address is an error in seconds.
+    require_model_dir(config.model_dir)
+    stop = threading.Event()
+    wait_for_signal(stop)
+    reach(
+        config.coordinator,
+        tls,
+        stop,
+        config.connect_timeout_s,
+        config.connect_attempts,
+        config.max_backoff_s,
+    )
+    if stop.is_set():
+        return 0
     agent = DeviceAgent(config)
     wait_for_signal(agent.stop)
     return agent.run()

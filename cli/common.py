@@ -45,13 +45,45 @@ def positive_seconds(text: str) -> float:
     return positive_float(text, "seconds")
 
 
+def task_name(text: str) -> str:
+    """A GLUE task name (aliases like SST-2 accepted), checked when the flags are read."""
+    from lola_deft.ml.glue import TASK_ALIASES, TASKS
+
+    key = TASK_ALIASES.get(text.lower(), text.lower())
+    if key not in TASKS:
+        raise argparse.ArgumentTypeError(f"unknown task {text!r}; choose from {', '.join(TASKS)}")
+    return key
+
+
+def policy_name(text: str) -> str:
+    """A scheduling policy, checked when the flags are read (not at round 1, after profiling)."""
+    try:
+        from lola_deft.scheduler.policy_names import POLICY_HELP
+    except ModuleNotFoundError:  # an agent-only install: the command itself says it is absent
+        return text
+
+    if text not in POLICY_HELP:
+        raise argparse.ArgumentTypeError(
+            f"unknown policy {text!r}; choose from {', '.join(POLICY_HELP)}"
+        )
+    return text
+
+
 def positive_int(text: str) -> int:
+    return bounded_int(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    return bounded_int(text, 0)
+
+
+def bounded_int(text: str, least: int) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text!r}")
+    if value < least:
+        raise argparse.ArgumentTypeError(f"must be >= {least}, got {text!r}")
     return value
 
 
@@ -94,7 +126,12 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     """Model, task and training budget: shared by the coordinator and the centralized baseline,
     so both can be given the same settings."""
     add_model_arguments(parser)
-    parser.add_argument("--task", default="sst2", help="GLUE task name (cola, sst2, mrpc, ...)")
+    parser.add_argument(
+        "--task",
+        type=task_name,
+        default="sst2",
+        help="GLUE task: cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte (default: %(default)s)",
+    )
     parser.add_argument(
         "--local-iterations",
         type=int,

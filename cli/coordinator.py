@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from lola_deft.cli.common import (
     add_training_arguments,
     model_and_data_errors,
+    policy_name,
     positive_float,
     positive_int,
     positive_seconds,
@@ -48,7 +49,12 @@ def add_coordinator_command(subparsers: Any) -> None:
     serve.add_argument("--host", default="[::]")
     serve.add_argument("--port", type=int, default=50052, help="gRPC port (0 picks a free one)")
     serve.add_argument("--scheduler", default="127.0.0.1:50051", help="scheduler HOST:PORT")
-    serve.add_argument("--policy", default="jbba", help="scheduling policy (see deft schedule -h)")
+    serve.add_argument(
+        "--policy",
+        type=policy_name,
+        default="jbba",
+        help="scheduling policy (see deft schedule -h) (default: %(default)s)",
+    )
     add_training_arguments(serve)
     serve.add_argument("--rounds", type=int, default=20)
     serve.add_argument("--bandwidth-hz", type=float, default=100e6, help="uplink band B")

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from lola_deft.cli.common import add_model_arguments, user_errors
+from lola_deft.cli.common import add_model_arguments, policy_name, task_name, user_errors
 
 DEMO_DESCRIPTION = """Starts the scheduler, the coordinator and N agents as separate processes
 on loopback, with heterogeneous memory caps, channels and slowdowns, shows progress and the
@@ -27,9 +27,20 @@ def add_demo_command(subparsers: Any) -> None:
     )
     parser.add_argument("--agents", type=int, default=6)
     parser.add_argument("--rounds", type=int, default=20)
-    parser.add_argument("--policy", default="jbba")
+    parser.add_argument(
+        "--policy",
+        type=policy_name,
+        default="jbba",
+        help="scheduling policy (default: %(default)s)",
+    )
     add_model_arguments(parser)
-    parser.add_argument("--task", default="sst2")
+    parser.add_argument(
+        "--task",
+        type=task_name,
+        default="sst2",
+        help="GLUE task; the embedded data (synthetic sst2-mini) is SST-2 format, other tasks "
+        "need --data DIR (default: %(default)s)",
+    )
     parser.add_argument("--local-iterations", type=int, default=2)
     parser.add_argument("--lr", type=float, default=5e-3)
     parser.add_argument("--max-seq-length", type=int, default=32)

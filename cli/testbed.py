@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from lola_deft.cli.common import add_model_arguments
+from lola_deft.cli.common import add_model_arguments, policy_name
 
 
 def add_testbed_command(subparsers: Any) -> None:
@@ -31,7 +31,12 @@ def add_testbed_command(subparsers: Any) -> None:
             command.add_argument("--bandwidth-hz", type=float, default=1e6)
             command.add_argument("--snr-db", type=float, default=20.0)
             command.add_argument("--path-loss", type=float, default=0.1)
-            command.add_argument("--policy", default="jbba")
+            command.add_argument(
+                "--policy",
+                type=policy_name,
+                default="jbba",
+                help="scheduling policy (default: %(default)s)",
+            )
             command.add_argument("--json", type=Path, default=None, help="write the comparison")
         command.set_defaults(handler=run_testbed_command)
 

@@ -3,8 +3,11 @@ background, the round calls, and how long to back off when the coordinator is aw
 
 from __future__ import annotations
 
+import logging
 import random
+import re
 import threading
+import time
 from collections.abc import Callable, Mapping
 
 import grpc
@@ -33,6 +36,14 @@ RETRYABLE = {
     grpc.StatusCode.CANCELLED,
     grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
+
+
+log = logging.getLogger("deft.agent")
+
+
+class CoordinatorUnreachable(ConnectionError):
+    """No answer from the coordinator's address in the attempts allowed: a wrong address, a
+    closed port, a firewall, or certificates the two sides do not share."""
 
 
 class SessionLost(Exception):
@@ -129,3 +140,58 @@ class CoordinatorConnection:
     def close(self) -> None:
         self.session = ""
         self._channel.close()
+
+
+def reach(
+    address: str,
+    tls: TlsFiles,
+    stop: threading.Event,
+    timeout_s: float = 10.0,
+    attempts: int = 5,
+    max_backoff_s: float = 30.0,
+) -> None:
+    """Returns once something answers as the coordinator at `address` (any gRPC status but
+    UNAVAILABLE or DEADLINE_EXCEEDED to an empty heartbeat); each failed try is logged with its
+    reason. CoordinatorUnreachable after `attempts` tries (0: keep trying), so a wrong address
+    is an error within seconds, before the model is loaded, not a silent hang."""
+    channel = open_channel(address, tls, ())
+    stub = coordinator_pb2_grpc.CoordinatorStub(channel)
+    backoff = Backoff(max_s=max_backoff_s)
+    started, tried = time.monotonic(), 0
+    try:
+        while not stop.is_set():
+            tried += 1
+            try:
+                stub.SendHeartbeat(coordinator_pb2.Heartbeat(session=""), timeout=timeout_s)
+                return
+            except grpc.RpcError as error:
+                if error.code() not in (
+                    grpc.StatusCode.UNAVAILABLE,
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                ):
+                    return  # it answered (refusing an empty session): reachable
+                reason = unreachable_reason(error, timeout_s)
+            if attempts and tried >= attempts:
+                raise CoordinatorUnreachable(
+                    f"cannot reach the coordinator at {address}: {reason} ({tried} attempts "
+                    f"in {time.monotonic() - started:.0f} s; check --coordinator and the network, "
+                    "or pass --connect-attempts 0 to keep trying)"
+                )
+            delay = backoff.next_delay()
+            log.warning(
+                "coordinator %s not reachable: %s; trying again in %.1f s", address, reason, delay
+            )
+            stop.wait(delay)
+    finally:
+        channel.close()
+
+
+def unreachable_reason(error: grpc.RpcError, timeout_s: float) -> str:
+    """gRPC's connection failure in a few words ("Connection refused", "no answer within 10 s",
+    the TLS handshake's complaint)."""
+    if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return f"no answer within {timeout_s:g} s"
+    details = error.details() or "unavailable"
+    last = re.split(r"last error: ", details)[-1]
+    # "UNKNOWN: ipv4:127.0.0.1:1: Failed to connect to remote host: Connection refused"
+    return last.rsplit(": ", 1)[-1].strip()[:200] or details[:200]

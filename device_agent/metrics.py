@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import Counter, Gauge
 
-from lola_deft.protos.metrics_endpoint import serve_metrics
+from lola_deft.protos.metrics_endpoint import new_registry, serve_metrics
 
 LAST_CONTACT = "deft_agent_last_contact_timestamp_seconds"
 
 
 class AgentMetrics:
     def __init__(self, device_id: str) -> None:
-        self.registry = CollectorRegistry()
+        self.registry = new_registry()
         r, labels = self.registry, ["device"]
         self.device_id = device_id
         self.last_contact = Gauge(
@@ -42,8 +42,8 @@ class AgentMetrics:
             "deft_agent_available_memory_bytes", "Memory reported as available", labels, registry=r
         )
         self.efficiency = Gauge(
-            "deft_agent_spectral_efficiency_bits_per_second_per_hertz",
-            "Reported uplink spectral efficiency",
+            "deft_agent_spectral_efficiency",
+            "Reported uplink spectral efficiency r_k, in bit/s/Hz",
             labels,
             registry=r,
         )

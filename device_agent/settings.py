@@ -29,6 +29,8 @@ class AgentConfig:
     seed: int = 0
     profile_cache: Path | None = None
     max_backoff_s: float = 30.0
+    connect_timeout_s: float = 10.0  # one try at reaching the coordinator
+    connect_attempts: int = 5  # tries before giving up at start-up (0: keep trying)
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     metrics_port: int | None = None
     metrics_host: str = "0.0.0.0"

@@ -2,7 +2,24 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+    start_http_server,
+)
+
+
+def new_registry() -> CollectorRegistry:
+    """A role's own registry (no module-level state shared between roles in one process, as in
+    the tests), with the standard process_*, python_info and python_gc_* metrics every
+    Prometheus user expects."""
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    return registry
 
 
 def serve_metrics(registry: CollectorRegistry, port: int, host: str) -> int:

@@ -11,3 +11,9 @@ POLICY_HELP = {
     "comp-aware": "paper baseline: fastest devices first, equal bandwidth",
     "random": "random feasible devices, equal bandwidth (seeded)",
 }
+
+
+def known_policy(name: str) -> str:
+    """The policy as a metric label: a name from POLICY_HELP, else "unknown", so a request
+    cannot add label values (and series) of its choosing."""
+    return name if name in POLICY_HELP else "unknown"

@@ -8,7 +8,7 @@ from concurrent import futures
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from lola_deft.protos.credentials import PLAINTEXT, TlsFiles, add_port
 from lola_deft.protos.deft.v1 import scheduler_pb2, scheduler_pb2_grpc
@@ -20,10 +20,11 @@ from lola_deft.protos.grpc_options import (
 )
 from lola_deft.protos.identity import peer_of
 from lola_deft.protos.malformed import RejectMalformed
-from lola_deft.protos.metrics_endpoint import serve_metrics
+from lola_deft.protos.metrics_endpoint import new_registry, serve_metrics
 from lola_deft.scheduler.convert import instance_from_request, response_from_allocation
 from lola_deft.scheduler.errors import InfeasibleError, InstanceError
 from lola_deft.scheduler.policies import DEFAULT_POLICY, solve
+from lola_deft.scheduler.policy_names import known_policy
 
 log = logging.getLogger(__name__)
 MAX_QUEUED_PER_WORKER = 16
@@ -33,7 +34,7 @@ class SchedulerMetrics:
     """Prometheus metrics of the scheduler microservice (its own registry)."""
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
+        self.registry = new_registry()
         self.requests = Counter(
             "deft_scheduler_requests_total",
             "Allocate requests by outcome",
@@ -83,7 +84,7 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
             seed = request.seed if request.HasField("seed") else None
             allocation = solve(instance, policy, seed=seed)
         except InstanceError as error:
-            self.metrics.requests.labels(policy, "INVALID_ARGUMENT").inc()
+            self.metrics.requests.labels(known_policy(policy), "INVALID_ARGUMENT").inc()
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
         except InfeasibleError as error:
             self.metrics.requests.labels(policy, "FAILED_PRECONDITION").inc()

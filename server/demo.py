@@ -61,6 +61,13 @@ def _model_blocks(model: Path | None) -> int | None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    if args.task != "sst2" and args.data is None:
+        print(
+            f"deft demo: error: the embedded data (sst2-mini, synthetic) is SST-2; --task "
+            f"{args.task} needs --data DIR, a GLUE {args.task} folder",
+            file=sys.stderr,
+        )
+        return 2
     blocks = _model_blocks(args.model)
     if blocks is not None and args.agents < blocks:
         print(

@@ -4,14 +4,14 @@ process (tests) without clashing."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
-from lola_deft.protos.metrics_endpoint import serve_metrics
+from lola_deft.protos.metrics_endpoint import new_registry, serve_metrics
 
 
 class CoordinatorMetrics:
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
+        self.registry = new_registry()
         r = self.registry
         self.round = Gauge("deft_round", "Rounds completed", registry=r)
         self.rounds = Counter("deft_rounds_total", "Rounds completed since start", registry=r)
@@ -56,8 +56,8 @@ class CoordinatorMetrics:
             "deft_device_memory_bytes", "Available memory reported", ["device"], registry=r
         )
         self.device_efficiency = Gauge(
-            "deft_device_spectral_efficiency_bits_per_second_per_hertz",
-            "Uplink spectral efficiency r_k = log2(1 + SNR_k)",
+            "deft_device_spectral_efficiency",
+            "Uplink spectral efficiency r_k = log2(1 + SNR_k), in bit/s/Hz",
             ["device"],
             registry=r,
         )

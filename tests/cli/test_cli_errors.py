@@ -20,7 +20,7 @@ from tests.helpers import run_deft
             ["coordinator", "serve", "--insecure", "--data", "/nonexistent/glue"],
             "deft coordinator: error: /nonexistent/glue/dev.tsv: no such file",
         ),
-        (["centralized", "--task", "wnli"], "deft centralized: error: unknown GLUE task 'wnli'"),
+        (["centralized", "--task", "wnli"], "argument --task: unknown task 'wnli'; choose from"),
         (
             [
                 "agent",
@@ -108,7 +108,7 @@ def test_plaintext_takes_an_explicit_insecure(args: list[str], message: str) -> 
 
 def test_insecure_is_logged_as_a_warning(tiny_model_dir: Path) -> None:
     result = run_deft(
-        "coordinator", "serve", "--insecure", "--model", str(tiny_model_dir), "--task", "nope"
+        "coordinator", "serve", "--insecure", "--model", str(tiny_model_dir), "--data", "/none"
     )
     assert "WARNING" in result.stderr and "--insecure: plaintext gRPC" in result.stderr
 
@@ -119,3 +119,52 @@ def test_the_parsers_head_combiners_are_the_aggregators() -> None:
     from lola_deft.server.aggregation import HEAD_COMBINERS as implemented
 
     assert offered == implemented
+
+
+def test_an_unreachable_coordinator_is_named_with_the_reason() -> None:
+    """A wrong address is a one-line error naming it and why, after --connect-attempts tries,
+    before the model is loaded, not a silent hang."""
+    from lola_deft.server.net import free_port
+
+    address = f"127.0.0.1:{free_port()}"  # nothing listens there
+    result = run_deft(
+        "agent", "--insecure", "--coordinator", address, "--connect-attempts", "2", timeout=60
+    )
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("deft agent:")]
+    assert len(errors) == 1
+    assert errors[0].startswith(
+        f"deft agent: error: cannot reach the coordinator at {address}: Connection refused ("
+    )
+    assert "2 attempts" in errors[0] and "--connect-attempts 0" in errors[0]
+    assert f"coordinator {address} not reachable: Connection refused" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_connect_attempts_must_be_a_count() -> None:
+    result = run_deft("agent", "--coordinator", "x:1", "--connect-attempts", "-1")
+    assert result.returncode == 2
+    assert "argument --connect-attempts: must be >= 0, got '-1'" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["coordinator", "serve", "--policy", "fastest"],
+            "argument --policy: unknown policy 'fastest'; choose from jbba, ba,",
+        ),
+        (["demo", "--task", "imdb"], "argument --task: unknown task 'imdb'; choose from cola,"),
+        (["centralized", "--task", "sst-3"], "argument --task: unknown task 'sst-3'"),
+        (
+            ["demo", "--task", "cola"],
+            "deft demo: error: the embedded data (sst2-mini, synthetic) is SST-2; --task cola "
+            "needs --data DIR",
+        ),
+    ],
+)
+def test_choices_are_checked_before_anything_starts(args: list[str], message: str) -> None:
+    result = run_deft(*args)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr

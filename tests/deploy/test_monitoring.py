@@ -35,6 +35,35 @@ def test_promtool_accepts_the_config() -> None:
     assert "SUCCESS" in result.stdout
 
 
+@pytest.mark.skipif(
+    shutil.which("promtool") is None,
+    reason="promtool not installed (CI installs Debian's prometheus)",
+)
+def test_promtool_accepts_what_every_endpoint_exports(live_system: LiveSystem) -> None:
+    """Base units, counter suffixes, help on every family: `promtool check metrics` (Prometheus'
+    own linter) on the scheduler's, the coordinator's and an agent's /metrics after a round,
+    which also carry the standard process_* and python_* metrics."""
+    live_system.wait_for_rounds(1)
+    for role, port in (
+        ("scheduler", live_system.scheduler_metrics),
+        ("coordinator", live_system.coordinator_metrics),
+        ("agent", live_system.agent_metrics[0]),
+    ):
+        text = scrape(port)
+        assert "process_resident_memory_bytes" in text and "python_info" in text, role
+        result = subprocess.run(
+            ["promtool", "check", "metrics"], input=text, capture_output=True, text=True
+        )
+        assert result.returncode == 0, f"{role}: {result.stdout}{result.stderr}"
+
+
+def test_a_request_cannot_choose_a_metric_label() -> None:
+    from lola_deft.scheduler.policy_names import POLICY_HELP, known_policy
+
+    assert known_policy("nonsense-policy") == "unknown"
+    assert all(known_policy(name) == name for name in POLICY_HELP)
+
+
 def exported_names(text: str) -> set[str]:
     names = set()
     for line in text.splitlines():

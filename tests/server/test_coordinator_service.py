@@ -344,12 +344,7 @@ def test_metrics_are_exported_with_prometheus_names(tiny_model_dir: Path, tmp_pa
         block = agent.instruction.block  # type: ignore[union-attr]
         assert samples[f'deft_device_block{{device="{agent.device_id}"}}'] == block
         assert samples[f'deft_device_bandwidth_hz{{device="{agent.device_id}"}}'] > 0
-        assert (
-            samples[
-                f'deft_device_spectral_efficiency_bits_per_second_per_hertz{{device="{agent.device_id}"}}'
-            ]
-            == 2.0
-        )
+        assert samples[f'deft_device_spectral_efficiency{{device="{agent.device_id}"}}'] == 2.0
         assert f'deft_device_upload_seconds{{device="{agent.device_id}"}}' in samples
         assert samples[f'deft_device_memory_bytes{{device="{agent.device_id}"}}'] == 8e9
     assert samples['deft_eval_metric{metric="accuracy"}'] == pytest.approx(
