@@ -6,7 +6,14 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from lola_deft.cli.common import add_model_arguments, policy_name, task_name, user_errors
+from lola_deft.cli.common import (
+    add_model_arguments,
+    policy_name,
+    positive_float,
+    positive_int,
+    task_name,
+    user_errors,
+)
 
 DEMO_DESCRIPTION = """Starts the scheduler, the coordinator and N agents as separate processes
 on loopback, with heterogeneous memory caps, channels and slowdowns, shows progress and the
@@ -25,8 +32,15 @@ def add_demo_command(subparsers: Any) -> None:
         description=DEMO_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--agents", type=int, default=6)
-    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument(
+        "--agents",
+        type=positive_int,
+        default=6,
+        help="device agents to start, at least one per LoRA block (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--rounds", type=positive_int, default=20, help="training rounds (default: %(default)s)"
+    )
     parser.add_argument(
         "--policy",
         type=policy_name,
@@ -41,19 +55,44 @@ def add_demo_command(subparsers: Any) -> None:
         help="GLUE task; the embedded data (synthetic sst2-mini) is SST-2 format, other tasks "
         "need --data DIR (default: %(default)s)",
     )
-    parser.add_argument("--local-iterations", type=int, default=2)
-    parser.add_argument("--lr", type=float, default=5e-3)
-    parser.add_argument("--max-seq-length", type=int, default=32)
-    parser.add_argument("--eval-every", type=int, default=2)
+    parser.add_argument(
+        "--local-iterations",
+        type=positive_int,
+        default=2,
+        help="M: mini-batches each device trains per round (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--lr",
+        type=positive_float,
+        default=5e-3,
+        help="Adam learning rate (default: %(default)s; the coordinator's own default is "
+        "5e-4, for longer runs)",
+    )
+    parser.add_argument(
+        "--max-seq-length",
+        type=positive_int,
+        default=32,
+        help="tokens per sentence, longer ones cut (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--eval-every",
+        type=positive_int,
+        default=2,
+        help="evaluate on the dev split every this many rounds (default: %(default)s)",
+    )
     parser.add_argument(
         "--out",
         type=Path,
         default=Path("deft-demo"),
         help="output folder: each demo is a run of its own in OUT/runs/<id>/ (checkpoints, "
-        "history, metrics JSON, plot), logs in OUT/logs/<id>/; earlier runs are kept",
+        "history, metrics JSON, plot), logs in OUT/logs/<id>/; earlier runs are kept "
+        "(default: %(default)s)",
     )
     parser.add_argument(
-        "--metrics-port", type=int, default=0, help="coordinator's Prometheus port (0: a free one)"
+        "--metrics-port",
+        type=int,
+        default=0,
+        help="coordinator's Prometheus port (default: %(default)s, a free one)",
     )
     parser.set_defaults(handler=run_demo)
 

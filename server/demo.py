@@ -76,6 +76,12 @@ def run_demo(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.data is None:
+        print(
+            "data: the embedded sst2-mini task, synthetic template sentences in SST-2 format "
+            "(not SST-2: its scores say the system works, not how well a model does); for a "
+            "real task: deft demo --task cola --data DIR (a GLUE folder) --model DIR"
+        )
     out: Path = args.out
     # Every demo is a run of its own beside the earlier ones: nothing of theirs is touched.
     run_id = f"demo-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
@@ -181,10 +187,15 @@ def _interrupt(signum: int, frame: object) -> None:
 def _follow_rounds(coordinator: Managed, rounds: int) -> None:
     from tqdm import tqdm
 
+    shown_waiting = ""
     with tqdm(total=rounds, desc="rounds", unit="round", file=sys.stderr, leave=False) as bar:
         for line in coordinator.lines():
             line = line.rstrip()
-            if line.startswith(("round ", "baseline")):
+            waiting = line.partition("waiting for agents: ")[2]
+            if waiting and waiting != shown_waiting:  # agents loading and profiling: say so
+                bar.write(f"waiting for agents (loading the model, profiling): {waiting}")
+                shown_waiting = waiting
+            elif line.startswith(("round ", "baseline")):
                 bar.write(line)
                 if line.startswith("round "):
                     bar.update(1)

@@ -35,6 +35,7 @@ def test_demo_runs_end_to_end_and_keeps_earlier_runs(tiny_model_dir: Path, tmp_p
     out = tmp_path / "demo"
     stdout, summary = run_demo(out, tiny_model_dir, rounds=3)
     assert "baseline  | dev accuracy" in stdout
+    assert "the embedded sst2-mini task, synthetic" in stdout
     assert stdout.count("round ") >= 3
     assert summary["rounds"] == 3 and summary["agents"] == 4
     assert 0 <= summary["metric_before"] <= 1 and 0 <= summary["metric_after"] <= 1
