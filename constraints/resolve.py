@@ -190,11 +190,9 @@ def check(pin_set: PinSet, build_tags: list[str]) -> list[str]:
             continue
         requirements["lola-deft[agent]"] = agent_requirements(pin_set.extra)
         env = environment(python, pin_set.machine)
-        problems += [
-            f"{label}: {problem}"
-            for problem in unmet(requirements, available, env, pin_set.omitted)
-        ]
-        if not problems:
+        found = unmet(requirements, available, env, pin_set.omitted)
+        problems += [f"{label}: {problem}" for problem in found]
+        if not found:
             print(
                 f"{label}: {len(binary)} wheels and {len(built)} builds found, "
                 f"{len(pin_set.provided)} provided; every requirement met",

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import secrets
 import signal
 import sys
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 from lola_deft.server.cluster import Cluster, ClusterError, Managed
 from lola_deft.server.export import read_history
 from lola_deft.server.messages import Evaluation, RoundRecord
+from lola_deft.server.runs import new_run_id
 
 MiB = 2**20
 
@@ -84,7 +84,7 @@ def run_demo(args: argparse.Namespace) -> int:
         )
     out: Path = args.out
     # Every demo is a run of its own beside the earlier ones: nothing of theirs is touched.
-    run_id = f"demo-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+    run_id = new_run_id("demo-")
     run_dir = out / "runs" / run_id
     model_args = ["--model", str(args.model)] if args.model else []
     data_args = ["--data", str(args.data)] if args.data else []

@@ -136,6 +136,11 @@ def open_run(
     return _create(runs_dir, run_id, config)
 
 
+def new_run_id(prefix: str = "") -> str:
+    """A run id that sorts by start time and does not collide: PREFIX + date-time-XXXX."""
+    return f"{prefix}{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+
+
 def list_runs(runs_dir: Path) -> list[dict[str, Any]]:
     """Every run in the folder (oldest first), with its path; unreadable ones are skipped."""
     runs = []
@@ -159,7 +164,7 @@ def package_versions() -> dict[str, str]:
 
 
 def _create(runs_dir: Path, run_id: str | None, config: dict[str, Any]) -> Run:
-    run_id = run_id or f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+    run_id = run_id or new_run_id()
     path = runs_dir / run_id
     try:
         path.mkdir()  # atomic: two coordinators never create the same run
