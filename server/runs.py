@@ -115,7 +115,6 @@ def open_run(
         )
     if runs_dir.exists() and not runs_dir.is_dir():
         raise RunError(f"{runs_dir}: not a folder (--runs-dir)")
-    runs_dir.mkdir(parents=True, exist_ok=True)
     if run_id is not None and (runs_dir / run_id).exists():
         if new_run:
             raise RunError(f"{runs_dir / run_id}: a run with this id exists; pick another --run-id")
@@ -166,6 +165,7 @@ def package_versions() -> dict[str, str]:
 def _create(runs_dir: Path, run_id: str | None, config: dict[str, Any]) -> Run:
     run_id = run_id or new_run_id()
     path = runs_dir / run_id
+    runs_dir.mkdir(parents=True, exist_ok=True)  # only now: a refused start creates nothing
     try:
         path.mkdir()  # atomic: two coordinators never create the same run
     except FileExistsError:
