@@ -14,6 +14,9 @@ from lola_deft.cli.common import (
     byte_size,
     model_and_data_errors,
     non_negative_int,
+    port,
+    positive_float,
+    positive_int,
     positive_seconds,
     set_threads,
     setup_logging,
@@ -41,8 +44,19 @@ def add_agent_command(subparsers: Any) -> None:
         default=(0, 1),
         help="I/N: this agent's part of the data; auto/N: I from the registration order",
     )
-    parser.add_argument("--shard-mode", choices=["iid", "label-skew"], default="iid")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument(
+        "--shard-mode",
+        choices=["iid", "label-skew"],
+        default="iid",
+        help="how the training set is split over devices: i.i.d., or label-skewed "
+        "(Dirichlet proportions)",
+    )
+    parser.add_argument(
+        "--device",
+        choices=["auto", "cpu", "cuda"],
+        default="auto",
+        help="where this agent computes (auto: cuda when available)",
+    )
     parser.add_argument(
         "--memory-limit",
         type=byte_size,
@@ -51,23 +65,55 @@ def add_agent_command(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--slowdown",
-        type=float,
+        type=positive_float,
         default=1.0,
         help="emulate hardware X times slower (sleeps after each iteration)",
     )
-    parser.add_argument("--channel", choices=["emulated", "measured"], default="emulated")
-    parser.add_argument("--snr-db", type=float, default=10.0, help="emulated transmit SNR")
-    parser.add_argument("--path-loss", type=float, default=1e-3, help="emulated path loss")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--profile-cache", type=Path, default=None)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
-    parser.add_argument("--max-message-mb", type=int, default=64)
     parser.add_argument(
-        "--metrics-port", type=int, default=None, help="serve this agent's Prometheus /metrics"
+        "--channel",
+        choices=["emulated", "measured"],
+        default="emulated",
+        help="spectral efficiency reported: emulated Rayleigh fading from --snr-db and "
+        "--path-loss, or measured from this agent's real uploads",
+    )
+    parser.add_argument("--snr-db", type=float, default=10.0, help="emulated transmit SNR, in dB")
+    parser.add_argument(
+        "--path-loss",
+        type=positive_float,
+        default=1e-3,
+        help="emulated mean path loss (power gain)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=non_negative_int,
+        default=0,
+        help="seed of the emulated channel's fading and of local batch sampling",
+    )
+    parser.add_argument(
+        "--profile-cache",
+        type=Path,
+        default=None,
+        help="folder for the per-block profile, reused when model and setup match (default: "
+        "$LOLA_DEFT_CACHE/profiles, else ~/.cache/lola-deft/profiles)",
+    )
+    parser.add_argument(
+        "--threads", type=non_negative_int, default=0, help="torch threads (0: torch's default)"
+    )
+    parser.add_argument(
+        "--max-message-mb",
+        type=positive_int,
+        default=64,
+        help="largest single message accepted from the coordinator, MiB",
+    )
+    parser.add_argument(
+        "--metrics-port",
+        type=port,
+        default=None,
+        help="serve this agent's Prometheus /metrics on this port (default: none)",
     )
     parser.add_argument(
         "--max-backoff",
-        type=float,
+        type=positive_seconds,
         default=30.0,
         help="longest wait between reconnection attempts, seconds",
     )

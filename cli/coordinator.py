@@ -13,9 +13,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lola_deft.cli.common import (
+    add_policy_argument,
     add_training_arguments,
     model_and_data_errors,
-    policy_name,
+    non_negative_float,
+    non_negative_int,
+    port,
     positive_float,
     positive_int,
     positive_seconds,
@@ -25,6 +28,7 @@ from lola_deft.cli.common import (
     user_errors,
     wait_for_signal,
 )
+from lola_deft.cli.run_config import add_config_argument
 from lola_deft.protos.credentials import (
     TlsConfigError,
     TlsFiles,
@@ -46,21 +50,21 @@ def add_coordinator_command(subparsers: Any) -> None:
     parser = subparsers.add_parser("coordinator", help="the round coordinator (edge server)")
     commands = parser.add_subparsers(dest="coordinator_command", required=True)
     serve = commands.add_parser("serve", help="run rounds with the agents that register")
-    serve.add_argument("--host", default="[::]")
-    serve.add_argument("--port", type=int, default=50052, help="gRPC port (0 picks a free one)")
+    add_config_argument(serve, "coordinator")
+    serve.add_argument("--host", default="[::]", help="address to listen on ([::]: all)")
+    serve.add_argument("--port", type=port, default=50052, help="gRPC port (0 picks a free one)")
     serve.add_argument("--scheduler", default="127.0.0.1:50051", help="scheduler HOST:PORT")
-    serve.add_argument(
-        "--policy",
-        type=policy_name,
-        default="jbba",
-        help="scheduling policy (see deft schedule -h) (default: %(default)s)",
-    )
+    add_policy_argument(serve)
     add_training_arguments(serve)
-    serve.add_argument("--rounds", type=int, default=20)
-    serve.add_argument("--bandwidth-hz", type=float, default=100e6, help="uplink band B")
+    serve.add_argument(
+        "--bandwidth-hz",
+        type=positive_float,
+        default=100e6,
+        help="uplink band B shared by the devices, in Hz",
+    )
     serve.add_argument(
         "--min-agents",
-        type=int,
+        type=non_negative_int,
         default=0,
         help="agents the first round waits for (default: one per block); later rounds go on "
         "with fewer, rotating the blocks they train",
@@ -100,7 +104,7 @@ def add_coordinator_command(subparsers: Any) -> None:
     )
     serve.add_argument(
         "--report-wait",
-        type=float,
+        type=non_negative_float,
         default=2.0,
         help="seconds to wait for more reports once enough agents reported",
     )
@@ -168,12 +172,14 @@ def add_coordinator_command(subparsers: Any) -> None:
     )
     serve.add_argument(
         "--finish-grace",
-        type=float,
+        type=non_negative_float,
         default=60.0,
         help="after the last round, seconds to keep serving until every live agent has been "
         "told that training is over",
     )
-    serve.add_argument("--metrics-port", type=int, default=None, help="Prometheus /metrics port")
+    serve.add_argument(
+        "--metrics-port", type=port, default=None, help="Prometheus /metrics port (default: none)"
+    )
     serve.add_argument(
         "--metrics-host",
         default=None,
@@ -181,7 +187,7 @@ def add_coordinator_command(subparsers: Any) -> None:
     )
     serve.add_argument(
         "--max-message-mb",
-        type=int,
+        type=positive_int,
         default=4,
         help="largest single message accepted (payloads travel as 1 MiB chunks)",
     )
@@ -191,7 +197,9 @@ def add_coordinator_command(subparsers: Any) -> None:
         default=None,
         help="testbed: shape agent aI's uplink (namespace PREFIX-aI) to B_k r_k every round",
     )
-    serve.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    serve.add_argument(
+        "--threads", type=non_negative_int, default=0, help="torch threads (0: torch's default)"
+    )
     add_tls_arguments(serve, server=True)
     add_tls_arguments(serve, "--scheduler-tls", server=False, insecure=False)
     serve.add_argument(
@@ -236,7 +244,8 @@ def run_coordinator(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     from lola_deft.server.config import CoordinatorConfig
     from lola_deft.server.enrolment import Enrolment
-    from lola_deft.server.runs import open_run, snapshot
+    from lola_deft.server.provenance import snapshot
+    from lola_deft.server.runs import open_run
 
     tls = tls_from_args(args, role="deft coordinator")
     if not tls.enabled and (args.allowed_devices or args.revoked_certs):
@@ -361,9 +370,17 @@ def add_centralized_command(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "centralized", help="fine-tune the same model and task in one process, for comparison"
     )
+    add_config_argument(parser, "centralized")
     add_training_arguments(parser)
-    parser.add_argument("--steps", type=int, default=20, help="Adam steps (= DEFT rounds)")
-    parser.add_argument("--out", type=Path, default=None, help="write the step records as JSON")
+    parser.add_argument(
+        "--steps", dest="rounds", type=positive_int, help="the same as --rounds: Adam steps"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="write the step records and the run's provenance as JSON (default: none)",
+    )
     parser.set_defaults(handler=run_centralized)
 
 
@@ -372,7 +389,7 @@ def run_centralized(args: argparse.Namespace) -> int:
     setup_logging()
     from lola_deft.server.centralized import CentralizedConfig, final_metric, train_centralized
 
-    config = CentralizedConfig(**training_settings(args), steps=args.steps)
+    config = CentralizedConfig(**training_settings(args), steps=args.rounds)
 
     def show(record: dict[str, Any]) -> None:
         evaluation = record.get("eval")
@@ -390,6 +407,9 @@ def run_centralized(args: argparse.Namespace) -> int:
         f"after {config.steps} steps: {final_metric(records):.4f}"
     )
     if args.out:
+        from lola_deft.server.provenance import provenance
+
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(records, indent=1))
+        document = {"provenance": provenance(config), "steps": records}
+        args.out.write_text(json.dumps(document, indent=1))
     return 0

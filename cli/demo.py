@@ -7,18 +7,18 @@ from pathlib import Path
 from typing import Any
 
 from lola_deft.cli.common import (
-    add_model_arguments,
-    policy_name,
-    positive_float,
+    add_policy_argument,
+    add_training_arguments,
+    port,
     positive_int,
-    task_name,
     user_errors,
 )
+from lola_deft.cli.run_config import add_config_argument
 
 DEMO_DESCRIPTION = """Starts the scheduler, the coordinator and N agents as separate processes
 on loopback, with heterogeneous memory caps, channels and slowdowns, shows progress and the
 per-round table, and ends with the metric before and after, the saved adapter, a metrics JSON
-and a plot."""
+and plots (PNG and PDF)."""
 
 
 def _no_expected_errors() -> tuple[type[Exception], ...]:
@@ -30,56 +30,16 @@ def add_demo_command(subparsers: Any) -> None:
         "demo",
         help="scheduler + coordinator + N agents on this machine, end to end",
         description=DEMO_DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    add_config_argument(parser, "demo")
     parser.add_argument(
         "--agents",
         type=positive_int,
         default=6,
         help="device agents to start, at least one per LoRA block (default: %(default)s)",
     )
-    parser.add_argument(
-        "--rounds", type=positive_int, default=20, help="training rounds (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--policy",
-        type=policy_name,
-        default="jbba",
-        help="scheduling policy (default: %(default)s)",
-    )
-    add_model_arguments(parser)
-    parser.add_argument(
-        "--task",
-        type=task_name,
-        default="sst2",
-        help="GLUE task; the embedded data (synthetic sst2-mini) is SST-2 format, other tasks "
-        "need --data DIR (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--local-iterations",
-        type=positive_int,
-        default=2,
-        help="M: mini-batches each device trains per round (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--lr",
-        type=positive_float,
-        default=5e-3,
-        help="Adam learning rate (default: %(default)s; the coordinator's own default is "
-        "5e-4, for longer runs)",
-    )
-    parser.add_argument(
-        "--max-seq-length",
-        type=positive_int,
-        default=32,
-        help="tokens per sentence, longer ones cut (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--eval-every",
-        type=positive_int,
-        default=2,
-        help="evaluate on the dev split every this many rounds (default: %(default)s)",
-    )
+    add_policy_argument(parser)
+    add_training_arguments(parser)
     parser.add_argument(
         "--out",
         type=Path,
@@ -90,7 +50,7 @@ def add_demo_command(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--metrics-port",
-        type=int,
+        type=port,
         default=0,
         help="coordinator's Prometheus port (default: %(default)s, a free one)",
     )

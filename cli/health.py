@@ -10,6 +10,7 @@ import sys
 import time
 from typing import Any
 
+from lola_deft.cli.common import positive_seconds
 from lola_deft.protos.credentials import add_tls_arguments, tls_from_args
 
 
@@ -20,7 +21,9 @@ def add_health_command(subparsers: Any) -> None:
     )
     parser.add_argument("target", help="HOST:PORT (an agent's: its --metrics-port)")
     parser.add_argument("--service", default="", help="service name ('' = the whole server)")
-    parser.add_argument("--timeout", type=float, default=3.0)
+    parser.add_argument(
+        "--timeout", type=positive_seconds, default=3.0, help="seconds to wait for the answer"
+    )
     parser.add_argument(
         "--agent",
         action="store_true",

@@ -12,7 +12,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from lola_deft import __version__
-from lola_deft.cli import agent, certs, coordinator, demo, health, testbed
+from lola_deft.cli import agent, certs, config, coordinator, demo, health, plot, testbed
+from lola_deft.cli.common import CommandParser
+from lola_deft.cli.run_config import RunConfigError, config_commands, defaults_from
 
 
 def _add_scheduler_commands(subparsers: Any) -> None:
@@ -47,7 +49,7 @@ def _not_installed(name: str) -> Any:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="deft",
         description="LoLa-DEFT: low-latency device-edge cooperative LoRA fine-tuning.",
     )
@@ -61,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     health.add_health_command(subparsers)
     certs.add_certs_command(subparsers)
     testbed.add_testbed_command(subparsers)
+    plot.add_plot_command(subparsers)
+    config.add_config_command(subparsers)
     return parser
 
 
@@ -79,9 +83,25 @@ def die_with_parent() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
+def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse the command line; a --config run file supplies defaults that flags override (the
+    file is read, and every value in it checked, before the command runs)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    path = getattr(args, "config", None)
+    command = getattr(args, "config_command", None)
+    if path is not None and command is not None:
+        try:
+            config_commands()[command].set_defaults(**defaults_from(path, command))
+        except RunConfigError as error:
+            parser.exit(2, f"deft {command}: error: {error}\n")
+        args = parser.parse_args(argv)
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     die_with_parent()
-    args = build_parser().parse_args(argv)
+    args = parse(argv)
     return int(args.handler(args))
 
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from lola_deft.cli.common import add_model_arguments, policy_name
+from lola_deft.cli.common import add_policy_argument, positive_float, positive_int
 
 
 def add_testbed_command(subparsers: Any) -> None:
@@ -24,20 +24,39 @@ def add_testbed_command(subparsers: Any) -> None:
         command = commands.add_parser(name, help=text)
         command.add_argument("--prefix", default="deft", help="name prefix of what is created")
         if name != "down":
-            command.add_argument("--agents", type=int, default=3)
-        if name == "run":
-            command.add_argument("--rounds", type=int, default=3)
-            add_model_arguments(command)
-            command.add_argument("--bandwidth-hz", type=float, default=1e6)
-            command.add_argument("--snr-db", type=float, default=20.0)
-            command.add_argument("--path-loss", type=float, default=0.1)
             command.add_argument(
-                "--policy",
-                type=policy_name,
-                default="jbba",
-                help="scheduling policy (default: %(default)s)",
+                "--agents", type=positive_int, default=3, help="agent namespaces (hosts)"
             )
-            command.add_argument("--json", type=Path, default=None, help="write the comparison")
+        if name == "run":
+            command.add_argument(
+                "--rounds", type=positive_int, default=3, help="training rounds to measure"
+            )
+            command.add_argument(
+                "--model",
+                type=Path,
+                default=None,
+                help="local encoder directory (default: a small random encoder; the testbed "
+                "measures upload times, not accuracy, so it takes no --data)",
+            )
+            command.add_argument(
+                "--bandwidth-hz",
+                type=positive_float,
+                default=1e6,
+                help="uplink band B shaped onto the links, in Hz",
+            )
+            command.add_argument(
+                "--snr-db", type=float, default=20.0, help="agents' transmit SNR in dB"
+            )
+            command.add_argument(
+                "--path-loss",
+                type=positive_float,
+                default=0.1,
+                help="agents' mean path loss (power gain of the emulated fading channel)",
+            )
+            add_policy_argument(command)
+            command.add_argument(
+                "--json", type=Path, default=None, help="write the comparison (default: none)"
+            )
         command.set_defaults(handler=run_testbed_command)
 
 

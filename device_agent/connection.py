@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import random
-import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -15,7 +14,7 @@ import numpy as np
 
 from lola_deft.protos.credentials import TlsFiles, open_channel
 from lola_deft.protos.deft.v1 import coordinator_pb2, coordinator_pb2_grpc
-from lola_deft.protos.grpc_options import message_size_options
+from lola_deft.protos.grpc_options import message_size_options, unreachable_reason
 from lola_deft.protos.tensor_stream import from_chunks, upload_parts
 
 # Refusals that concern one round only; the agent carries on with the next round.
@@ -184,14 +183,3 @@ def reach(
             stop.wait(delay)
     finally:
         channel.close()
-
-
-def unreachable_reason(error: grpc.RpcError, timeout_s: float) -> str:
-    """gRPC's connection failure in a few words ("Connection refused", "no answer within 10 s",
-    the TLS handshake's complaint)."""
-    if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return f"no answer within {timeout_s:g} s"
-    details = error.details() or "unavailable"
-    last = re.split(r"last error: ", details)[-1]
-    # "UNKNOWN: ipv4:127.0.0.1:1: Failed to connect to remote host: Connection refused"
-    return last.rsplit(": ", 1)[-1].strip()[:200] or details[:200]

@@ -8,6 +8,8 @@ from lola_deft.protos.metrics_endpoint import new_registry, serve_metrics
 
 LAST_CONTACT = "deft_agent_last_contact_timestamp_seconds"
 
+ROLE = "agent"  # named in the error when its /metrics port is taken
+
 
 class AgentMetrics:
     def __init__(self, device_id: str) -> None:
@@ -65,4 +67,4 @@ class AgentMetrics:
         self.last_contact.labels(self.device_id).set_to_current_time()
 
     def serve(self, port: int, host: str = "0.0.0.0") -> int:
-        return serve_metrics(self.registry, port, host)
+        return serve_metrics(self.registry, port, host, ROLE)

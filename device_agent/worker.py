@@ -86,6 +86,7 @@ class BlockWorker:
         if key == self.setup_key:
             return
         config = self.config
+        log.info("%s: loading the model and data for %s", config.device_id, setup.task)
         self.loaded = load_model(config.model_dir, setup.num_labels, lora, seed=config.seed)
         self.loaded.model.to(self.device)
         spec = task_spec(setup.task)
@@ -103,6 +104,11 @@ class BlockWorker:
             "batch": self.sampler.batch_size,
             "seq": setup.max_seq_length,
         }
+        log.info(
+            "%s: profiling %d blocks (time and peak memory per block)",
+            config.device_id,
+            self.loaded.num_blocks,
+        )
         self.profile, cached = load_or_measure(
             self.loaded,
             self.sampler.next_batch(),

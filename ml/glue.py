@@ -31,6 +31,9 @@ class TaskSpec:
     text_columns: tuple[str | int, ...]  # header names, or indices for header-less files
     label_column: str | int
     labels: tuple[str, ...] = ()  # label strings in class-index order (classification)
+    # What each class means, for people (id2label of a shared adapter); GLUE files spell some
+    # classes "0"/"1". Empty: the file's label strings are the names.
+    label_names: tuple[str, ...] = ()
     has_header: bool = True
     dev_file: str = "dev.tsv"
     metric: str = "accuracy"  # the headline metric
@@ -39,12 +42,42 @@ class TaskSpec:
     def is_regression(self) -> bool:
         return self.num_labels == 1
 
+    def id2label(self) -> dict[int, str]:
+        """Class index -> readable name ("score" for a regression task's one output)."""
+        names = self.label_names or self.labels or ("score",)
+        return dict(enumerate(names))
+
 
 TASKS: dict[str, TaskSpec] = {
-    "cola": TaskSpec("cola", 2, (3,), 1, ("0", "1"), has_header=False, metric="mcc"),
-    "sst2": TaskSpec("sst2", 2, ("sentence",), "label", ("0", "1")),
-    "mrpc": TaskSpec("mrpc", 2, ("#1 String", "#2 String"), "Quality", ("0", "1"), metric="f1"),
-    "qqp": TaskSpec("qqp", 2, ("question1", "question2"), "is_duplicate", ("0", "1"), metric="f1"),
+    "cola": TaskSpec(
+        "cola",
+        2,
+        (3,),
+        1,
+        ("0", "1"),
+        ("unacceptable", "acceptable"),
+        has_header=False,
+        metric="mcc",
+    ),
+    "sst2": TaskSpec("sst2", 2, ("sentence",), "label", ("0", "1"), ("negative", "positive")),
+    "mrpc": TaskSpec(
+        "mrpc",
+        2,
+        ("#1 String", "#2 String"),
+        "Quality",
+        ("0", "1"),
+        ("not_equivalent", "equivalent"),
+        metric="f1",
+    ),
+    "qqp": TaskSpec(
+        "qqp",
+        2,
+        ("question1", "question2"),
+        "is_duplicate",
+        ("0", "1"),
+        ("not_duplicate", "duplicate"),
+        metric="f1",
+    ),
     "stsb": TaskSpec("stsb", 1, ("sentence1", "sentence2"), "score", metric="pearson"),
     "mnli": TaskSpec(
         "mnli",

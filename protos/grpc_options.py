@@ -7,6 +7,12 @@ limits are explicit and large payloads (weights, gradients) travel as CHUNK_BYTE
 
 from __future__ import annotations
 
+import re
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import grpc
+
 MEBIBYTE = 2**20
 DEFAULT_MAX_MESSAGE_BYTES = 64 * MEBIBYTE
 CHUNK_BYTES = 1 * MEBIBYTE
@@ -42,3 +48,16 @@ def http_host(grpc_host: str) -> str:
     without IPv6 too."""
     host = grpc_host.strip("[]")
     return "0.0.0.0" if host in ("", "::", "0.0.0.0") else host
+
+
+def unreachable_reason(error: grpc.RpcError, timeout_s: float) -> str:
+    """gRPC's connection failure in a few words ("Connection refused", "no answer within 10 s",
+    the TLS handshake's complaint)."""
+    import grpc  # here: the engine's layers import this module and must not load grpc
+
+    if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return f"no answer within {timeout_s:g} s"
+    details = error.details() or "unavailable"
+    last = re.split(r"last error: ", details)[-1]
+    # "UNKNOWN: ipv4:127.0.0.1:1: Failed to connect to remote host: Connection refused"
+    return last.rsplit(": ", 1)[-1].strip()[:200] or details[:200]

@@ -22,11 +22,15 @@ def new_registry() -> CollectorRegistry:
     return registry
 
 
-def serve_metrics(registry: CollectorRegistry, port: int, host: str) -> int:
+def serve_metrics(registry: CollectorRegistry, port: int, host: str, role: str) -> int:
     """Serve `registry` on host:port; returns the bound port (0 picks a free one). A busy or
-    foreign address is an OSError that names it, not a bare "[Errno 98]"."""
+    foreign address is an OSError that names the role and the address, not a bare
+    "[Errno 98]"."""
     try:
         server, _ = start_http_server(port, addr=host, registry=registry)
     except OSError as error:
-        raise OSError(f"cannot serve metrics on {host}:{port}: {error.strerror or error}") from None
+        raise OSError(
+            f"cannot serve the {role}'s metrics on {host}:{port} (--metrics-port): "
+            f"{error.strerror or error}"
+        ) from None
     return int(server.server_port)

@@ -31,10 +31,14 @@ def add_schedule_command(subparsers: Any) -> None:
         help="allocate blocks and bandwidth for one round read as JSON",
         description="Read a scheduling instance as JSON and print the allocation as JSON.",
         epilog=f"policies:\n{policies}\n\nexit status: 0 ok, 2 malformed input, 3 infeasible",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("instance", help="instance JSON file, or - for standard input")
-    parser.add_argument("--policy", default=DEFAULT_POLICY, choices=sorted(POLICY_HELP))
+    parser.add_argument(
+        "--policy",
+        default=DEFAULT_POLICY,
+        choices=sorted(POLICY_HELP),
+        help="allocation policy (listed above)",
+    )
     parser.add_argument("--seed", type=int, default=None, help="seed for the random policy")
     parser.add_argument(
         "--remote",
@@ -174,6 +178,7 @@ def _schedule_remote(doc: Any, args: argparse.Namespace) -> int:
     import grpc
     from google.protobuf import json_format
 
+    from lola_deft.protos.grpc_options import unreachable_reason
     from lola_deft.scheduler.client import SchedulerClient
     from lola_deft.scheduler.convert import request_from_instance_doc, response_to_json
 
@@ -183,12 +188,17 @@ def _schedule_remote(doc: Any, args: argparse.Namespace) -> int:
         return _fail(EXIT_MALFORMED, f"instance: {error}", sys.stderr)
     try:
         with SchedulerClient(args.remote, tls=tls_from_args(args, role="deft schedule")) as client:
-            response = client.allocate(request)
+            response = client.allocate(request, wait_for_ready=False)  # down: say so now
     except TlsConfigError as error:
         return _fail(EXIT_MALFORMED, str(error), sys.stderr)
     except grpc.RpcError as error:
         code = error.code()
         details = error.details() or ""
+        if code == grpc.StatusCode.UNAVAILABLE:
+            reason = unreachable_reason(error, 0)
+            return _fail(
+                EXIT_MALFORMED, f"cannot reach the scheduler at {args.remote}: {reason}", sys.stderr
+            )
         if code == grpc.StatusCode.INVALID_ARGUMENT:
             return _fail(EXIT_MALFORMED, details, sys.stderr)
         if code == grpc.StatusCode.FAILED_PRECONDITION:

@@ -29,6 +29,8 @@ from lola_deft.scheduler.policy_names import known_policy
 log = logging.getLogger(__name__)
 MAX_QUEUED_PER_WORKER = 16
 
+ROLE = "scheduler"  # named in the error when its /metrics port is taken
+
 
 class SchedulerMetrics:
     """Prometheus metrics of the scheduler microservice (its own registry)."""
@@ -55,7 +57,7 @@ class SchedulerMetrics:
         )
 
     def serve(self, port: int, host: str = "0.0.0.0") -> int:
-        return serve_metrics(self.registry, port, host)
+        return serve_metrics(self.registry, port, host, ROLE)
 
 
 class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):

@@ -83,15 +83,25 @@ class Managed:
                 self.process.wait()
                 raise ClusterError(
                     f"{self.name} exited with status {self.process.returncode} before it was "
-                    f"ready; its last lines ({self.log}):\n{''.join(self.tail)}"
+                    f"ready: {self.last_error()} (log: {self.log})"
                 )
             match = re.search(pattern, line)
             if match:
                 return match
         raise ClusterError(
-            f"{self.name} was not ready after {timeout:.0f} s; its last lines ({self.log}):\n"
-            + "".join(self.tail)
+            f"{self.name} was not ready after {timeout:.0f} s: {self.last_error()} "
+            f"(log: {self.log})"
         )
+
+    def last_error(self) -> str:
+        """The process's own last error line (a `deft ...: error: ...` line, else its last
+        line that says error, else its last line): what a user needs, not a traceback."""
+        lines = [line.strip() for line in self.tail if line.strip()]
+        for marker in (": error: ", "error"):
+            for line in reversed(lines):
+                if marker in line.lower():
+                    return line
+        return lines[-1] if lines else "no output"
 
     def lines(self) -> Iterator[str]:
         """Output lines from here on, until the process ends."""

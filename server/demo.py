@@ -8,17 +8,20 @@ after, the saved adapter, a metrics JSON and a PNG plot of metric and latency ov
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 import signal
 import sys
+import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from lola_deft.server.cluster import Cluster, ClusterError, Managed
 from lola_deft.server.export import read_history
-from lola_deft.server.messages import Evaluation, RoundRecord
 from lola_deft.server.runs import new_run_id
 
 MiB = 2**20
@@ -77,39 +80,20 @@ def run_demo(args: argparse.Namespace) -> int:
         )
         return 2
     if args.data is None:
-        print(
-            "data: the embedded sst2-mini task, synthetic template sentences in SST-2 format "
-            "(not SST-2: its scores say the system works, not how well a model does); for a "
-            "real task: deft demo --task cola --data DIR (a GLUE folder) --model DIR"
-        )
+        print(SYNTHETIC_NOTICE)
     out: Path = args.out
     # Every demo is a run of its own beside the earlier ones: nothing of theirs is touched.
     run_id = new_run_id("demo-")
     run_dir = out / "runs" / run_id
-    model_args = ["--model", str(args.model)] if args.model else []
-    data_args = ["--data", str(args.data)] if args.data else []
     started = time.monotonic()
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        with Cluster(out / "logs" / run_id) as cluster:
+        with Cluster(out / "logs" / run_id) as cluster, _progress(args.rounds) as bar:
             cluster.start_scheduler()
             coordinator, match = cluster.start_coordinator(
                 "--policy",
                 args.policy,
-                *model_args,
-                *data_args,
-                "--task",
-                args.task,
-                "--rounds",
-                str(args.rounds),
-                "--local-iterations",
-                str(args.local_iterations),
-                "--lr",
-                str(args.lr),
-                "--max-seq-length",
-                str(args.max_seq_length),
-                "--eval-every",
-                str(args.eval_every),
+                *training_flags(args),
                 "--runs-dir",
                 str(out / "runs"),
                 "--run-id",
@@ -123,52 +107,29 @@ def run_demo(args: argparse.Namespace) -> int:
                 "1",
             )
             assert match is not None
+            write_run_file(args, run_dir / RUN_FILE)
             metrics = re.search(r"metrics on :(\d+)", match.string)
-            print(
+            bar.write(
                 f"scheduler {cluster.scheduler_address}, coordinator "
                 f"{cluster.coordinator_address}, Prometheus metrics "
                 f"http://127.0.0.1:{metrics.group(1) if metrics else '?'}/metrics"
             )
-            for index in range(args.agents):
-                profile = FLEET[index % len(FLEET)]
-                limit = (
-                    ["--memory-limit", profile.memory_limit]
-                    if profile.memory_limit and args.model is None
-                    else []
-                )
-                cluster.start_agent(
-                    f"agent-{index}",
-                    *model_args,
-                    *data_args,
-                    "--shard",
-                    f"{index}/{args.agents}",
-                    *limit,
-                    "--snr-db",
-                    str(profile.snr_db),
-                    "--slowdown",
-                    str(profile.slowdown),
-                    "--seed",
-                    str(index),
-                    "--threads",
-                    "1",
-                    ready=None,
-                )
-                print(
-                    f"agent-{index}: memory cap {profile.memory_limit or 'none'}, "
-                    f"transmit SNR {profile.snr_db:g} dB, slowdown {profile.slowdown:g}x"
-                )
-            print(
-                f"starting {args.agents} agents (first run profiles each block; logs in "
-                f"{out / 'logs' / run_id})"
+            agents = [_start_agent(cluster, index, args, bar.write) for index in range(args.agents)]
+            bar.write(
+                f"starting {args.agents} agents: each loads the model and profiles every block "
+                f"before round 1 (logs in {out / 'logs' / run_id})"
             )
-            _follow_rounds(coordinator, args.rounds)
+            for agent in agents:
+                _report_start_up(agent, bar.write)
+            _follow_rounds(coordinator, bar)
             code = coordinator.process.wait(timeout=120)
             if code != 0:
                 print(
-                    f"coordinator exited with status {code}; see {coordinator.log}",
+                    f"deft demo: error: the coordinator exited with status {code}: "
+                    f"{coordinator.last_error()} (log: {coordinator.log})",
                     file=sys.stderr,
                 )
-                return code
+                return 1
     except ClusterError as error:
         print(f"deft demo: error: {error}", file=sys.stderr)
         return 2
@@ -180,31 +141,130 @@ def run_demo(args: argparse.Namespace) -> int:
     return _summarise(run_dir, time.monotonic() - started, args)
 
 
+SYNTHETIC_NOTICE = (
+    "data: the embedded sst2-mini task, synthetic template sentences in SST-2 format (not "
+    "SST-2: its scores say the system works, not how well a model does); for a real task: "
+    "deft demo --task cola --data DIR (a GLUE folder) --model DIR"
+)
+RUN_FILE = "run.toml"
+
+
+def _start_agent(
+    cluster: Cluster, index: int, args: argparse.Namespace, say: Callable[[str], None]
+) -> Managed:
+    profile = FLEET[index % len(FLEET)]
+    limit = (
+        ["--memory-limit", profile.memory_limit]
+        if profile.memory_limit and args.model is None
+        else []
+    )
+    agent = cluster.start_agent(
+        f"agent-{index}",
+        *(["--model", str(args.model)] if args.model else []),
+        *(["--data", str(args.data)] if args.data else []),
+        "--shard",
+        f"{index}/{args.agents}",
+        *limit,
+        "--snr-db",
+        str(profile.snr_db),
+        "--slowdown",
+        str(profile.slowdown),
+        "--seed",
+        str(index),
+        "--threads",
+        "1",
+        ready=None,
+    )
+    say(
+        f"agent-{index}: memory cap {profile.memory_limit or 'none'}, "
+        f"transmit SNR {profile.snr_db:g} dB, slowdown {profile.slowdown:g}x"
+    )
+    return agent
+
+
+def training_flags(args: argparse.Namespace) -> list[str]:
+    """The demo's model, task and training settings as the coordinator's flags: the one set of
+    definitions (cli.common) means the demo and the coordinator cannot drift apart."""
+    from lola_deft.cli.common import TRAINING_FLAGS
+
+    flags: list[str] = []
+    for dest in TRAINING_FLAGS:
+        value = getattr(args, dest)
+        if value is not None:
+            flags += [f"--{dest.replace('_', '-')}", str(value)]
+    return flags
+
+
+def write_run_file(args: argparse.Namespace, path: Path) -> None:
+    """The demo's resolved settings as a run file in its run folder: `deft demo --config` with
+    it runs the same demo again (paths absolute, so it works from anywhere)."""
+    from lola_deft.cli.run_config import resolved
+    from lola_deft.server.toml_text import dumps
+
+    values = resolved(args, "demo")
+    header = f"# deft demo run {path.parent.name}: rerun with deft demo --config {path}\n"
+    path.write_text(header + dumps({"demo": values}))
+
+
+class _Progress(Protocol):
+    def write(self, text: str) -> None: ...
+    def update(self, count: int) -> object: ...
+
+
+@contextlib.contextmanager
+def _progress(rounds: int) -> Iterator[_Progress]:
+    from tqdm import tqdm
+
+    with tqdm(total=rounds, desc="rounds", unit="round", file=sys.stderr, leave=False) as bar:
+        yield bar
+
+
+START_UP = re.compile(
+    r"loading the model|profiling \d+ blocks|profile (cached|measured)|registered|error"
+    r"|not reachable",
+    re.IGNORECASE,
+)
+
+
+def _report_start_up(agent: Managed, say: Callable[[str], None]) -> None:
+    """Show an agent's loading, profiling and registration as they happen (a thread per agent
+    reads its output until it has registered or ended)."""
+
+    def follow() -> None:
+        for line in agent.lines():
+            if START_UP.search(line):
+                say(re.sub(r"^.* deft\.agent (INFO )?", "", line.rstrip()))
+            if "registered" in line:
+                return
+
+    threading.Thread(target=follow, name=f"start-up-{agent.name}", daemon=True).start()
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def _follow_rounds(coordinator: Managed, rounds: int) -> None:
-    from tqdm import tqdm
-
+def _follow_rounds(coordinator: Managed, bar: _Progress) -> None:
     shown_waiting = ""
-    with tqdm(total=rounds, desc="rounds", unit="round", file=sys.stderr, leave=False) as bar:
-        for line in coordinator.lines():
-            line = line.rstrip()
-            waiting = line.partition("waiting for agents: ")[2]
-            if waiting and waiting != shown_waiting:  # agents loading and profiling: say so
-                bar.write(f"waiting for agents (loading the model, profiling): {waiting}")
-                shown_waiting = waiting
-            elif line.startswith(("round ", "baseline")):
-                bar.write(line)
-                if line.startswith("round "):
-                    bar.update(1)
-            elif line.startswith("coordinator stopped"):
-                break
+    for line in coordinator.lines():
+        line = line.rstrip()
+        waiting = line.partition("waiting for agents: ")[2]
+        if waiting and waiting != shown_waiting:
+            bar.write(f"waiting for agents: {waiting}")
+            shown_waiting = waiting
+        elif line.startswith(("round ", "baseline")):
+            bar.write(line)
+            if line.startswith("round "):
+                bar.update(1)
+        elif line.startswith("coordinator stopped"):
+            break
 
 
 def _summarise(out: Path, elapsed: float, args: argparse.Namespace) -> int:
-    """The run's metrics JSON and plot, written into its own folder (out)."""
+    """The run's metrics JSON and plots, written into its own folder (out)."""
+    from lola_deft.server.plots import plot_runs, read_run
+
+    document = json.loads((out / "history.json").read_text())
     history = read_history(out / "history.json")
     rounds = history.rounds
     before = history.baseline
@@ -223,66 +283,31 @@ def _summarise(out: Path, elapsed: float, args: argparse.Namespace) -> int:
         "metric_name": after.metric_name,
         "metric_before": before.metric,
         "metric_after": after.metric,
+        "synthetic_data": args.data is None,
         "mean_modelled_latency_s": sum(r.modelled_latency_s for r in rounds) / len(rounds),
         "mean_measured_wall_s": sum(r.measured_wall_s for r in rounds) / len(rounds),
         "adapter": str(adapter),
         "history": str(out / "history.json"),
+        "config_file": str(args.config) if args.config else None,
+        "run_file": str(out / RUN_FILE),
+        "provenance": document.get("provenance"),
     }
     (out / "metrics.json").write_text(json.dumps(summary, indent=2))
-    plot = _plot(rounds, before, out / "demo.png")
+    plots = plot_runs([read_run(out)], out / "demo")
     print()
+    data = " (synthetic sst2-mini data)" if args.data is None else ""
     print(
         f"metric ({summary['metric_name']}) before: {before.metric:.4f}  "
-        f"after {len(rounds)} rounds: {after.metric:.4f}"
+        f"after {len(rounds)} rounds: {after.metric:.4f}{data}"
     )
     print(
         f"mean round latency: modelled (wireless) {summary['mean_modelled_latency_s']:.2f} s, "
         f"measured here {summary['mean_measured_wall_s']:.2f} s"
     )
-    print(f"adapter (peft format): {adapter}")
+    settings = f"{args.config} (+ flags)" if args.config else "built-in defaults (+ flags)"
+    print(f"settings: {settings}; resolved in {out / RUN_FILE}")
+    print(f"adapter (peft format, with tokenizer and model card): {adapter}")
     print(f"metrics JSON: {out / 'metrics.json'}")
-    if plot:
-        print(f"plot: {plot}")
+    print(f"plots: {', '.join(str(path) for path in plots)}")
     print(f"total wall time: {elapsed:.0f} s")
     return 0
-
-
-def _plot(rounds: list[RoundRecord], baseline: Evaluation, path: Path) -> Path | None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib not installed: no plot", file=sys.stderr)
-        return None
-    figure, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
-    evaluated = [r for r in rounds if r.eval is not None]
-    top.plot(
-        [0] + [r.round for r in evaluated],
-        [baseline.metric] + [r.eval.metric for r in evaluated if r.eval is not None],
-        marker="o",
-    )
-    top.set_ylabel(f"dev {baseline.metric_name}")
-    top.grid(alpha=0.3)
-    numbers = [r.round for r in rounds]
-    bottom.plot(
-        numbers,
-        [r.modelled_latency_s for r in rounds],
-        marker="s",
-        label="modelled wireless round latency",
-    )
-    bottom.plot(
-        numbers,
-        [r.measured_wall_s for r in rounds],
-        marker="^",
-        label="measured round wall time (loopback)",
-    )
-    bottom.set_xlabel("round")
-    bottom.set_ylabel("seconds")
-    bottom.legend(fontsize=8)
-    bottom.grid(alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path

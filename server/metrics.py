@@ -8,6 +8,8 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from lola_deft.protos.metrics_endpoint import new_registry, serve_metrics
 
+ROLE = "coordinator"  # named in the error when its /metrics port is taken
+
 
 class CoordinatorMetrics:
     def __init__(self) -> None:
@@ -106,4 +108,4 @@ class CoordinatorMetrics:
         )
 
     def serve(self, port: int, host: str = "0.0.0.0") -> int:
-        return serve_metrics(self.registry, port, host)
+        return serve_metrics(self.registry, port, host, ROLE)

@@ -18,15 +18,15 @@ import contextlib
 import fcntl
 import json
 import os
-import platform
 import re
 import secrets
 import shutil
 import time
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any, TextIO
+
+from lola_deft.server.provenance import package_versions
 
 RUN_FILE = "run.json"
 LOCK_FILE = ".lock"
@@ -35,7 +35,6 @@ FINISHED = "finished"
 # Settings a run cannot change half-way: the checkpoints would not fit them.
 IDENTITY_KEYS = ("task", "model_dir", "lora", "max_seq_length")
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-PACKAGES = ("lola-deft", "torch", "transformers", "peft", "numpy", "grpcio", "protobuf")
 
 
 class RunError(ValueError):
@@ -153,15 +152,6 @@ def list_runs(runs_dir: Path) -> list[dict[str, Any]]:
     return sorted(runs, key=lambda d: (str(d.get("created", "")), str(d["id"])))
 
 
-def package_versions() -> dict[str, str]:
-    """The versions a run was made with: what a user needs to reproduce it."""
-    versions = {"python": platform.python_version()}
-    for name in PACKAGES:
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            versions[name] = metadata.version(name)
-    return versions
-
-
 def _create(runs_dir: Path, run_id: str | None, config: dict[str, Any]) -> Run:
     run_id = run_id or new_run_id()
     path = runs_dir / run_id
@@ -246,14 +236,3 @@ def _write_json(path: Path, document: dict[str, Any]) -> None:
 
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
-
-
-def snapshot(config: Any) -> dict[str, Any]:
-    """A dataclass configuration as plain JSON data (paths as strings, tuples as lists): what
-    run.json keeps and what a resume is compared with."""
-    from dataclasses import asdict
-
-    document = dict(json.loads(json.dumps(asdict(config), default=str)))
-    for key in ("checkpoint_dir", "resume", "history_paths"):  # the run folder's, not settings
-        document.pop(key, None)
-    return document

@@ -65,6 +65,8 @@ from lola_deft.server.errors import (
 from lola_deft.server.export import export_metrics, write_history
 from lola_deft.server.messages import AllocationRequest, Evaluation, RoundRecord
 from lola_deft.server.metrics import CoordinatorMetrics
+from lola_deft.server.model_card import Publication
+from lola_deft.server.provenance import provenance
 from lola_deft.server.registry import AgentRegistry
 from lola_deft.server.trainer import AdapterTrainer
 from lola_deft.server.training_state import (
@@ -269,6 +271,13 @@ async def _serve(
         log.warning("round engine did not stop within 30 s")
 
 
+def _report_history_failure(written: Future[None]) -> None:
+    """A history.json that cannot be written is said, not lost in the writer thread."""
+    error = written.exception()
+    if error is not None:
+        log.error("history.json not written: %s", error)
+
+
 def start_coordinator(
     config: CoordinatorConfig,
     *,
@@ -300,7 +309,10 @@ def start_coordinator(
             flush=True,
         )
     dev = encode(loaded.tokenizer, read_split(config.data_dir, spec, "dev"), config.max_seq_length)
-    trainer = AdapterTrainer(state, dev, spec, config.checkpoint_dir)
+    origin = provenance(config)  # what history, checkpoints and the adapter card record
+    trainer = AdapterTrainer(
+        state, dev, spec, config.checkpoint_dir, Publication.prepare(loaded, spec, origin)
+    )
     metrics = CoordinatorMetrics()
     registry = AgentRegistry(config.liveness_timeout_s, config.forget_after_s, config.max_devices)
     if allocator is None:
@@ -320,9 +332,11 @@ def start_coordinator(
     def export(record: RoundRecord, request: AllocationRequest) -> None:
         export_metrics(metrics, record, request)
         if history_paths:
-            document = engine.history.to_dict()
+            document = {**engine.history.to_dict(), "provenance": origin}
             for path in history_paths:
-                history_writer.submit(write_history, path, document)
+                history_writer.submit(write_history, path, document).add_done_callback(
+                    _report_history_failure
+                )
 
     hooks = EngineHooks(on_baseline, on_allocation, [export])
     if on_round is not None:
@@ -348,6 +362,16 @@ def start_coordinator(
     # cyclic collector's full passes, which would otherwise stall the event loop for tens of ms.
     gc.collect()
     gc.freeze()
+    # The metrics port first: a busy one must stop the start before any round can begin.
+    try:
+        bound_metrics = (
+            metrics.serve(metrics_port, metrics_host or http_host(host))
+            if metrics_port is not None
+            else None
+        )
+    except OSError:
+        allocator.close()
+        raise
     loop = asyncio.new_event_loop()
     started: Future[tuple[int, asyncio.Event]] = Future()
     serving = _serve(
@@ -368,11 +392,6 @@ def start_coordinator(
         thread.join(timeout=10)
         allocator.close()
         raise
-    bound_metrics = (
-        metrics.serve(metrics_port, metrics_host or http_host(host))
-        if metrics_port is not None
-        else None
-    )
     return RunningCoordinator(
         bound,
         bound_metrics,

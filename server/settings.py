@@ -19,8 +19,9 @@ class TrainingSettings:
     task: str = "sst2"
     local_iterations: int = 2  # the paper's M: mini-batches per device (per step) per round
     batch_size: int = 16
-    max_seq_length: int = 48
-    learning_rate: float = 5e-4
+    max_seq_length: int = 32
+    learning_rate: float = 5e-3
     lora: LoraSettings = field(default_factory=LoraSettings)
     eval_every: int = 1
     seed: int = 0
+    model_name: str | None = None  # recorded as the adapter's base model (None: from the model)

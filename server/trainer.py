@@ -12,14 +12,25 @@ from lola_deft.ml.evaluation import evaluate
 from lola_deft.ml.glue import TaskSpec
 from lola_deft.ml.model import HEAD
 from lola_deft.server.messages import Evaluation, RunHistory
+from lola_deft.server.model_card import Publication
 from lola_deft.server.training_state import TrainingState
 
 
 class AdapterTrainer:
     def __init__(
-        self, state: TrainingState, dev: EncodedSplit, spec: TaskSpec, checkpoint_dir: Path
+        self,
+        state: TrainingState,
+        dev: EncodedSplit,
+        spec: TaskSpec,
+        checkpoint_dir: Path,
+        publication: Publication | None = None,
     ) -> None:
+        """`publication` makes every checkpoint's adapter shareable (card, tokenizer) and puts
+        the run's provenance into the checkpoint."""
         self.state = state
+        self.publication = publication
+        if publication is not None:
+            state.base_model = publication.base_model
         self.dev = dev
         self.spec = spec
         self.checkpoint_dir = checkpoint_dir
@@ -44,7 +55,15 @@ class AdapterTrainer:
         self.state.round = completed
         self.state.history = document["rounds"]
         self.state.baseline = document["baseline"]
-        self.state.save(self.checkpoint_dir)
+        publication = self.publication
+        if publication is None:
+            self.state.save(self.checkpoint_dir)
+            return
+        self.state.save(
+            self.checkpoint_dir,
+            extra={"provenance": publication.provenance},
+            publish=lambda folder: publication.write(folder, document),
+        )
 
     def restored_history(self) -> RunHistory:
         return RunHistory.from_dict({"baseline": self.state.baseline, "rounds": self.state.history})

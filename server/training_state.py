@@ -16,6 +16,7 @@ import os
 import pickle
 import random
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,7 @@ class TrainingState:
         self.round = 0  # rounds completed
         self.history: list[dict[str, Any]] = []
         self.baseline: dict[str, Any] | None = None  # evaluation before the first round
+        self.base_model: str | None = None  # the name saved adapters record as their base
 
     def snapshot(self) -> dict[str, np.ndarray]:
         return {name: p.detach().cpu().numpy().copy() for name, p in self.params.items()}
@@ -118,7 +120,14 @@ class TrainingState:
         return sorted({owners[i] for i in torch.nonzero(~finite).flatten().tolist()})
 
     # -- checkpoints -----------------------------------------------------------------------
-    def save(self, directory: Path, extra: dict[str, Any] | None = None) -> Path:
+    def save(
+        self,
+        directory: Path,
+        extra: dict[str, Any] | None = None,
+        publish: Callable[[Path], None] | None = None,
+    ) -> Path:
+        """Checkpoint atomically into directory/round-NNNNNN. `publish(adapter_folder)` adds
+        what makes the adapter shareable (tokenizer, card) before the folder appears."""
         broken = self.non_finite()
         if broken:  # apply() prevents this; a checkpoint must never carry a poisoned model
             raise CheckpointError(f"refusing to checkpoint non-finite parameters {broken[:3]}")
@@ -128,7 +137,9 @@ class TrainingState:
         temporary = directory / f".tmp-{name}-{os.getpid()}"
         shutil.rmtree(temporary, ignore_errors=True)
         temporary.mkdir()
-        save_adapter(self.loaded.model, temporary / "adapter")
+        save_adapter(self.loaded.model, temporary / "adapter", self.base_model)
+        if publish is not None:
+            publish(temporary / "adapter")
         tensors, document = self._stored(extra)
         _save_tensors(tensors, temporary / TENSORS)
         (temporary / STATE).write_text(json.dumps(document))

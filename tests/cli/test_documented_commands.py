@@ -60,14 +60,3 @@ def test_a_documented_command_parses(where: str, argv: list[str]) -> None:
         build_parser().parse_args(argv)
     except SystemExit as exit:  # argparse's way of refusing (it prints why)
         pytest.fail(f"{where}: refused by the parser (exit {exit.code}): {argv}")
-
-
-def test_every_demo_flag_says_what_it_does_and_its_default() -> None:
-    [commands] = [a for a in build_parser()._actions if a.dest == "command"]
-    demo = commands.choices["demo"]  # type: ignore[attr-defined]
-    for action in demo._actions:
-        if action.dest == "help":
-            continue
-        assert action.help, action.option_strings
-        if action.default not in (None, False):
-            assert "default" in action.help, action.option_strings

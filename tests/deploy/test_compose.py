@@ -256,3 +256,18 @@ def test_the_jetson_image_keeps_the_base_torch_and_uses_the_jetson_pins() -> Non
         for line in (ROOT / "constraints/jetson.txt").read_text().splitlines()
         if not line.startswith("#")
     }
+
+
+def test_the_coordinator_reads_the_shipped_run_file() -> None:
+    """compose mounts deploy/run.toml where the coordinator's --config points, and the file is
+    one the coordinator accepts (every key and value checked as its flag is)."""
+    from lola_deft.cli.main import parse
+
+    coordinator = compose()["services"]["coordinator"]
+    assert "--config /etc/lola-deft/run.toml" in command_text(coordinator)
+    mounts = [v for v in coordinator["volumes"] if v.endswith(":/etc/lola-deft/run.toml:ro")]
+    [mount] = mounts
+    shipped = ROOT / mount.split(":-", 1)[1].split("}", 1)[0]
+    assert shipped == ROOT / "deploy/run.toml"
+    settings = parse(["coordinator", "serve", "--config", str(shipped)])
+    assert (settings.task, settings.rounds, settings.policy) == ("sst2", 200, "jbba")

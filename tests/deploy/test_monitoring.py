@@ -151,3 +151,54 @@ def test_a_real_prometheus_scrapes_the_coordinator(live_system: LiveSystem, tmp_
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def metric_kind(expr: str) -> str:
+    """What a query measures, from its metric's name: queries of one kind share a unit."""
+    [name, *_] = re.findall(r"\bdeft_[a-z_]+", expr)
+    for marker, kind in (
+        ("_seconds", "time"),
+        ("_bytes", "bytes"),
+        ("_hz", "frequency"),
+        ("loss", "loss"),
+        ("_total", "count"),
+    ):
+        if marker in name:
+            return kind
+    return name
+
+
+def test_the_dashboard_imports_into_any_grafana() -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    assert [i["type"] for i in dashboard["__inputs"]] == ["datasource"]
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert {"datasource", "instance", "device"} <= set(variables)
+    assert variables["datasource"]["type"] == "datasource"
+    for panel in dashboard["panels"]:
+        sources = [panel["datasource"], *(t["datasource"] for t in panel["targets"])]
+        assert all(s["uid"] == "${datasource}" for s in sources), panel["title"]  # none fixed
+        for target in panel["targets"]:
+            expr = target["expr"]
+            if re.search(r"deft_(device|agent)_", expr):
+                assert 'device=~"$device"' in expr, expr
+            if not re.search(r"deft_(agent_|scheduler_(requests|allocate|request_|last))", expr):
+                assert 'instance=~"$instance"' in expr, expr
+
+
+def test_every_dashboard_axis_has_one_unit() -> None:
+    """Series of different kinds (seconds and requests, a score and a loss) never share an
+    axis: an override gives the other kind its own unit and axis."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    for panel in dashboard["panels"]:
+        config = panel["fieldConfig"]
+        axes: dict[tuple[str, str], set[str]] = {}
+        for target in panel["targets"]:
+            unit, placement = config["defaults"].get("unit", "none"), "auto"
+            for override in config["overrides"]:
+                if override["matcher"]["options"] == target["refId"]:
+                    values = {p["id"]: p["value"] for p in override["properties"]}
+                    unit = values.get("unit", unit)
+                    placement = values.get("custom.axisPlacement", placement)
+            axes.setdefault((unit, placement), set()).add(metric_kind(target["expr"]))
+        for axis, kinds in axes.items():
+            assert len(kinds) == 1, f"{panel['title']}: {sorted(kinds)} share the axis {axis}"

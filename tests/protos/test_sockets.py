@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import socket
+from pathlib import Path
 
 import psutil
 
@@ -32,7 +34,10 @@ def test_a_second_server_on_a_busy_port_fails_and_names_it() -> None:
             "scheduler", "serve", "--insecure", "--port", "0", "--metrics-port", str(metrics)
         )
         assert busy_metrics.returncode == 2
-        assert f"cannot serve metrics on 0.0.0.0:{metrics}" in busy_metrics.stderr
+        assert (
+            f"cannot serve the scheduler's metrics on 0.0.0.0:{metrics} (--metrics-port)"
+            in busy_metrics.stderr
+        )
         for result in (second, busy_metrics):
             assert "Traceback" not in result.stderr
     finally:
@@ -49,3 +54,25 @@ def test_metrics_listen_on_the_grpc_host_unless_told_otherwise() -> None:
     finally:
         loopback.stop(grace=None)
         everywhere.stop(grace=None)
+
+
+def test_a_busy_metrics_port_stops_the_coordinator_and_names_it(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """Before any round: the start fails, the process ends (no gRPC server left running)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_deft(
+            "coordinator", "serve", "--insecure", "--host", "127.0.0.1", "--port", "0",
+            "--metrics-port", str(port), "--model", str(tiny_model_dir),
+            "--runs-dir", str(tmp_path / "runs"),
+        )  # fmt: skip
+    assert result.returncode == 2
+    [line] = [line for line in result.stderr.splitlines() if "error" in line]
+    assert line == (
+        f"deft coordinator: error: cannot serve the coordinator's metrics on 127.0.0.1:{port} "
+        "(--metrics-port): Address already in use"
+    )
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())

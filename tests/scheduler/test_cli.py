@@ -133,3 +133,14 @@ def test_byte_order_marks_are_read_and_bad_bytes_refused(tmp_path: Path) -> None
     assert result.returncode == 2
     assert result.stderr.startswith("deft schedule: error: instance: not UTF-8 text")
     assert "Traceback" not in result.stderr
+
+
+def test_an_unreachable_remote_scheduler_is_named_with_the_reason_at_once() -> None:
+    """Not a 30 s wait ending in DEADLINE_EXCEEDED: port 1 on loopback refuses at once."""
+    result = run_deft("schedule", "--insecure", "--remote", "127.0.0.1:1", str(EXAMPLE_PATH))
+    assert result.returncode == 2
+    [line] = [line for line in result.stderr.splitlines() if "error" in line]
+    assert (
+        line
+        == "deft schedule: error: cannot reach the scheduler at 127.0.0.1:1: Connection refused"
+    )

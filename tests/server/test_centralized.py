@@ -23,7 +23,10 @@ def test_centralized_trains_and_writes_records(tiny_model_dir: Path, tmp_path: P
     )
     assert result.returncode == 0, result.stderr
     assert "metric (accuracy) before:" in result.stdout
-    records = json.loads(out.read_text())
+    document = json.loads(out.read_text())
+    records = document["steps"]
     assert [r["step"] for r in records] == [0, 1, 2, 3]
+    assert document["provenance"]["config"]["learning_rate"] == 1e-2
+    assert document["provenance"]["model"]["name"] == tiny_model_dir.name
     assert all("eval" in r for r in records)
     assert records[1]["train_loss"] > 0

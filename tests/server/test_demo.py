@@ -11,20 +11,13 @@ from tests.helpers import run_deft
 
 
 def run_demo(out: Path, model: Path, rounds: int) -> tuple[str, dict[str, Any]]:
-    result = run_deft(
-        "demo",
-        "--model",
-        str(model),
-        "--agents",
-        "4",
-        "--rounds",
-        str(rounds),
-        "--out",
-        str(out),
-        "--lr",
-        "1e-2",
-        timeout=400,
+    return run_demo_with(
+        out, "--model", str(model), "--agents", "4", "--rounds", str(rounds), "--lr", "1e-2"
     )
+
+
+def run_demo_with(out: Path, *flags: str) -> tuple[str, dict[str, Any]]:
+    result = run_deft("demo", *flags, "--out", str(out), timeout=400)
     assert result.returncode == 0, result.stdout + result.stderr
     match = re.search(r"^metrics JSON: (.+)$", result.stdout, re.MULTILINE)
     assert match is not None, result.stdout
@@ -44,10 +37,27 @@ def test_demo_runs_end_to_end_and_keeps_earlier_runs(tiny_model_dir: Path, tmp_p
     first_run = first_adapter.parents[2]  # runs/<id>/checkpoints/round-N/adapter
     assert first_run.parent == out / "runs"
     assert (first_run / "demo.png").stat().st_size > 1000
-    assert f"adapter (peft format): {summary['adapter']}" in stdout
+    assert (first_run / "demo.pdf").read_bytes().startswith(b"%PDF")
+    assert f"adapter (peft format, with tokenizer and model card): {summary['adapter']}" in stdout
+    assert (first_adapter / "README.md").is_file() and (first_adapter / "tokenizer.json").is_file()
+    # Agent start-up is shown as it happens, then the rounds.
+    assert stdout.index("agent-0: profiling 3 blocks") < stdout.index("round   1/3")
+    assert "agent-3: registered" in stdout
+    # The outputs say how they were made.
+    provenance = summary["provenance"]
+    assert provenance["config"]["learning_rate"] == 1e-2 and provenance["seed"] == 0
+    assert provenance["model"]["name"] == tiny_model_dir.name  # a name, not a path
+    assert provenance["versions"]["lola-deft"]
+    history = json.loads((first_run / "history.json").read_text())
+    assert history["provenance"] == provenance
+    run_file = first_run / "run.toml"
+    assert f"settings: built-in defaults (+ flags); resolved in {run_file}" in stdout
     weights = (first_adapter / "adapter_model.safetensors").read_bytes()
 
-    _, second = run_demo(out, tiny_model_dir, rounds=1)
+    # The run file reproduces the first run's settings (here with one round instead).
+    _, second = run_demo_with(out, "--config", str(run_file), "--rounds", "1")
+    assert second["provenance"]["config"]["learning_rate"] == 1e-2
+    assert second["config_file"] == str(run_file)
     second_run = Path(second["adapter"]).parents[2]
     assert second_run != first_run and second_run.parent == out / "runs"
     # The first run is untouched: same adapter bytes, still finished, history of 3 rounds.
@@ -55,6 +65,15 @@ def test_demo_runs_end_to_end_and_keeps_earlier_runs(tiny_model_dir: Path, tmp_p
     assert json.loads((first_run / "run.json").read_text())["status"] == "finished"
     assert len(json.loads((first_run / "history.json").read_text())["rounds"]) == 3
     assert second["rounds"] == 1
+
+
+def test_a_failed_demo_process_is_named_with_its_own_error(tmp_path: Path) -> None:
+    result = run_deft("demo", "--model", str(tmp_path), "--out", str(tmp_path / "demo"))
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()[-1:]
+    assert line.startswith("deft demo: error: coordinator exited with status 2 before it was ")
+    assert f"{tmp_path}: not a model directory (no config.json)" in line
+    assert "Traceback" not in result.stderr
 
 
 def test_demo_refuses_too_few_agents_for_the_blocks(tiny_model_dir: Path) -> None:

@@ -1,0 +1,177 @@
+"""A checkpoint's adapter, made ready to share: the base model named (never a local path), the
+tokenizer beside it, and a model card written from the run (task, labels, metric before and
+after, rounds, devices, policy, configuration, versions)."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lola_deft.ml.glue import EMBEDDED_TASK_DIR, TaskSpec
+from lola_deft.ml.model import LoadedModel
+from lola_deft.server.toml_text import dumps
+
+RECORD_FILE = "training_run.json"
+
+
+@dataclass(frozen=True)
+class Publication:
+    """What every checkpoint's adapter folder gets besides the weights (prepared once: the
+    tokenizer is serialised at start-up, not every round)."""
+
+    base_model: str
+    spec: TaskSpec
+    tokenizer_files: dict[str, bytes]
+    provenance: dict[str, Any]
+
+    @classmethod
+    def prepare(
+        cls, loaded: LoadedModel, spec: TaskSpec, provenance: dict[str, Any]
+    ) -> Publication:
+        with tempfile.TemporaryDirectory() as folder:
+            loaded.tokenizer.save_pretrained(folder)
+            files = {path.name: path.read_bytes() for path in Path(folder).iterdir()}
+        return cls(provenance["model"]["name"], spec, files, provenance)
+
+    def write(self, directory: Path, history: dict[str, Any]) -> None:
+        """Tokenizer, README.md (the card) and training_run.json into an adapter folder."""
+        for name, data in self.tokenizer_files.items():
+            _write(directory / name, data)
+        _write(directory / "README.md", self.card(history).encode())
+        record = {**self.provenance, "labels": self.spec.id2label(), "results": _results(history)}
+        _write(directory / RECORD_FILE, json.dumps(record, indent=1).encode())
+
+    def card(self, history: dict[str, Any]) -> str:
+        config = self.provenance["config"]
+        results = _results(history)
+        task = self.spec.name
+        synthetic = Path(config.get("data_dir", "")) == EMBEDDED_TASK_DIR
+        labels = self.spec.id2label()
+        devices = ", ".join(results["devices"]) or "none yet"
+        data_note = (
+            "**The data is synthetic**: the embedded `sst2-mini` task is template sentences in "
+            "SST-2 format, made to show that the system works; its scores say nothing about "
+            "real sentiment. Train on a real GLUE folder (`--data`) before using this adapter."
+            if synthetic
+            else f"Data: the GLUE `{task}` folder `{Path(config.get('data_dir', '')).name}`."
+        )
+        metric = results["metric_name"] or "metric"
+        rows = [f"| before training | {_number(results['metric_before'])} |"]
+        rows.append(f"| after round {results['rounds']} | {_number(results['metric_after'])} |")
+        usage = USAGE.format(
+            num_labels=self.spec.num_labels,
+            id2label=labels,
+            label2id={name: index for index, name in labels.items()},
+        )
+        return CARD.format(
+            base_model=self.base_model,
+            task=task,
+            data_note=data_note,
+            metric=metric,
+            rows="\n".join(rows),
+            rounds=results["rounds"],
+            planned=config.get("rounds", "?"),
+            devices=devices,
+            device_count=len(results["devices"]),
+            policy=config.get("policy", "centralized"),
+            seed=self.provenance["seed"],
+            labels=", ".join(f"{index}: `{name}`" for index, name in labels.items()),
+            usage=usage,
+            config=dumps({"run": _flat(config)}).strip(),
+            fingerprint=self.provenance["model"]["fingerprint"],
+            versions=", ".join(f"{k} {v}" for k, v in self.provenance["versions"].items()),
+        )
+
+
+CARD = """---
+base_model: {base_model}
+library_name: peft
+pipeline_tag: text-classification
+tags:
+- lora
+- lola-deft
+- glue-{task}
+---
+
+# LoRA adapter for {base_model} on {task}
+
+Trained with LoLa-DEFT (device-edge cooperative LoRA fine-tuning): in every round each device
+trained one LoRA block, stopping backpropagation at that block, and the edge server applied
+Adam to the gradients it received.
+
+{data_note}
+
+## Results (dev split)
+
+| | {metric} |
+|---|---|
+{rows}
+
+Rounds: {rounds} of {planned}. Devices ({device_count}): {devices}. Scheduling policy:
+`{policy}`. Seed: {seed}. Labels: {labels}.
+
+## Use
+
+{usage}
+
+## Configuration
+
+```toml
+{config}
+```
+
+Base model fingerprint `{fingerprint}`. Versions: {versions}.
+"""
+
+USAGE = """```python
+from peft import AutoPeftModelForSequenceClassification
+from transformers import AutoTokenizer, pipeline
+
+ADAPTER = "."  # this folder, or the hub repository it was uploaded to
+model = AutoPeftModelForSequenceClassification.from_pretrained(
+    ADAPTER,
+    num_labels={num_labels},
+    id2label={id2label},
+    label2id={label2id},
+    ignore_mismatched_sizes=True,  # the head comes from this adapter, whatever the base has
+)
+classify = pipeline(
+    "text-classification", model=model, tokenizer=AutoTokenizer.from_pretrained(ADAPTER)
+)
+print(classify("a gripping, beautifully made film"))
+```"""
+
+
+def _results(history: dict[str, Any]) -> dict[str, Any]:
+    """Metric before and after, rounds done and the devices that trained, from history.json."""
+    baseline = history.get("baseline") or {}
+    rounds = history.get("rounds") or []
+    evaluated = [r["eval"] for r in rounds if r.get("eval")]
+    devices = sorted({a["device"] for r in rounds for a in r.get("assignment", [])})
+    return {
+        "metric_name": baseline.get("metric_name"),
+        "metric_before": baseline.get("metric"),
+        "metric_after": evaluated[-1]["metric"] if evaluated else baseline.get("metric"),
+        "rounds": rounds[-1]["round"] if rounds else 0,
+        "devices": devices,
+    }
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def _flat(config: dict[str, Any]) -> dict[str, Any]:
+    """The snapshot's nested LoRA settings as flat keys, as in a run file."""
+    flat = {key: value for key, value in config.items() if not isinstance(value, dict)}
+    for key, value in (config.get("lora") or {}).items():
+        flat[f"lora_{key}"] = value
+    return flat
+
+
+def _write(path: Path, data: bytes) -> None:
+    path.write_bytes(data)
+    path.chmod(0o644)
