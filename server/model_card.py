@@ -34,7 +34,7 @@ class Publication:
         with tempfile.TemporaryDirectory() as folder:
             loaded.tokenizer.save_pretrained(folder)
             files = {path.name: path.read_bytes() for path in Path(folder).iterdir()}
-        return cls(provenance["model"]["name"], spec, files, provenance)
+        return cls(provenance["model"]["name"], spec, files, _shareable(provenance))
 
     def write(self, directory: Path, history: dict[str, Any]) -> None:
         """Tokenizer, README.md (the card) and training_run.json into an adapter folder."""
@@ -48,7 +48,7 @@ class Publication:
         config = self.provenance["config"]
         results = _results(history)
         task = self.spec.name
-        synthetic = Path(config.get("data_dir", "")) == EMBEDDED_TASK_DIR
+        synthetic = config.get("data_dir") == EMBEDDED_DATA
         labels = self.spec.id2label()
         devices = ", ".join(results["devices"]) or "none yet"
         data_note = (
@@ -56,7 +56,7 @@ class Publication:
             "SST-2 format, made to show that the system works; its scores say nothing about "
             "real sentiment. Train on a real GLUE folder (`--data`) before using this adapter."
             if synthetic
-            else f"Data: the GLUE `{task}` folder `{Path(config.get('data_dir', '')).name}`."
+            else f"Data: the GLUE `{task}` folder `{config.get('data_dir')}`."
         )
         metric = results["metric_name"] or "metric"
         rows = [f"| before training | {_number(results['metric_before'])} |"]
@@ -143,6 +143,19 @@ classify = pipeline(
 )
 print(classify("a gripping, beautifully made film"))
 ```"""
+
+
+EMBEDDED_DATA = "embedded:sst2-mini"
+
+
+def _shareable(provenance: dict[str, Any]) -> dict[str, Any]:
+    """The provenance with local paths replaced by names: a card travels to other people, and
+    the folders of this machine (a home directory, a virtualenv) are neither theirs nor public."""
+    config = dict(provenance["config"])
+    config["model_dir"] = provenance["model"]["name"]
+    data = Path(str(config.get("data_dir", "")))
+    config["data_dir"] = EMBEDDED_DATA if data == EMBEDDED_TASK_DIR else data.name
+    return {**provenance, "config": config}
 
 
 def _results(history: dict[str, Any]) -> dict[str, Any]:

@@ -67,7 +67,11 @@ def test_the_base_model_is_a_name_never_a_path(published: Path) -> None:
     assert config["base_model_name_or_path"] == HUB_NAME
     card = (published / "README.md").read_text()
     assert f"base_model: {HUB_NAME}\n" in card
-    assert str(Path.home()) not in card.split("## Configuration")[0]
+    record = (published / RECORD_FILE).read_text()
+    for local in (published.parents[2], Path(sys.prefix), EMBEDDED_TASK_DIR):  # no local path
+        assert str(local) not in card and str(local) not in record
+    assert 'model_dir = "test-org/tiny-encoder"' in card
+    assert 'data_dir = "embedded:sst2-mini"' in card
 
 
 def test_the_card_describes_the_run(published: Path) -> None:
