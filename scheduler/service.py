@@ -80,19 +80,20 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
                 "only the coordinator's certificate (urn:lola-deft:coordinator) may allocate",
             )
         policy = request.policy or DEFAULT_POLICY
+        label = known_policy(policy)  # every metric label: a fixed set, whatever was asked
         self.metrics.devices.set(len(request.devices))
         try:
             instance = instance_from_request(request)
             seed = request.seed if request.HasField("seed") else None
             allocation = solve(instance, policy, seed=seed)
         except InstanceError as error:
-            self.metrics.requests.labels(known_policy(policy), "INVALID_ARGUMENT").inc()
+            self.metrics.requests.labels(label, "INVALID_ARGUMENT").inc()
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
         except InfeasibleError as error:
-            self.metrics.requests.labels(policy, "FAILED_PRECONDITION").inc()
+            self.metrics.requests.labels(label, "FAILED_PRECONDITION").inc()
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"infeasible: {error}")
-        self.metrics.requests.labels(policy, "OK").inc()
-        self.metrics.solve.labels(policy).observe(allocation.solve_seconds)
+        self.metrics.requests.labels(label, "OK").inc()
+        self.metrics.solve.labels(label).observe(allocation.solve_seconds)
         log.info(
             "allocated %d blocks over %d devices with %s: latency %.4g s in %.2f ms",
             instance.num_blocks,

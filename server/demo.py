@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Protocol
 
 from lola_deft.server.cluster import Cluster, ClusterError, Managed
-from lola_deft.server.export import read_history
 from lola_deft.server.runs import new_run_id
 
 MiB = 2**20
@@ -262,15 +261,16 @@ def _follow_rounds(coordinator: Managed, bar: _Progress) -> None:
 
 def _summarise(out: Path, elapsed: float, args: argparse.Namespace) -> int:
     """The run's metrics JSON and plots, written into its own folder (out)."""
-    from lola_deft.server.plots import plot_runs, read_run
+    from lola_deft.server.plots import PlotError, plot_runs, read_run
 
-    document = json.loads((out / "history.json").read_text())
-    history = read_history(out / "history.json")
-    rounds = history.rounds
-    before = history.baseline
-    if before is None or not rounds:
-        print(f"deft demo: error: no rounds recorded in {out / 'history.json'}", file=sys.stderr)
+    try:
+        run = read_run(out)  # history.json, read once for the summary and the plots
+    except PlotError as error:
+        print(f"deft demo: error: {error}", file=sys.stderr)
         return 1
+    rounds = run.history.rounds
+    before = run.history.baseline
+    assert before is not None  # read_run refuses a history without one
     evaluated = [r.eval for r in rounds if r.eval is not None]
     after = evaluated[-1] if evaluated else before
     latest = (out / "checkpoints" / "LATEST").read_text().strip()
@@ -290,10 +290,10 @@ def _summarise(out: Path, elapsed: float, args: argparse.Namespace) -> int:
         "history": str(out / "history.json"),
         "config_file": str(args.config) if args.config else None,
         "run_file": str(out / RUN_FILE),
-        "provenance": document.get("provenance"),
+        "provenance": run.provenance or None,
     }
     (out / "metrics.json").write_text(json.dumps(summary, indent=2))
-    plots = plot_runs([read_run(out)], out / "demo")
+    plots = plot_runs([run], out / "demo")
     print()
     data = " (synthetic sst2-mini data)" if args.data is None else ""
     print(
