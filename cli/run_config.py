@@ -82,10 +82,14 @@ def defaults_from(path: Path, command: str) -> dict[str, Any]:
     everywhere: dict[str, argparse.Action] = {}
     for other in commands.values():
         everywhere = _settings(other) | everywhere
+    # Other commands' tables are checked only; [run], then the command's own table (which so
+    # wins over [run]) give the defaults.
+    ordered = [t for t in document if t not in (SHARED, command)]
+    ordered += [t for t in (SHARED, command) if t in document]
     defaults: dict[str, Any] = {}
-    for table, values in document.items():  # every table is checked, used or not
+    for table in ordered:
         settings = own if table in (SHARED, command) else _settings(commands[table])
-        for key, value in values.items():
+        for key, value in document[table].items():
             dest = key.replace("-", "_")
             where = f"[{table}] {key}"
             if dest in settings:
@@ -97,10 +101,6 @@ def defaults_from(path: Path, command: str) -> dict[str, Any]:
             else:
                 owner = command if table == SHARED else table
                 raise RunConfigError(f"{path}: {where}: no such setting for {owner}")
-    # The command's own table wins over [run], whatever order the file has them in.
-    for key, value in document.get(command, {}).items():
-        dest = key.replace("-", "_")
-        defaults[dest] = _converted(own[dest], value, path, f"[{command}] {key}")
     return defaults
 
 

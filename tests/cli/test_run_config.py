@@ -137,3 +137,10 @@ def test_deft_version(capsys: pytest.CaptureFixture[str]) -> None:
         parse(["--version"])
     assert exit.value.code == 0
     assert capsys.readouterr().out.strip() == f"deft {__version__}"
+
+
+def test_a_commands_own_table_wins_over_run_whatever_the_order(tmp_path: Path) -> None:
+    run = tmp_path / "run.toml"
+    run.write_text("[coordinator]\nlr = 1e-4\n[run]\nlr = 2e-3\n")
+    assert parse(["coordinator", "serve", "--config", str(run)]).lr == 1e-4
+    assert parse(["demo", "--config", str(run)]).lr == 2e-3
