@@ -5,7 +5,8 @@ after, rounds, devices, policy, configuration, versions)."""
 from __future__ import annotations
 
 import json
-import tempfile
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,31 +16,38 @@ from lola_deft.ml.model import LoadedModel
 from lola_deft.server.toml_text import dumps
 
 RECORD_FILE = "training_run.json"
+TOKENIZER_FOLDER = ".tokenizer"  # in the checkpoints folder: saved once, linked each round
 
 
 @dataclass(frozen=True)
 class Publication:
-    """What every checkpoint's adapter folder gets besides the weights (prepared once: the
-    tokenizer is serialised at start-up, not every round)."""
+    """What every checkpoint's adapter folder gets besides the weights. The tokenizer is saved
+    once, at start-up, into `tokenizer` (a folder beside the checkpoints) and hard-linked into
+    each checkpoint: a round costs links, not megabytes of vocabulary written and synced."""
 
     base_model: str
     spec: TaskSpec
-    tokenizer_files: dict[str, bytes]
+    tokenizer: Path
     provenance: dict[str, Any]
 
     @classmethod
     def prepare(
-        cls, loaded: LoadedModel, spec: TaskSpec, provenance: dict[str, Any]
+        cls, loaded: LoadedModel, spec: TaskSpec, provenance: dict[str, Any], tokenizer: Path
     ) -> Publication:
-        with tempfile.TemporaryDirectory() as folder:
-            loaded.tokenizer.save_pretrained(folder)
-            files = {path.name: path.read_bytes() for path in Path(folder).iterdir()}
-        return cls(provenance["model"]["name"], spec, files, _shareable(provenance))
+        shutil.rmtree(tokenizer, ignore_errors=True)  # a killed start may have left half
+        loaded.tokenizer.save_pretrained(str(tokenizer))
+        for path in tokenizer.iterdir():
+            path.chmod(0o644)
+        return cls(provenance["model"]["name"], spec, tokenizer, _shareable(provenance))
 
     def write(self, directory: Path, history: dict[str, Any]) -> None:
         """Tokenizer, README.md (the card) and training_run.json into an adapter folder."""
-        for name, data in self.tokenizer_files.items():
-            _write(directory / name, data)
+        for source in self.tokenizer.iterdir():
+            try:
+                os.link(source, directory / source.name)
+            except OSError:  # a file system without hard links
+                shutil.copyfile(source, directory / source.name)
+                (directory / source.name).chmod(0o644)
         _write(directory / "README.md", self.card(history).encode())
         record = {**self.provenance, "labels": self.spec.id2label(), "results": _results(history)}
         _write(directory / RECORD_FILE, json.dumps(record, indent=1).encode())

@@ -65,7 +65,7 @@ from lola_deft.server.errors import (
 from lola_deft.server.export import export_metrics, write_history
 from lola_deft.server.messages import AllocationRequest, Evaluation, RoundRecord
 from lola_deft.server.metrics import CoordinatorMetrics
-from lola_deft.server.model_card import Publication
+from lola_deft.server.model_card import TOKENIZER_FOLDER, Publication
 from lola_deft.server.provenance import provenance
 from lola_deft.server.registry import AgentRegistry
 from lola_deft.server.trainer import AdapterTrainer
@@ -310,9 +310,10 @@ def start_coordinator(
         )
     dev = encode(loaded.tokenizer, read_split(config.data_dir, spec, "dev"), config.max_seq_length)
     origin = provenance(config)  # what history, checkpoints and the adapter card record
-    trainer = AdapterTrainer(
-        state, dev, spec, config.checkpoint_dir, Publication.prepare(loaded, spec, origin)
+    publication = Publication.prepare(
+        loaded, spec, origin, config.checkpoint_dir / TOKENIZER_FOLDER
     )
+    trainer = AdapterTrainer(state, dev, spec, config.checkpoint_dir, publication)
     metrics = CoordinatorMetrics()
     registry = AgentRegistry(config.liveness_timeout_s, config.forget_after_s, config.max_devices)
     if allocator is None:

@@ -50,9 +50,9 @@ def published(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
     rng = np.random.default_rng(0)
     names = [n for b in (1, HEAD) for n in loaded.blocks[b]]
     state.apply({n: rng.normal(size=state.params[n].shape).astype(np.float32) for n in names})
-    publication = Publication.prepare(loaded, spec, provenance(config))
-    state.base_model = publication.base_model
     folder = tmp_path_factory.mktemp("checkpoints")
+    publication = Publication.prepare(loaded, spec, provenance(config), folder / ".tokenizer")
+    state.base_model = publication.base_model
     document = history()
     target = state.save(folder, {}, publish=lambda adapter: publication.write(adapter, document))
     loaded.model.eval()
@@ -87,6 +87,12 @@ def test_the_card_describes_the_run(published: Path) -> None:
     assert record["labels"] == {"0": "contradiction", "1": "entailment", "2": "neutral"}
     assert record["model"]["name"] == HUB_NAME and record["seed"] == 5
     assert {"lola-deft", "torch", "peft", "python"} <= set(record["versions"])
+
+
+def test_the_tokenizer_is_saved_once_and_linked_into_each_checkpoint(published: Path) -> None:
+    stash = published.parents[1] / ".tokenizer"
+    for source in stash.iterdir():
+        assert (published / source.name).stat().st_ino == source.stat().st_ino, source.name
 
 
 def test_every_file_is_readable_by_all(published: Path) -> None:
