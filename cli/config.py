@@ -23,7 +23,7 @@ def add_config_command(subparsers: Any) -> None:
     show.add_argument(
         "--for",
         dest="for_command",
-        choices=sorted(config_commands()),
+        choices=sorted(config_commands(*subparsers.choices.values())),
         default="coordinator",
         help="the command whose settings to show",
     )
@@ -43,15 +43,16 @@ def add_config_command(subparsers: Any) -> None:
 
 
 def show_config(args: argparse.Namespace) -> int:
-    from lola_deft.cli.main import parse
+    from lola_deft.cli.main import build_parser, parse
     from lola_deft.server.toml_text import dumps
 
     command = args.for_command
     argv = [*_command_words(command), *(["--config", str(args.config)] if args.config else [])]
     flags = args.flags[1:] if args.flags[:1] == ["--"] else args.flags
-    namespace = parse([*argv, *flags])
-    values = resolved(namespace, command)
-    shared = _shared_settings()
+    parser = build_parser()
+    commands = config_commands(parser)
+    values = resolved(parse([*argv, *flags], parser), commands[command])
+    shared = _shared_settings(commands)
     tables = {
         SHARED: {k: v for k, v in values.items() if k in shared},
         command: {k: v for k, v in values.items() if k not in shared},
@@ -66,10 +67,10 @@ def _command_words(command: str) -> list[str]:
     return ["coordinator", "serve"] if command == "coordinator" else [command]
 
 
-def _shared_settings() -> set[str]:
+def _shared_settings(commands: dict[str, argparse.ArgumentParser]) -> set[str]:
     """Settings two or more commands have: they go in [run]."""
     seen: dict[str, int] = {}
-    for parser in config_commands().values():
+    for parser in commands.values():
         for action in parser._actions:
             seen[action.dest] = seen.get(action.dest, 0) + 1
     return {dest for dest, count in seen.items() if count > 1}

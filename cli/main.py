@@ -83,16 +83,19 @@ def die_with_parent() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
+def parse(
+    argv: Sequence[str] | None = None, parser: argparse.ArgumentParser | None = None
+) -> argparse.Namespace:
     """Parse the command line; a --config run file supplies defaults that flags override (the
     file is read, and every value in it checked, before the command runs)."""
-    parser = build_parser()
+    parser = parser or build_parser()
     args = parser.parse_args(argv)
     path = getattr(args, "config", None)
     command = getattr(args, "config_command", None)
     if path is not None and command is not None:
+        commands = config_commands(parser)
         try:
-            config_commands()[command].set_defaults(**defaults_from(path, command))
+            commands[command].set_defaults(**defaults_from(path, command, commands))
         except RunConfigError as error:
             parser.exit(2, f"deft {command}: error: {error}\n")
         args = parser.parse_args(argv)

@@ -25,7 +25,6 @@ SHARED = "run"
 # Settings a run file never holds: the file itself and where the run's outputs go are chosen
 # per invocation.
 NOT_IN_FILES = frozenset({"help", "config", "version"})
-_COMMANDS: dict[str, argparse.ArgumentParser] = {}
 
 
 class RunConfigError(ValueError):
@@ -33,7 +32,7 @@ class RunConfigError(ValueError):
 
 
 def add_config_argument(parser: argparse.ArgumentParser, command: str) -> None:
-    """Give `command` (its [command] table's name) a --config flag and register its parser."""
+    """Give `command` (its [command] table's name) a --config flag; config_commands finds it."""
     parser.add_argument(
         "--config",
         type=Path,
@@ -43,11 +42,20 @@ def add_config_argument(parser: argparse.ArgumentParser, command: str) -> None:
         "given here override it (default: none, the built-in defaults)",
     )
     parser.set_defaults(config_command=command)
-    _COMMANDS[command] = parser
 
 
-def config_commands() -> dict[str, argparse.ArgumentParser]:
-    return dict(_COMMANDS)
+def config_commands(*parsers: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """The commands that read run files, by table name, found in these parsers and their
+    subcommands (those add_config_argument gave a --config)."""
+    found: dict[str, argparse.ArgumentParser] = {}
+    for parser in parsers:
+        command = parser.get_default("config_command")
+        if command is not None:
+            found[command] = parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                found |= config_commands(*action.choices.values())
+    return found
 
 
 def read(path: Path) -> dict[str, Any]:
@@ -66,12 +74,13 @@ def read(path: Path) -> dict[str, Any]:
     return document
 
 
-def defaults_from(path: Path, command: str) -> dict[str, Any]:
+def defaults_from(
+    path: Path, command: str, commands: dict[str, argparse.ArgumentParser]
+) -> dict[str, Any]:
     """The settings `path` gives `command`, as argparse defaults (dest -> converted value),
     checked exactly as the flags are. [run] keys that `command` lacks but another command has
     are skipped (the centralized baseline has no scheduling policy)."""
     document = read(path)
-    commands = config_commands()
     for table, values in document.items():
         if table != SHARED and table not in commands:
             known = ", ".join(f"[{name}]" for name in (SHARED, *commands))
@@ -137,10 +146,9 @@ def _converted(action: argparse.Action, value: Any, path: Path, where: str) -> A
     return converted
 
 
-def resolved(namespace: argparse.Namespace, command: str) -> dict[str, Any]:
+def resolved(namespace: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[str, Any]:
     """A parsed command's settings as a run file holds them; paths absolute, since a run file's
     relative paths are read from its own folder."""
-    parser = config_commands()[command]
     values: dict[str, Any] = {}
     for dest in _settings(parser):
         value = getattr(namespace, dest, None)

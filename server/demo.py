@@ -197,10 +197,11 @@ def training_flags(args: argparse.Namespace) -> list[str]:
 def write_run_file(args: argparse.Namespace, path: Path) -> None:
     """The demo's resolved settings as a run file in its run folder: `deft demo --config` with
     it runs the same demo again (paths absolute, so it works from anywhere)."""
-    from lola_deft.cli.run_config import resolved
+    from lola_deft.cli.main import build_parser
+    from lola_deft.cli.run_config import config_commands, resolved
     from lola_deft.server.toml_text import dumps
 
-    values = resolved(args, "demo")
+    values = resolved(args, config_commands(build_parser())["demo"])
     header = f"# deft demo run {path.parent.name}: rerun with deft demo --config {path}\n"
     path.write_text(header + dumps({"demo": values}))
 
