@@ -8,10 +8,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lola_deft.ml.glue import EMBEDDED_TASK_DIR
 from lola_deft.server.messages import RunHistory
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 FORMATS = ("png", "pdf")
 
@@ -98,15 +101,30 @@ def describe(run: RunCurve) -> tuple[str, str]:
 def plot_runs(
     runs: list[RunCurve], stem: Path, reference: list[tuple[int, float]] | None = None
 ) -> list[Path]:
-    """Write stem.png and stem.pdf: metric against rounds, cumulative modelled latency and
-    cumulative measured time, and the per-round latencies. Returns the files written."""
+    """Write stem.png and stem.pdf of figure(); returns the files written."""
+    import matplotlib.pyplot as plt
+
+    drawn = figure(runs, reference)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    written = []
+    for extension in FORMATS:
+        path = stem.parent / f"{stem.name}.{extension}"
+        drawn.savefig(path, dpi=120)
+        written.append(path)
+    plt.close(drawn)
+    return written
+
+
+def figure(runs: list[RunCurve], reference: list[tuple[int, float]] | None = None) -> Figure:
+    """Metric against rounds, cumulative modelled latency and cumulative measured time, and
+    the per-round latencies, titled and captioned from the first run's provenance."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    figure, axes = plt.subplots(2, 2, figsize=(11, 8))
+    canvas, axes = plt.subplots(2, 2, figsize=(11, 8))
     by_round, by_modelled, by_measured, latency = axes.flat
     metric_name = runs[0].history.baseline.metric_name if runs[0].history.baseline else "metric"
     for run in runs:
@@ -150,14 +168,7 @@ def plot_runs(
     title, caption = describe(runs[0])
     if len(runs) > 1:
         title = title.split(" (policy")[0] + f" ({len(runs)} runs)"
-    figure.suptitle(title, fontsize=12)
-    figure.text(0.5, 0.01, caption, ha="center", va="bottom", fontsize=8, wrap=True)
-    figure.tight_layout(rect=(0, 0.07, 1, 0.96))
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    written = []
-    for extension in FORMATS:
-        path = stem.parent / f"{stem.name}.{extension}"
-        figure.savefig(path, dpi=120)
-        written.append(path)
-    plt.close(figure)
-    return written
+    canvas.suptitle(title, fontsize=12)
+    canvas.text(0.5, 0.01, caption, ha="center", va="bottom", fontsize=8, wrap=True)
+    canvas.tight_layout(rect=(0, 0.07, 1, 0.96))
+    return canvas

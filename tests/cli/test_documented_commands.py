@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import shlex
+from pathlib import Path
 
 import pytest
 
@@ -60,3 +61,20 @@ def test_a_documented_command_parses(where: str, argv: list[str]) -> None:
         build_parser().parse_args(argv)
     except SystemExit as exit:  # argparse's way of refusing (it prints why)
         pytest.fail(f"{where}: refused by the parser (exit {exit.code}): {argv}")
+
+
+TOML = re.compile(r"^```toml\n(.*?)^```", re.MULTILINE | re.DOTALL)
+
+
+@pytest.mark.parametrize("command", ["coordinator", "demo", "centralized"])
+def test_every_documented_run_file_is_accepted(command: str, tmp_path: Path) -> None:
+    """The README's run-file examples hold only settings and values the commands accept."""
+    from lola_deft.cli.main import parse
+
+    blocks = [block for document in DOCUMENTS for block in TOML.findall(document.read_text())]
+    assert blocks, "the README shows no run file"
+    words = ["coordinator", "serve"] if command == "coordinator" else [command]
+    for index, block in enumerate(blocks):
+        run = tmp_path / f"run-{index}.toml"
+        run.write_text(block)
+        parse([*words, "--config", str(run)])  # a refusal exits (fails the test)

@@ -50,6 +50,9 @@ def test_demo_runs_end_to_end_and_keeps_earlier_runs(tiny_model_dir: Path, tmp_p
     assert provenance["versions"]["lola-deft"]
     history = json.loads((first_run / "history.json").read_text())
     assert history["provenance"] == provenance
+    latest = (first_run / "checkpoints" / "LATEST").read_text().strip()
+    state = json.loads((first_run / "checkpoints" / latest / "state.json").read_text())
+    assert state["extra"]["provenance"] == provenance  # the checkpoint says it too
     run_file = first_run / "run.toml"
     assert f"settings: built-in defaults (+ flags); resolved in {run_file}" in stdout
     weights = (first_adapter / "adapter_model.safetensors").read_bytes()

@@ -11,7 +11,7 @@ import pytest
 from lola_deft.cli.main import main
 from lola_deft.ml.glue import EMBEDDED_TASK_DIR
 from lola_deft.server.messages import AssignmentRecord, Evaluation, RoundRecord, RunHistory
-from lola_deft.server.plots import describe, read_run
+from lola_deft.server.plots import describe, figure, read_run
 
 
 def write_run(folder: Path, policy: str, latencies: list[float]) -> Path:
@@ -85,3 +85,17 @@ def test_a_file_that_cannot_be_plotted_is_one_line(
     [line] = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("deft plot: error: ") and message in line
     assert not (tmp_path / "x.png").exists()
+
+
+def test_the_figure_has_integer_round_ticks_time_axes_and_the_reference(tmp_path: Path) -> None:
+    run = read_run(write_run(tmp_path / "a", "jbba", [2.0, 3.0, 4.0]))  # few rounds
+    drawn = figure([run], [(0, 0.5), (5, 0.9)])
+    by_round, by_modelled, by_measured, latency = drawn.axes
+    for axis in (by_round, latency):
+        ticks = [t for t in axis.get_xticks() if axis.get_xlim()[0] <= t <= axis.get_xlim()[1]]
+        assert ticks and all(float(t).is_integer() for t in ticks), ticks
+    assert by_modelled.get_xlabel() == "cumulative modelled round latency (s)"
+    assert by_measured.get_xlabel() == "cumulative measured round time (s)"
+    labels = [line.get_label() for line in by_modelled.get_lines()]
+    assert "centralized, final" in labels and "90% of centralized" in labels
+    assert drawn.get_suptitle() == "LoLa-DEFT: org/encoder on sst2 (policy jbba, seed 3)"
