@@ -28,7 +28,7 @@ class Publication:
     base_model: str
     spec: TaskSpec
     tokenizer: Path
-    provenance: dict[str, Any]
+    provenance: dict[str, Any]  # as the run records it (checkpoints: local paths kept)
 
     @classmethod
     def prepare(
@@ -38,7 +38,12 @@ class Publication:
         loaded.tokenizer.save_pretrained(str(tokenizer))
         for path in tokenizer.iterdir():
             path.chmod(0o644)
-        return cls(provenance["model"]["name"], spec, tokenizer, _shareable(provenance))
+        return cls(provenance["model"]["name"], spec, tokenizer, provenance)
+
+    @property
+    def shared(self) -> dict[str, Any]:
+        """The provenance as the adapter folder carries it: names, not this machine's paths."""
+        return _shareable(self.provenance)
 
     def write(self, directory: Path, history: dict[str, Any]) -> None:
         """Tokenizer, README.md (the card) and training_run.json into an adapter folder."""
@@ -49,11 +54,11 @@ class Publication:
                 shutil.copyfile(source, directory / source.name)
                 (directory / source.name).chmod(0o644)
         _write(directory / "README.md", self.card(history).encode())
-        record = {**self.provenance, "labels": self.spec.id2label(), "results": _results(history)}
+        record = {**self.shared, "labels": self.spec.id2label(), "results": _results(history)}
         _write(directory / RECORD_FILE, json.dumps(record, indent=1).encode())
 
     def card(self, history: dict[str, Any]) -> str:
-        config = self.provenance["config"]
+        config = self.shared["config"]
         results = _results(history)
         task = self.spec.name
         synthetic = config.get("data_dir") == EMBEDDED_DATA
