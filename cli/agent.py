@@ -87,7 +87,8 @@ def add_agent_command(subparsers: Any) -> None:
         "--seed",
         type=non_negative_int,
         default=0,
-        help="seed of the emulated channel's fading and of local batch sampling",
+        help="seed of local batch sampling and, with the device id, of the emulated channel's "
+        "fading (devices fade independently under one seed)",
     )
     parser.add_argument(
         "--profile-cache",

@@ -63,6 +63,13 @@ def add_coordinator_command(subparsers: Any) -> None:
         help="uplink band B shared by the devices, in Hz",
     )
     serve.add_argument(
+        "--prior-uplink-bps",
+        type=positive_float,
+        default=20e6,
+        help="uplink rate, in bit/s, assumed for a --channel measured device before its first "
+        "upload while no other device has measured one either",
+    )
+    serve.add_argument(
         "--min-agents",
         type=non_negative_int,
         default=0,
@@ -260,6 +267,7 @@ def run_coordinator(args: argparse.Namespace) -> int:
         policy=args.policy,
         scheduler_address=args.scheduler,
         bandwidth_hz=args.bandwidth_hz,
+        prior_uplink_bps=args.prior_uplink_bps,
         min_agents=args.min_agents,
         report_wait_s=args.report_wait,
         round_timeout_s=args.round_timeout,

@@ -156,7 +156,7 @@ class DeviceAgent:
             timeout_s=max(30.0, instruction.deadline_unix_s - time.time() + 30.0),
         )
         upload_s = time.perf_counter() - started
-        self.worker.uploaded(ack.received_bytes, upload_s)
+        self.worker.uploaded(trained, ack.received_bytes, upload_s)
         self.rounds_trained += 1
         device = self.config.device_id
         self.metrics.rounds.labels(device).inc()

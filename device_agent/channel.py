@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 
@@ -16,20 +17,28 @@ class ChannelReading:
     measured_uplink_bps: float = 0.0
 
 
+def device_stream(device_id: str) -> int:
+    """A stable 64-bit number per device id (Python's hash() changes per process)."""
+    return int.from_bytes(hashlib.sha256(device_id.encode()).digest()[:8], "little")
+
+
 @dataclass
 class EmulatedChannel:
     """i.i.d. Rayleigh block fading per round (the paper's Section VI model), seeded.
 
-    Received SNR = transmit SNR * path loss * |h|^2 with |h|^2 ~ Exp(1); the same seed and round
-    always give the same channel, so runs are reproducible.
+    Received SNR = transmit SNR * path loss * |h|^2 with |h|^2 ~ Exp(1). The fading is drawn
+    from (seed, device id, round): two devices with the same flags fade independently, as two
+    radios do, and the same device, seed and round always give the same channel.
     """
 
     transmit_snr_db: float = 10.0
     path_loss: float = 1e-3
     seed: int = 0
+    device_id: str = ""
 
     def reading(self, round_number: int) -> ChannelReading:
-        fading = np.random.default_rng([self.seed, round_number]).exponential(1.0)
+        key = [self.seed, device_stream(self.device_id), round_number]
+        fading = np.random.default_rng(key).exponential(1.0)
         gain = self.path_loss * fading
         snr = 10 ** (self.transmit_snr_db / 10) * gain
         return ChannelReading(
@@ -41,7 +50,10 @@ class EmulatedChannel:
 
 @dataclass
 class MeasuredChannel:
-    """Reports the throughput of the agent's last gradient upload (0 before the first)."""
+    """Reports the throughput of the agent's last gradient upload.
+
+    Before the first upload it reports 0 (unknown), and the coordinator gives the device its
+    prior (engine.spectral_efficiency): the other devices' median, else `--prior-uplink`."""
 
     last_bps: float = 0.0
 

@@ -51,8 +51,15 @@ class AgentMetrics:
         )
         self.block_seconds = Gauge(
             "deft_agent_block_seconds_per_iteration",
-            "Profiled seconds per local iteration",
+            "Seconds per local iteration reported for each block (start-up profile corrected "
+            "by measured rounds)",
             ["device", "block"],
+            registry=r,
+        )
+        self.compute_factor = Gauge(
+            "deft_agent_compute_factor",
+            "Measured compute over the start-up profile, recent rounds' median (1: as profiled)",
+            labels,
             registry=r,
         )
         self.block_memory = Gauge(

@@ -2,7 +2,10 @@
 
 Reported to the coordinator every round, so the scheduler works with this hardware's own costs
 (the JSON instance's per-device `block_seconds`). Cached on disk per model, batch shape, LoRA
-setup and hardware, since profiling a large model takes a while.
+setup and hardware, since profiling a large model takes a while. Agents on one machine profile
+one at a time (a lock file in the cache folder): profiles taken side by side on shared cores
+measure the contention, not the device, and the agents after the first find the profile cached.
+The profile is where the estimate starts; live_profile corrects it from every round.
 
 Memory: on CUDA the allocator's peak during the iteration; on CPU an estimate that counts what
 the iteration must hold at once: model weights, the tensors saved for backward (counted with
@@ -11,12 +14,13 @@ torch.autograd.graph.saved_tensors_hooks) and the gradients.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import platform
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -91,6 +95,34 @@ def measure(
     return BlockProfile(seconds, memory, hardware_name(device))
 
 
+@contextlib.contextmanager
+def profiling_lock(folder: Path) -> Iterator[None]:
+    """Held while an agent profiles: one profile at a time per machine (per cache folder).
+    Advisory (flock), released by the kernel if the holder is killed; no lock where the
+    platform has no fcntl."""
+    try:
+        import fcntl
+    except ImportError:  # Windows laptops: profiles may overlap there
+        yield
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / ".profiling.lock").open("a") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _read_cached(path: Path, blocks: int) -> BlockProfile | None:
+    try:
+        stored = json.loads(path.read_text())
+        profile = BlockProfile(**stored["profile"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return profile if len(profile.seconds_per_iteration) == blocks else None
+
+
 def load_or_measure(
     loaded: LoadedModel,
     batch: Mapping[str, torch.Tensor],
@@ -106,19 +138,20 @@ def load_or_measure(
     serves every emulated speed.
     """
     full_identity = {**identity, "hardware": hardware_name(device), "torch": torch.__version__}
-    path = (cache_dir or default_cache_dir()) / f"{cache_key(full_identity)}.json"
-    cached = False
-    try:
-        stored = json.loads(path.read_text())
-        profile = BlockProfile(**stored["profile"])
-        if len(profile.seconds_per_iteration) != loaded.num_blocks:
-            raise ValueError("stale profile")
-        cached = True
-    except (OSError, ValueError, KeyError, TypeError):
-        profile = measure(loaded, batch, device)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_suffix(".tmp")
-        temporary.write_text(json.dumps({"identity": full_identity, "profile": asdict(profile)}))
-        temporary.replace(path)
+    folder = cache_dir or default_cache_dir()
+    path = folder / f"{cache_key(full_identity)}.json"
+    profile = _read_cached(path, loaded.num_blocks)
+    cached = profile is not None
+    if profile is None:
+        with profiling_lock(folder):
+            profile = _read_cached(path, loaded.num_blocks)  # another agent's, made meanwhile
+            cached = profile is not None
+            if profile is None:
+                profile = measure(loaded, batch, device)
+                temporary = path.with_suffix(f".{os.getpid()}.tmp")
+                temporary.write_text(
+                    json.dumps({"identity": full_identity, "profile": asdict(profile)})
+                )
+                temporary.replace(path)
     scaled = [s * slowdown for s in profile.seconds_per_iteration]
     return BlockProfile(scaled, profile.peak_memory_bytes, profile.hardware), cached

@@ -1,6 +1,7 @@
 """The agent's work: for a training setup from the coordinator, load the model and the local
 data shard and profile every block (once per setup); describe this device's resources each
-round; train an assigned block and return its gradient. No networking here."""
+round, with the profile corrected by every accepted upload's measured compute (live_profile);
+train an assigned block and return its gradient. No networking here."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import psutil
 import torch
 
 from lola_deft.device_agent.channel import EmulatedChannel, MeasuredChannel
+from lola_deft.device_agent.live_profile import LiveProfile
 from lola_deft.device_agent.metrics import AgentMetrics
 from lola_deft.device_agent.profiler import BlockProfile, load_or_measure
 from lola_deft.device_agent.settings import AgentConfig
@@ -36,13 +38,17 @@ def resolve_device(choice: str) -> torch.device:
     return torch.device(choice)
 
 
-def available_memory(device: torch.device, limit: float | None) -> float:
-    """Free memory on the training device, capped by --memory-limit to emulate smaller hardware."""
+def available_memory(device: torch.device, limit: float | None, resident: float = 0.0) -> float:
+    """Memory the training device has for a block's peak, capped by --memory-limit to emulate
+    smaller hardware. A block's profiled peak includes the model's weights, which are already
+    loaded (`resident` bytes) and so no longer free: they are added back, or they would count
+    twice."""
     if device.type == "cuda":
         free = float(torch.cuda.mem_get_info(device)[0])
     else:
         free = float(psutil.virtual_memory().available)
-    return min(free, limit) if limit else free
+    total = free + resident
+    return min(total, limit) if limit else total
 
 
 @dataclass
@@ -51,6 +57,7 @@ class TrainedBlock:
     gradients: dict[str, np.ndarray]
     compute_s: float
     loss: float
+    iterations: int
 
 
 class BlockWorker:
@@ -65,11 +72,15 @@ class BlockWorker:
         self.channel = (
             MeasuredChannel()
             if config.channel == "measured"
-            else EmulatedChannel(config.transmit_snr_db, config.path_loss, config.seed)
+            else EmulatedChannel(
+                config.transmit_snr_db, config.path_loss, config.seed, config.device_id
+            )
         )
         self.loaded: LoadedModel | None = None
         self.sampler: BatchSampler | None = None
         self.profile: BlockProfile | None = None
+        self.live: LiveProfile | None = None
+        self.weight_bytes = 0.0  # the loaded model's parameters, on the training device
         self.setup_key: tuple[object, ...] | None = None
 
     @property
@@ -89,6 +100,9 @@ class BlockWorker:
         log.info("%s: loading the model and data for %s", config.device_id, setup.task)
         self.loaded = load_model(config.model_dir, setup.num_labels, lora, seed=config.seed)
         self.loaded.model.to(self.device)
+        self.weight_bytes = float(
+            sum(p.numel() * p.element_size() for p in self.loaded.model.parameters())
+        )
         spec = task_spec(setup.task)
         train = read_split(config.data_dir, spec, "train")
         mine = train.subset(
@@ -117,12 +131,10 @@ class BlockWorker:
             cache_dir=config.profile_cache,
             slowdown=config.slowdown,
         )
-        for block, (seconds, peak) in enumerate(
-            zip(self.profile.seconds_per_iteration, self.profile.peak_memory_bytes, strict=True),
-            start=1,
-        ):
-            self.metrics.block_seconds.labels(config.device_id, str(block)).set(seconds)
+        self.live = LiveProfile(self.profile.seconds_per_iteration)
+        for block, peak in enumerate(self.profile.peak_memory_bytes, start=1):
             self.metrics.block_memory.labels(config.device_id, str(block)).set(peak)
+        self._export_seconds()
         log.info(
             "%s: %d local examples (shard %d/%d, %s); profile %s: %s s/iteration per block",
             config.device_id,
@@ -135,17 +147,25 @@ class BlockWorker:
         )
         self.setup_key = key
 
+    def _export_seconds(self) -> list[float]:
+        assert self.live is not None
+        seconds = self.live.seconds()
+        for block, value in enumerate(seconds, start=1):
+            self.metrics.block_seconds.labels(self.config.device_id, str(block)).set(value)
+        self.metrics.compute_factor.labels(self.config.device_id).set(self.live.factor)
+        return seconds
+
     def report(self, session: str, round_number: int) -> coordinator_pb2.ResourceReport:
-        assert self.profile is not None
+        assert self.profile is not None and self.live is not None
         reading = self.channel.reading(round_number)
-        memory = available_memory(self.device, self.config.memory_limit_bytes)
+        memory = available_memory(self.device, self.config.memory_limit_bytes, self.weight_bytes)
         self.metrics.memory.labels(self.config.device_id).set(memory)
         self.metrics.efficiency.labels(self.config.device_id).set(reading.spectral_efficiency)
         return coordinator_pb2.ResourceReport(
             session=session,
             round=round_number,
             available_memory_bytes=memory,
-            compute_factor=1.0,
+            compute_factor=self.live.factor,
             channel=coordinator_pb2.ChannelState(
                 channel_gain=reading.channel_gain,
                 snr_db=reading.snr_db,
@@ -155,11 +175,7 @@ class BlockWorker:
             block_costs=[
                 coordinator_pb2.BlockCost(block=b + 1, seconds_per_iteration=s, peak_memory_bytes=m)
                 for b, (s, m) in enumerate(
-                    zip(
-                        self.profile.seconds_per_iteration,
-                        self.profile.peak_memory_bytes,
-                        strict=True,
-                    )
+                    zip(self.live.seconds(), self.profile.peak_memory_bytes, strict=True)
                 )
             ],
         )
@@ -178,9 +194,19 @@ class BlockWorker:
             slowdown=self.config.slowdown,
         )
         gradients = {name: g.numpy() for name, g in result.gradients.items()}
-        return TrainedBlock(instruction.block, gradients, result.compute_s, result.loss)
+        return TrainedBlock(
+            instruction.block,
+            gradients,
+            result.compute_s,
+            result.loss,
+            max(1, instruction.local_iterations),
+        )
 
-    def uploaded(self, num_bytes: int, seconds: float) -> None:
-        """A measured channel learns its rate from each upload."""
+    def uploaded(self, trained: TrainedBlock, num_bytes: int, seconds: float) -> None:
+        """An accepted upload teaches the profile its block's real compute time and a measured
+        channel its rate."""
+        if self.live is not None:
+            self.live.record(trained.block, trained.compute_s / trained.iterations)
+            self._export_seconds()
         if isinstance(self.channel, MeasuredChannel):
             self.channel.record_upload(num_bytes, seconds)

@@ -1,7 +1,8 @@
-"""Evaluation of the coordinator's adapters on the task's dev split."""
+"""Evaluation of the coordinator's adapters on the task's dev split (and MNLI's mismatched)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -30,3 +31,21 @@ def evaluate(
     metric_name = "score" if spec.is_regression else spec.metric
     metrics["metric"] = metrics[metric_name]
     return {**metrics, "metric_name": metric_name}
+
+
+def evaluate_sets(
+    loaded: LoadedModel, sets: Mapping[str, EncodedSplit], spec: TaskSpec
+) -> dict[str, Any]:
+    """`evaluate` on "dev" (the headline metric), plus every other set's numbers under its name:
+    MNLI reports `accuracy` (matched) and `mismatched_accuracy`, `mismatched_loss`."""
+    result = evaluate(loaded, sets["dev"], spec)
+    for name, data in sets.items():
+        if name == "dev":
+            continue
+        other = evaluate(loaded, data, spec)
+        result |= {
+            f"{name}_{key}": value
+            for key, value in other.items()
+            if key not in ("metric", "metric_name")
+        }
+    return result

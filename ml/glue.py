@@ -1,13 +1,16 @@
 """GLUE tasks: TSV loaders for the 8 tasks of the paper's Table I, their metrics, and sharding.
 
-Each loader reads the standard GLUE folder layout (train.tsv, dev.tsv; MNLI: dev_matched.tsv).
-Metrics follow GLUE: Matthews correlation for CoLA, Pearson/Spearman for STS-B, F1 and accuracy
-for MRPC and QQP, accuracy otherwise. numpy only: agents install no scipy.
+Each loader reads the standard GLUE folder layout (train.tsv, dev.tsv; MNLI: dev_matched.tsv and
+dev_mismatched.tsv) as the files ship: a UTF-8 byte-order mark is ignored, and rows with too few
+columns (QQP's train.tsv has some) are skipped and counted. Metrics follow GLUE: Matthews
+correlation for CoLA, Pearson/Spearman for STS-B, F1 and accuracy for MRPC and QQP, accuracy
+otherwise. numpy only: agents install no scipy.
 """
 
 from __future__ import annotations
 
 import csv
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +18,10 @@ from pathlib import Path
 import numpy as np
 
 csv.field_size_limit(1 << 24)
+log = logging.getLogger(__name__)
+
+# More short rows than this share of a file means it is not this task's file, not a few bad rows.
+MAX_SKIPPED_SHARE = 0.05
 
 # The embedded default task shipped with the package (GLUE SST-2 format).
 EMBEDDED_TASK_DIR = Path(__file__).with_name("tasks") / "sst2-mini"
@@ -36,11 +43,17 @@ class TaskSpec:
     label_names: tuple[str, ...] = ()
     has_header: bool = True
     dev_file: str = "dev.tsv"
+    # Further evaluation sets, by name (MNLI's mismatched genres); reported beside the dev split.
+    extra_dev_files: tuple[tuple[str, str], ...] = ()
     metric: str = "accuracy"  # the headline metric
 
     @property
     def is_regression(self) -> bool:
         return self.num_labels == 1
+
+    def dev_sets(self) -> dict[str, str]:
+        """Evaluation set name -> file: "dev" (the headline metric's) first, then the others."""
+        return {"dev": self.dev_file, **dict(self.extra_dev_files)}
 
     def id2label(self) -> dict[int, str]:
         """Class index -> readable name ("score" for a regression task's one output)."""
@@ -86,6 +99,7 @@ TASKS: dict[str, TaskSpec] = {
         "gold_label",
         ("contradiction", "entailment", "neutral"),
         dev_file="dev_matched.tsv",
+        extra_dev_files=(("mismatched", "dev_mismatched.tsv"),),
     ),
     "qnli": TaskSpec(
         "qnli", 2, ("question", "sentence"), "label", ("entailment", "not_entailment")
@@ -116,14 +130,29 @@ def task_spec(name: str) -> TaskSpec:
     return TASKS[key]
 
 
+def split_path(folder: Path | str, spec: TaskSpec, split: str) -> Path:
+    """The file of a split: "train", "dev" or one of the task's further evaluation sets."""
+    files = {"train": "train.tsv", **spec.dev_sets()}
+    if split not in files:
+        raise DataError(f"{spec.name} has no split {split!r}; it has {sorted(files)}")
+    return Path(folder) / files[split]
+
+
 def read_split(folder: Path | str, spec: TaskSpec, split: str) -> Split:
-    """Read train or dev of a task folder; every bad row is reported with its line number."""
-    path = Path(folder) / ("train.tsv" if split == "train" else spec.dev_file)
+    """Read one split of a task folder; every bad row is reported with its line number.
+
+    Rows with too few columns are skipped and counted in the log (real GLUE files carry a few);
+    a file where they are more than MAX_SKIPPED_SHARE of the rows is refused instead.
+    """
+    path = split_path(folder, spec, split)
     if not path.is_file():
         raise DataError(f"{path}: no such file (expected a GLUE {spec.name} folder)")
     texts: list[tuple[str, ...]] = []
     labels: list[float] = []
-    with path.open(encoding="utf-8", newline="") as handle:
+    short_rows: list[int] = []
+    # utf-8-sig: files saved by spreadsheet tools start with a byte-order mark, which would
+    # otherwise become part of the first header name.
+    with path.open(encoding="utf-8-sig", newline="") as handle:
         reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
         header: list[str] | None = next(reader, None) if spec.has_header else None
 
@@ -136,14 +165,15 @@ def read_split(folder: Path | str, spec: TaskSpec, split: str) -> Split:
 
         text_idx = [column(key) for key in spec.text_columns]
         label_idx = column(spec.label_column)
+        needed = max(*text_idx, label_idx) + 1
         for line_number, row in enumerate(reader, start=2 if header else 1):
             if not row:
                 continue
-            try:
-                text = tuple(row[i] for i in text_idx)
-                raw = row[label_idx]
-            except IndexError:
-                raise DataError(f"{path}:{line_number}: too few columns ({len(row)})") from None
+            if len(row) < needed:
+                short_rows.append(line_number)
+                continue
+            text = tuple(row[i] for i in text_idx)
+            raw = row[label_idx]
             if spec.is_regression:
                 try:
                     labels.append(float(raw))
@@ -156,10 +186,47 @@ def read_split(folder: Path | str, spec: TaskSpec, split: str) -> Split:
             else:
                 raise DataError(f"{path}:{line_number}: label {raw!r} not in {list(spec.labels)}")
             texts.append(text)
+    _check_short_rows(path, short_rows, len(texts), needed)
     if not texts:
         raise DataError(f"{path}: no examples")
     dtype = np.float32 if spec.is_regression else np.int64
     return Split(texts, np.asarray(labels, dtype=dtype))
+
+
+def _check_short_rows(path: Path, lines: list[int], kept: int, needed: int) -> None:
+    """Log the skipped rows, or refuse a file that is mostly rows of the wrong shape."""
+    if not lines:
+        return
+    shown = ", ".join(map(str, lines[:5])) + (", ..." if len(lines) > 5 else "")
+    if len(lines) > MAX_SKIPPED_SHARE * (len(lines) + kept):
+        raise DataError(
+            f"{path}: {len(lines)} of {len(lines) + kept} rows have fewer than {needed} "
+            f"columns (lines {shown}); is this the right task's file?"
+        )
+    log.warning(
+        "%s: skipped %d row(s) with fewer than %d columns (lines %s)",
+        path,
+        len(lines),
+        needed,
+        shown,
+    )
+
+
+def read_dev_sets(folder: Path | str, spec: TaskSpec) -> dict[str, Split]:
+    """Every evaluation set of a task: "dev" always, the others (MNLI mismatched) where the
+    folder has them; a missing one is named in the log, not silently left out."""
+    sets = {"dev": read_split(folder, spec, "dev")}
+    for name, _ in spec.extra_dev_files:
+        if split_path(folder, spec, name).is_file():
+            sets[name] = read_split(folder, spec, name)
+        else:
+            log.warning(
+                "%s: no %s; the %s set is not evaluated",
+                folder,
+                split_path(folder, spec, name).name,
+                name,
+            )
+    return sets
 
 
 def shard_indices(

@@ -311,6 +311,8 @@ def bench_coordinator(num_agents: int, rounds: int, layers: int) -> dict[str, An
 # -- 5: DEFT vs centralized ---------------------------------------------------------------------
 def bench_accuracy(rounds: int, out: Path) -> dict[str, Any]:
     from lola_deft.server.centralized import CentralizedConfig, final_metric, train_centralized
+    from lola_deft.server.compute_model import compute_errors, settled_error
+    from lola_deft.server.export import read_history
 
     demo_out = out / "demo"
     log(f"  deft demo, {rounds} rounds")
@@ -349,7 +351,13 @@ def bench_accuracy(rounds: int, out: Path) -> dict[str, Any]:
         )
     )
     central = final_metric(records)
+    history = read_history(Path(summary["history"]))
     return {
+        "compute_error_per_round": [
+            {"round": e.round, "median": e.median, "devices": e.devices}
+            for e in compute_errors(history.rounds)
+        ],
+        "compute_error_after_5": settled_error(history.rounds, after=5),
         "rounds": rounds,
         "deft_metric": summary["metric_after"],
         "deft_before": summary["metric_before"],
@@ -427,7 +435,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(
             f"\n(5) after {a['rounds']} rounds/steps: DEFT {a['deft_metric']:.4f} (from "
             f"{a['deft_before']:.4f}), centralized {a['centralized_metric']:.4f}: "
-            f"{100 * a['ratio']:.1f}% (demo wall time {a['deft_wall_s']:.0f} s)"
+            f"{100 * a['ratio']:.1f}% (demo wall time {a['deft_wall_s']:.0f} s; synthetic "
+            "sst2-mini data)"
+        )
+        print(
+            "    modelled vs measured compute, median |error| per round: "
+            + " ".join(f"{100 * e['median']:.0f}%" for e in a["compute_error_per_round"])
         )
     if "testbed" in parts:
         log("(6) emulated wireless testbed")
@@ -508,6 +521,13 @@ def targets(results: dict[str, Any]) -> list[str]:
             f"{'PASS' if ratio >= 0.9 else 'FAIL'} DEFT reaches {100 * ratio:.1f}% of "
             f"the centralized metric (target >= 90%)"
         )
+        error = results["accuracy"].get("compute_error_after_5")
+        if error is not None:
+            lines.append(
+                f"{'PASS' if error <= 0.15 else 'FAIL'} modelled compute within "
+                f"{100 * error:.1f}% of the measured one after 5 demo rounds (median "
+                "|modelled - measured| / measured per device-round; target <= 15%)"
+            )
     return lines
 
 

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from lola_deft.ml.batching import BatchSampler, encode
-from lola_deft.ml.evaluation import evaluate
-from lola_deft.ml.glue import read_split, task_spec
+from lola_deft.ml.evaluation import evaluate_sets
+from lola_deft.ml.glue import read_dev_sets, read_split, task_spec
 from lola_deft.ml.model import load_model
 from lola_deft.ml.training import block_gradient
 from lola_deft.server.settings import TrainingSettings
@@ -37,9 +37,12 @@ def train_centralized(
     train = encode(
         loaded.tokenizer, read_split(config.data_dir, spec, "train"), config.max_seq_length
     )
-    dev = encode(loaded.tokenizer, read_split(config.data_dir, spec, "dev"), config.max_seq_length)
+    dev = {
+        name: encode(loaded.tokenizer, split, config.max_seq_length)
+        for name, split in read_dev_sets(config.data_dir, spec).items()
+    }
     sampler = BatchSampler(train, config.batch_size, seed=config.seed)
-    records = [{"step": 0, "eval": evaluate(loaded, dev, spec)}]
+    records = [{"step": 0, "eval": evaluate_sets(loaded, dev, spec)}]
     for step in range(1, config.steps + 1):
         started = time.perf_counter()
         result = block_gradient(loaded, None, sampler.take(config.local_iterations))
@@ -50,7 +53,7 @@ def train_centralized(
             "seconds": time.perf_counter() - started,
         }
         if config.eval_every and (step % config.eval_every == 0 or step == config.steps):
-            record["eval"] = evaluate(loaded, dev, spec)
+            record["eval"] = evaluate_sets(loaded, dev, spec)
         records.append(record)
         if on_step:
             on_step(record)

@@ -18,6 +18,9 @@ class CoordinatorConfig(TrainingSettings):
     scheduler_timeout_s: float = 5.0
     scheduler_retry_s: float = 30.0
     bandwidth_hz: float = 100e6
+    # The uplink rate assumed for a device that has not measured its channel yet (and no other
+    # device has either): a modest Wi-Fi uplink.
+    prior_uplink_bps: float = 20e6
     min_agents: int = 0  # agents the first round waits for; 0: as many as there are blocks
     report_wait_s: float = 2.0
     round_timeout_s: float = 300.0

@@ -262,6 +262,7 @@ def _follow_rounds(coordinator: Managed, bar: _Progress) -> None:
 
 def _summarise(out: Path, elapsed: float, args: argparse.Namespace) -> int:
     """The run's metrics JSON and plots, written into its own folder (out)."""
+    from lola_deft.server.compute_model import compute_errors
     from lola_deft.server.plots import PlotError, plot_runs, read_run
 
     try:
@@ -287,6 +288,8 @@ def _summarise(out: Path, elapsed: float, args: argparse.Namespace) -> int:
         "synthetic_data": args.data is None,
         "mean_modelled_latency_s": sum(r.modelled_latency_s for r in rounds) / len(rounds),
         "mean_measured_wall_s": sum(r.measured_wall_s for r in rounds) / len(rounds),
+        # How far the scheduler's compute model was from the measured compute, per round.
+        "compute_error_per_round": {str(e.round): e.median for e in compute_errors(rounds)},
         "adapter": str(adapter),
         "history": str(out / "history.json"),
         "config_file": str(args.config) if args.config else None,
@@ -305,6 +308,12 @@ def _summarise(out: Path, elapsed: float, args: argparse.Namespace) -> int:
         f"mean round latency: modelled (wireless) {summary['mean_modelled_latency_s']:.2f} s, "
         f"measured here {summary['mean_measured_wall_s']:.2f} s"
     )
+    errors = summary["compute_error_per_round"]
+    if errors:
+        print(
+            "modelled vs measured compute (median |error| per round): "
+            + " ".join(f"{100 * value:.0f}%" for value in errors.values())
+        )
     settings = f"{args.config} (+ flags)" if args.config else "built-in defaults (+ flags)"
     print(f"settings: {settings}; resolved in {out / RUN_FILE}")
     print(f"adapter (peft format, with tokenizer and model card): {adapter}")

@@ -109,12 +109,25 @@ class RunningRound:
 
 
 def spectral_efficiency(report: ResourceReport, bandwidth_hz: float, blocks: int) -> float:
-    """r_k from the report: the channel's own, else a measured rate over an equal share."""
+    """r_k from the report: the channel's own, else a measured rate over an equal share of the
+    band; 0 when the device knows nothing yet (a measured channel before its first upload)."""
     if report.spectral_efficiency > 0:
         return report.spectral_efficiency
     if report.measured_uplink_bps > 0:
         return report.measured_uplink_bps / (bandwidth_hz / blocks)
-    return 1.0  # nothing known yet (measured channel before its first upload)
+    return 0.0
+
+
+def channel_efficiencies(
+    reports: list[ResourceReport], bandwidth_hz: float, blocks: int, prior_uplink_bps: float
+) -> list[float]:
+    """r_k for every report; a device that knows nothing of its channel yet gets a prior: the
+    median of the devices that do (they share the medium), else `prior_uplink_bps` over an
+    equal share of the band."""
+    known = [spectral_efficiency(report, bandwidth_hz, blocks) for report in reports]
+    measured = [value for value in known if value > 0]
+    prior = float(np.median(measured)) if measured else prior_uplink_bps / (bandwidth_hz / blocks)
+    return [value if value > 0 else prior for value in known]
 
 
 def _block(entry: Assignment) -> int:
@@ -385,18 +398,19 @@ class RoundEngine:
         full = len(chosen) == self.blocks
         # The largest requirement any device measured: conservative across hardware.
         block_memory = np.max([report.block_memory_bytes for report in reports], axis=0)[chosen]
+        efficiencies = channel_efficiencies(
+            reports, self.config.bandwidth_hz, self.blocks, self.config.prior_uplink_bps
+        )
         devices = [
             DeviceOffer(
                 id=report.device_id,
                 memory_bytes=report.available_memory_bytes,
-                spectral_efficiency=spectral_efficiency(
-                    report, self.config.bandwidth_hz, self.blocks
-                ),
+                spectral_efficiency=efficiency,
                 block_seconds=report.block_seconds
                 if full
                 else tuple(report.block_seconds[i] for i in chosen),
             )
-            for report in reports
+            for report, efficiency in zip(reports, efficiencies, strict=True)
         ]
         return AllocationRequest(
             policy=self.config.policy,

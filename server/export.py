@@ -43,7 +43,8 @@ def export_metrics(
     if record.eval is not None:
         m.eval_loss.set(record.eval.loss)
         for key, value in record.eval.scores.items():
-            m.eval_metric.labels(key).set(value)
+            if not key.endswith("loss"):  # a further set's loss (MNLI mismatched) is no metric
+                m.eval_metric.labels(key).set(value)
 
 
 def write_history(path: Path, document: dict[str, Any]) -> None:

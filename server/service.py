@@ -25,7 +25,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from lola_deft.ml.batching import encode
-from lola_deft.ml.glue import read_split, task_spec
+from lola_deft.ml.glue import read_dev_sets, task_spec
 from lola_deft.ml.model import load_model, model_fingerprint
 from lola_deft.protos.credentials import PLAINTEXT, TlsFiles, add_port
 from lola_deft.protos.deft.v1 import coordinator_pb2, coordinator_pb2_grpc
@@ -308,7 +308,10 @@ def start_coordinator(
             f"adapter sha256 {adapter_digest(state.snapshot())}",
             flush=True,
         )
-    dev = encode(loaded.tokenizer, read_split(config.data_dir, spec, "dev"), config.max_seq_length)
+    dev = {
+        name: encode(loaded.tokenizer, split, config.max_seq_length)
+        for name, split in read_dev_sets(config.data_dir, spec).items()
+    }
     origin = provenance(config)  # what history, checkpoints and the adapter card record
     publication = Publication.prepare(
         loaded, spec, origin, config.checkpoint_dir / TOKENIZER_FOLDER

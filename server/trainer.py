@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from lola_deft.ml.batching import EncodedSplit
-from lola_deft.ml.evaluation import evaluate
+from lola_deft.ml.evaluation import evaluate_sets
 from lola_deft.ml.glue import TaskSpec
 from lola_deft.ml.model import HEAD
 from lola_deft.server.messages import Evaluation, RunHistory
@@ -20,13 +20,14 @@ class AdapterTrainer:
     def __init__(
         self,
         state: TrainingState,
-        dev: EncodedSplit,
+        dev: dict[str, EncodedSplit],
         spec: TaskSpec,
         checkpoint_dir: Path,
         publication: Publication | None = None,
     ) -> None:
         """`publication` makes every checkpoint's adapter shareable (card, tokenizer) and puts
-        the run's provenance into the checkpoint."""
+        the run's provenance into the checkpoint. `dev` holds the task's evaluation sets
+        ("dev", and MNLI's "mismatched")."""
         self.state = state
         self.publication = publication
         if publication is not None:
@@ -48,7 +49,7 @@ class AdapterTrainer:
         self.state.apply(gradients)
 
     def evaluate(self) -> Evaluation:
-        return Evaluation.from_dict(evaluate(self.state.loaded, self.dev, self.spec))
+        return Evaluation.from_dict(evaluate_sets(self.state.loaded, self.dev, self.spec))
 
     def checkpoint(self, completed: int, history: RunHistory) -> None:
         document = history.to_dict()

@@ -45,6 +45,19 @@ def test_emulated_channel_is_seeded_rayleigh() -> None:
     assert EmulatedChannel(seed=5).reading(7) != channel.reading(7)
 
 
+def test_devices_fade_independently_under_one_seed() -> None:
+    rounds = range(400)
+    channels = {device: EmulatedChannel(device_id=device) for device in ("agent-1", "agent-2")}
+    gains = {
+        device: np.array([channel.reading(r).channel_gain for r in rounds])
+        for device, channel in channels.items()
+    }
+    assert not np.array_equal(gains["agent-1"], gains["agent-2"])
+    assert abs(np.corrcoef(gains["agent-1"], gains["agent-2"])[0, 1]) < 0.2
+    again = EmulatedChannel(device_id="agent-1")  # and each device's channel is reproducible
+    assert [again.reading(r).channel_gain for r in rounds] == gains["agent-1"].tolist()
+
+
 def test_measured_channel_reports_the_last_upload_rate() -> None:
     channel = MeasuredChannel()
     assert channel.reading(1).measured_uplink_bps == 0.0

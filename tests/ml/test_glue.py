@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from lola_deft.ml.batching import encode
+from lola_deft.ml.evaluation import evaluate_sets
 from lola_deft.ml.glue import (
     TASKS,
     DataError,
     compute_metrics,
+    read_dev_sets,
     read_split,
     shard_indices,
     task_spec,
 )
+from lola_deft.ml.model import load_model
 
 TASK_DIR = Path(__file__).parents[2] / "ml" / "tasks" / "sst2-mini"
 
@@ -67,7 +72,8 @@ def write_task(folder: Path, name: str) -> None:
     text = "\n".join(([header] if header else []) + rows) + "\n"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "train.tsv").write_text(text)
-    (folder / TASKS[name].dev_file).write_text(text)
+    for file in TASKS[name].dev_sets().values():
+        (folder / file).write_text(text)
 
 
 @pytest.mark.parametrize("name", sorted(TASKS))
@@ -95,6 +101,58 @@ def test_bad_rows_are_reported_with_their_line(tmp_path: Path) -> None:
         read_split(tmp_path / "missing", task_spec("sst2"), "dev")
     with pytest.raises(DataError, match="unknown GLUE task 'wnli'"):
         task_spec("wnli")
+
+
+def test_a_byte_order_mark_is_not_part_of_the_header(tmp_path: Path) -> None:
+    header, rows = SAMPLES["mrpc"]  # MRPC's header starts with the label column
+    (tmp_path / "train.tsv").write_bytes(("\n".join([header, *rows]) + "\n").encode("utf-8-sig"))
+    data = read_split(tmp_path, task_spec("mrpc"), "train")
+    assert data.labels.tolist() == [1, 0]
+    assert data.texts[0] == ("He said so .", "He said that .")
+
+
+def test_short_rows_are_skipped_and_counted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    header, _ = SAMPLES["qqp"]
+    good = [f"{i}\t{i}\t{i + 1}\tQ{i}?\tR{i}?\t{i % 2}" for i in range(40)]
+    short = ["363362\t713\t714\tHow do I", "363363\t715"]  # as QQP's train.tsv has them
+    (tmp_path / "train.tsv").write_text("\n".join([header, *good[:20], *short, *good[20:]]) + "\n")
+    with caplog.at_level(logging.WARNING, logger="lola_deft.ml.glue"):
+        data = read_split(tmp_path, task_spec("qqp"), "train")
+    assert len(data) == 40
+    assert data.texts[20] == ("Q20?", "R20?")
+    assert "skipped 2 row(s) with fewer than 6 columns (lines 22, 23)" in caplog.text
+
+
+def test_a_file_of_mostly_short_rows_is_refused(tmp_path: Path) -> None:
+    header, rows = SAMPLES["qqp"]
+    (tmp_path / "train.tsv").write_text("\n".join([header, *rows, "1\t2", "3\t4"]) + "\n")
+    with pytest.raises(DataError, match=r"train.tsv: 2 of 4 rows have fewer than 6 columns"):
+        read_split(tmp_path, task_spec("qqp"), "train")
+
+
+def test_mnli_is_evaluated_matched_and_mismatched(
+    tmp_path: Path, tiny_model_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    write_task(tmp_path, "mnli")
+    header, rows = SAMPLES["mnli"]
+    # The mismatched set differs from the matched one, so its numbers can differ too.
+    (tmp_path / "dev_mismatched.tsv").write_text("\n".join([header, rows[0]]) + "\n")
+    spec = task_spec("mnli")
+    sets = read_dev_sets(tmp_path, spec)
+    assert {name: len(split) for name, split in sets.items()} == {"dev": 2, "mismatched": 1}
+    loaded = load_model(tiny_model_dir, spec.num_labels, dropout=0.0, seed=0)
+    encoded = {name: encode(loaded.tokenizer, split, 16) for name, split in sets.items()}
+    result = evaluate_sets(loaded, encoded, spec)
+    assert result["metric_name"] == "accuracy"
+    assert result["metric"] == result["accuracy"]
+    assert result["mismatched_accuracy"] in (0.0, 1.0)  # one example
+    assert result["mismatched_loss"] != result["loss"]
+    (tmp_path / "dev_mismatched.tsv").unlink()
+    with caplog.at_level(logging.WARNING, logger="lola_deft.ml.glue"):
+        assert list(read_dev_sets(tmp_path, spec)) == ["dev"]
+    assert "no dev_mismatched.tsv; the mismatched set is not evaluated" in caplog.text
 
 
 def test_the_embedded_task_is_balanced_sst2() -> None:

@@ -13,7 +13,7 @@ import pytest
 
 from lola_deft.server.allocator import AllocationFailed
 from lola_deft.server.config import CoordinatorConfig
-from lola_deft.server.engine import RoundEngine
+from lola_deft.server.engine import RoundEngine, channel_efficiencies
 from lola_deft.server.errors import InvalidRequest, NotAssigned, NotNow
 from lola_deft.server.messages import (
     Allocation,
@@ -419,3 +419,16 @@ def test_a_step_that_breaks_the_model_is_undone_and_recorded(tmp_path: Path) -> 
     assert record.rolled_back and record.blocks_updated == []
     assert len(engine.guard.history) == 0  # the norms of a rolled-back step teach nothing
     assert trainer.checkpoints == [1]  # the (unchanged, finite) model is still checkpointed
+
+
+def channel_report(device: str, efficiency: float = 0.0, uplink_bps: float = 0.0) -> ResourceReport:
+    return ResourceReport(device, 1, 1e9, 0.0, 0.0, efficiency, uplink_bps, (1.0,) * 3, (1.0,) * 3)
+
+
+def test_a_device_that_has_not_measured_its_channel_gets_a_prior() -> None:
+    # Band 300 Hz over 3 blocks: an equal share is 100 Hz, so 200 bit/s is r = 2.
+    share = {"bandwidth_hz": 300.0, "blocks": 3, "prior_uplink_bps": 50.0}
+    fresh = channel_report("new")
+    others = [channel_report("a", efficiency=4.0), channel_report("b", uplink_bps=200.0)]
+    assert channel_efficiencies([*others, fresh], **share) == [4.0, 2.0, 3.0]  # the median
+    assert channel_efficiencies([fresh], **share) == [0.5]  # nobody knows: 50 bit/s / 100 Hz
