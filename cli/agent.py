@@ -144,8 +144,9 @@ def add_agent_command(subparsers: Any) -> None:
 def _agent_errors() -> tuple[type[Exception], ...]:
     from lola_deft.device_agent.agent import DeviceUnavailable
     from lola_deft.device_agent.connection import CoordinatorUnreachable
+    from lola_deft.device_agent.worker import SetupError
 
-    return (*model_and_data_errors(), DeviceUnavailable, CoordinatorUnreachable)
+    return (*model_and_data_errors(), DeviceUnavailable, CoordinatorUnreachable, SetupError)
 
 
 @user_errors("agent", _agent_errors)

@@ -268,6 +268,19 @@ def add_policy_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+UPLOAD_DTYPES = ("float32", "float16", "bfloat16")  # protos.tensor_stream.ALLOWED_DTYPES
+
+
+def add_upload_dtype_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--upload-dtype",
+        choices=UPLOAD_DTYPES,
+        default="float32",
+        help="dtype the agents upload gradients in: float16 and bfloat16 halve the payload S "
+        "(float16 saturates at +-65504, bfloat16 keeps float32's range with less precision)",
+    )
+
+
 def set_threads(threads: int) -> None:
     if threads > 0:
         import torch

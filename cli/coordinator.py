@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from lola_deft.cli.common import (
     add_policy_argument,
     add_training_arguments,
+    add_upload_dtype_argument,
     model_and_data_errors,
     non_negative_float,
     non_negative_int,
@@ -55,6 +56,7 @@ def add_coordinator_command(subparsers: Any) -> None:
     serve.add_argument("--port", type=port, default=50052, help="gRPC port (0 picks a free one)")
     serve.add_argument("--scheduler", default="127.0.0.1:50051", help="scheduler HOST:PORT")
     add_policy_argument(serve)
+    add_upload_dtype_argument(serve)
     add_training_arguments(serve)
     serve.add_argument(
         "--bandwidth-hz",
@@ -280,6 +282,7 @@ def run_coordinator(args: argparse.Namespace) -> int:
         max_grad_norm=args.max_grad_norm,
         grad_norm_factor=args.grad_norm_factor,
         head_aggregation=args.head_aggregation,
+        upload_dtype=args.upload_dtype,
     )
     run = open_run(
         args.runs_dir,

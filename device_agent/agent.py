@@ -154,6 +154,7 @@ class DeviceAgent:
             ),
             trained.gradients,
             timeout_s=max(30.0, instruction.deadline_unix_s - time.time() + 30.0),
+            dtype=self.worker.upload_dtype,
         )
         upload_s = time.perf_counter() - started
         self.worker.uploaded(trained, ack.received_bytes, upload_s)

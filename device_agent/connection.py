@@ -129,8 +129,9 @@ class CoordinatorConnection:
         header: coordinator_pb2.UploadHeader,
         gradients: Mapping[str, np.ndarray],
         timeout_s: float,
+        dtype: str = "float32",
     ) -> coordinator_pb2.UploadAck:
-        return self.stub.UploadGradient(upload_parts(header, gradients), timeout=timeout_s)
+        return self.stub.UploadGradient(upload_parts(header, gradients, dtype), timeout=timeout_s)
 
     def forget_session(self) -> None:
         """The coordinator no longer knows our session: stop its heartbeats."""

@@ -22,12 +22,17 @@ from lola_deft.ml.glue import DataError, read_split, shard_indices, task_spec
 from lola_deft.ml.model import LoadedModel, LoraSettings, load_model, model_fingerprint
 from lola_deft.ml.training import block_gradient
 from lola_deft.protos.deft.v1 import coordinator_pb2
+from lola_deft.protos.tensor_stream import ALLOWED_DTYPES
 
 log = logging.getLogger("deft.agent")
 
 
 class DeviceUnavailable(RuntimeError):
     """The requested training device does not exist on this machine."""
+
+
+class SetupError(ValueError):
+    """The coordinator's training setup asks for something this agent cannot do."""
 
 
 def resolve_device(choice: str) -> torch.device:
@@ -81,6 +86,7 @@ class BlockWorker:
         self.profile: BlockProfile | None = None
         self.live: LiveProfile | None = None
         self.weight_bytes = 0.0  # the loaded model's parameters, on the training device
+        self.upload_dtype = "float32"  # as the coordinator's training setup asks
         self.setup_key: tuple[object, ...] | None = None
 
     @property
@@ -93,6 +99,13 @@ class BlockWorker:
         shard = self.config.shard
         if shard < 0:  # --shard auto/N
             shard = setup.agent_index % self.config.num_shards
+        dtype = setup.upload_dtype or "float32"  # empty: a coordinator that predates the field
+        if dtype not in ALLOWED_DTYPES:
+            raise SetupError(
+                f"the coordinator asks for {dtype!r} uploads; this agent sends "
+                f"{', '.join(ALLOWED_DTYPES)} (upgrade it)"
+            )
+        self.upload_dtype = dtype
         key = (lora, setup.task, setup.num_labels, setup.batch_size, setup.max_seq_length, shard)
         if key == self.setup_key:
             return

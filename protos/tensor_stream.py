@@ -1,5 +1,11 @@
 """Named float tensors <-> streams of deft.v1.TensorChunk messages.
 
+On the wire a tensor is float32, or float16 / bfloat16 where the coordinator asks for smaller
+uploads (`--upload-dtype`: half the bytes; the receiver widens back to float32). float16 keeps
+10 mantissa bits but saturates at +-65504 (values beyond are clipped to it, so a large honest
+gradient stays finite and the coordinator's norm bounds judge it); bfloat16 keeps float32's
+range with 7 mantissa bits (rounded to nearest even).
+
 Adapters and gradients are split into CHUNK_BYTES pieces so no message nears the gRPC size
 limit, and reassembled with every check a receiver needs before it trusts the data: contiguous
 offsets, the byte count the shape implies (computed exactly, it cannot overflow), a CRC32 per
@@ -19,7 +25,9 @@ from lola_deft.protos.deft.v1 import coordinator_pb2
 from lola_deft.protos.grpc_options import CHUNK_BYTES
 from lola_deft.protos.quoting import quote
 
-ALLOWED_DTYPES = {"float32": np.float32}
+# Wire dtype -> bytes per element.
+ALLOWED_DTYPES = {"float32": 4, "float16": 2, "bfloat16": 2}
+FLOAT16_MAX = float(np.finfo(np.float16).max)
 DEFAULT_MAX_TOTAL_BYTES = 1 << 30
 MAX_DIMS = 8
 
@@ -32,12 +40,36 @@ class StreamTooLarge(TensorStreamError):
     """A stream that carries more bytes than the receiver accepts."""
 
 
+def to_wire(value: np.ndarray, dtype: str = "float32") -> np.ndarray:
+    """A tensor as the contiguous array its wire dtype sends (bfloat16 as its uint16 bits)."""
+    array = np.ascontiguousarray(value, dtype=np.float32)
+    if dtype == "float32":
+        return array
+    if dtype == "float16":
+        return np.clip(array, -FLOAT16_MAX, FLOAT16_MAX).astype(np.float16)
+    if dtype == "bfloat16":
+        bits = array.view(np.uint32)
+        rounded = bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))
+        return (rounded >> np.uint32(16)).astype(np.uint16)
+    raise ValueError(f"unknown wire dtype {dtype!r}; use one of {sorted(ALLOWED_DTYPES)}")
+
+
+def from_wire(buffer: bytes | bytearray, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
+    """The float32 tensor a wire buffer of `dtype` carries."""
+    if dtype == "float32":
+        return np.frombuffer(buffer, np.float32).reshape(shape)
+    if dtype == "float16":
+        return np.frombuffer(buffer, np.float16).astype(np.float32).reshape(shape)
+    bits = np.frombuffer(buffer, np.uint16).astype(np.uint32) << np.uint32(16)
+    return bits.view(np.float32).reshape(shape)
+
+
 def to_chunks(
-    tensors: Mapping[str, np.ndarray], *, chunk_bytes: int = CHUNK_BYTES
+    tensors: Mapping[str, np.ndarray], *, chunk_bytes: int = CHUNK_BYTES, dtype: str = "float32"
 ) -> Iterator[coordinator_pb2.TensorChunk]:
-    """Yield the chunks of every tensor in order (float32, C order)."""
+    """Yield the chunks of every tensor in order (C order, in the wire `dtype`)."""
     for name, value in tensors.items():
-        array = np.ascontiguousarray(value, dtype=np.float32)
+        array = to_wire(value, dtype)
         data = memoryview(array.reshape(-1).view(np.uint8))  # type: ignore[arg-type]  # no copy yet
         crc = zlib.crc32(data)
         for offset in range(0, max(len(data), 1), chunk_bytes):
@@ -45,7 +77,7 @@ def to_chunks(
             yield coordinator_pb2.TensorChunk(
                 name=name,
                 shape=list(array.shape),
-                dtype="float32",
+                dtype=dtype,
                 offset=offset,
                 total_bytes=len(data),
                 data=data[offset : offset + chunk_bytes].tobytes(),
@@ -54,11 +86,13 @@ def to_chunks(
 
 
 def upload_parts(
-    header: coordinator_pb2.UploadHeader, tensors: Mapping[str, np.ndarray]
+    header: coordinator_pb2.UploadHeader,
+    tensors: Mapping[str, np.ndarray],
+    dtype: str = "float32",
 ) -> Iterator[coordinator_pb2.GradientPart]:
     """A gradient upload: the header first, then the tensors' chunks."""
     yield coordinator_pb2.GradientPart(header=header)
-    for chunk in to_chunks(tensors):
+    for chunk in to_chunks(tensors, dtype=dtype):
         yield coordinator_pb2.GradientPart(chunk=chunk)
 
 
@@ -78,6 +112,7 @@ class TensorAssembler:
         self._name: str | None = None
         self._shape: tuple[int, ...] = ()
         self._declared = 0
+        self._dtype = "float32"
         self._buffer = bytearray()
         self._crc = 0
 
@@ -93,18 +128,21 @@ class TensorAssembler:
                 f"tensor {quote(self._name)}: chunk at offset {chunk.offset} out of order "
                 f"(expected {len(self._buffer)})"
             )
-        if len(self._buffer) + len(chunk.data) > self._declared:
+        if chunk.dtype != self._dtype:
+            raise TensorStreamError(f"tensor {quote(self._name)}: dtype changed mid-tensor")
+        data = chunk.data  # each access to a bytes field copies it
+        if len(self._buffer) + len(data) > self._declared:
             raise TensorStreamError(
                 f"tensor {quote(self._name)}: more bytes than the {self._declared} declared"
             )
-        self._buffer.extend(chunk.data)
-        self._crc = zlib.crc32(chunk.data, self._crc)
+        self._buffer.extend(data)
+        self._crc = zlib.crc32(data, self._crc)
         if len(self._buffer) == self._declared:
             if self._crc != chunk.crc32:
                 raise TensorStreamError(f"tensor {quote(self._name)}: CRC32 mismatch, corrupted")
             assert self._name is not None
             # The buffer is this tensor's alone from here on, so the array may keep it.
-            self.tensors[self._name] = np.frombuffer(self._buffer, np.float32).reshape(self._shape)
+            self.tensors[self._name] = from_wire(self._buffer, self._dtype, self._shape)
             self._name, self._buffer = None, bytearray()
 
     def _start(self, chunk: coordinator_pb2.TensorChunk) -> None:
@@ -124,7 +162,8 @@ class TensorAssembler:
                 f"tensor {quote(name)}: shape {list(shape)[:MAX_DIMS]}, "
                 f"expected {list(self.expected[name])}"
             )
-        implied = 4 * math.prod(shape)  # Python integers: exact, whatever the dimensions
+        # Python integers: exact, whatever the dimensions.
+        implied = ALLOWED_DTYPES[chunk.dtype] * math.prod(shape)
         if implied != chunk.total_bytes:
             raise TensorStreamError(
                 f"tensor {quote(name)}: shape {list(shape)} needs {implied} bytes, "
@@ -134,6 +173,7 @@ class TensorAssembler:
             raise StreamTooLarge(f"stream exceeds the limit of {self.max_total_bytes} bytes")
         self.total_bytes += implied
         self._name, self._shape, self._declared, self._crc = name, shape, implied, 0
+        self._dtype = chunk.dtype
         self._buffer = bytearray()
 
     def finish(self) -> dict[str, np.ndarray]:

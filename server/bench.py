@@ -309,13 +309,8 @@ def bench_coordinator(num_agents: int, rounds: int, layers: int) -> dict[str, An
 
 
 # -- 5: DEFT vs centralized ---------------------------------------------------------------------
-def bench_accuracy(rounds: int, out: Path) -> dict[str, Any]:
-    from lola_deft.server.centralized import CentralizedConfig, final_metric, train_centralized
-    from lola_deft.server.compute_model import compute_errors, settled_error
-    from lola_deft.server.export import read_history
-
-    demo_out = out / "demo"
-    log(f"  deft demo, {rounds} rounds")
+def run_demo(rounds: int, out: Path, *flags: str) -> tuple[dict[str, Any], float]:
+    """One `deft demo` (its metrics JSON, wall seconds)."""
     started = time.perf_counter()
     finished = subprocess.run(
         [
@@ -326,18 +321,30 @@ def bench_accuracy(rounds: int, out: Path) -> dict[str, Any]:
             "--rounds",
             str(rounds),
             "--out",
-            str(demo_out),
+            str(out),
             "--eval-every",
             str(rounds),
+            *flags,
         ],
         check=True,
         stdout=subprocess.PIPE,
         text=True,
     )
-    demo_seconds = time.perf_counter() - started
+    seconds = time.perf_counter() - started
     # Each demo is a run folder of its own; the demo names its metrics JSON.
     [metrics] = re.findall(r"^metrics JSON: (.+)$", finished.stdout, re.MULTILINE)
-    summary = json.loads(Path(metrics).read_text())
+    return json.loads(Path(metrics).read_text()), seconds
+
+
+def bench_accuracy(rounds: int, out: Path) -> dict[str, Any]:
+    from lola_deft.server.centralized import CentralizedConfig, final_metric, train_centralized
+    from lola_deft.server.compute_model import compute_errors, settled_error
+    from lola_deft.server.export import read_history
+
+    log(f"  deft demo, {rounds} rounds")
+    summary, demo_seconds = run_demo(rounds, out / "demo")
+    log(f"  deft demo, {rounds} rounds, bfloat16 uploads")
+    half, _ = run_demo(rounds, out / "demo-bfloat16", "--upload-dtype", "bfloat16")
     log(f"  centralized, {rounds} steps")
     torch.set_num_threads(2)
     records = train_centralized(
@@ -358,6 +365,7 @@ def bench_accuracy(rounds: int, out: Path) -> dict[str, Any]:
             for e in compute_errors(history.rounds)
         ],
         "compute_error_after_5": settled_error(history.rounds, after=5),
+        "bfloat16_metric": half["metric_after"],
         "rounds": rounds,
         "deft_metric": summary["metric_after"],
         "deft_before": summary["metric_before"],
@@ -437,6 +445,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{a['deft_before']:.4f}), centralized {a['centralized_metric']:.4f}: "
             f"{100 * a['ratio']:.1f}% (demo wall time {a['deft_wall_s']:.0f} s; synthetic "
             "sst2-mini data)"
+        )
+        print(
+            f"    bfloat16 gradient uploads (half the payload S): DEFT {a['bfloat16_metric']:.4f}"
+            f" against {a['deft_metric']:.4f} in float32"
         )
         print(
             "    modelled vs measured compute, median |error| per round: "

@@ -40,3 +40,5 @@ class CoordinatorConfig(TrainingSettings):
     max_grad_norm: float | None = 1e6  # a sanity bound far above any honest gradient
     grad_norm_factor: float | None = 100.0
     head_aggregation: str = "mean"
+    # Gradients travel in this dtype (float16 / bfloat16 halve the upload, S in the model too).
+    upload_dtype: str = "float32"

@@ -69,6 +69,7 @@ class Coordinator:
             max_seq_length=config.max_seq_length,
             round=self.engine.next_round,
             agent_index=record.index,
+            upload_dtype=config.upload_dtype,
         )
 
     def authenticate(self, session: str, peer: Peer = PLAINTEXT_PEER) -> str:
@@ -112,14 +113,18 @@ class Coordinator:
         header: UploadHeader,
         tensors: dict[str, np.ndarray],
         upload_s: float,
+        wire_bytes: int | None = None,
     ) -> UploadAck:
+        """`wire_bytes`: what the stream carried (half the float32 size for float16 uploads)."""
         upload = Upload(
             device_id=plan.device_id,
             block=plan.block,
             tensors=tensors,
             compute_s=header.compute_s,
             upload_s=upload_s,
-            num_bytes=sum(t.nbytes for t in tensors.values()),
+            num_bytes=wire_bytes
+            if wire_bytes is not None
+            else sum(t.nbytes for t in tensors.values()),
             train_loss=header.train_loss,
         )
         return self.engine.accept_upload(header.round, upload)

@@ -92,6 +92,8 @@ def run_demo(args: argparse.Namespace) -> int:
             coordinator, match = cluster.start_coordinator(
                 "--policy",
                 args.policy,
+                "--upload-dtype",
+                args.upload_dtype,
                 *training_flags(args),
                 "--runs-dir",
                 str(out / "runs"),

@@ -320,3 +320,4 @@ class Welcome:
     max_seq_length: int
     round: int
     agent_index: int
+    upload_dtype: str = "float32"  # how gradients travel (tensor_stream.ALLOWED_DTYPES)

@@ -37,7 +37,7 @@ from lola_deft.protos.grpc_options import (
 )
 from lola_deft.protos.identity import Peer, peer_of
 from lola_deft.protos.malformed import RejectMalformedAio
-from lola_deft.protos.tensor_stream import to_chunks
+from lola_deft.protos.tensor_stream import ALLOWED_DTYPES, to_chunks
 from lola_deft.server import wire
 from lola_deft.server.allocator import (
     Allocator,
@@ -316,7 +316,8 @@ def start_coordinator(
     publication = Publication.prepare(
         loaded, spec, origin, config.checkpoint_dir / TOKENIZER_FOLDER
     )
-    trainer = AdapterTrainer(state, dev, spec, config.checkpoint_dir, publication)
+    wire_bits = 8 * ALLOWED_DTYPES[config.upload_dtype]
+    trainer = AdapterTrainer(state, dev, spec, config.checkpoint_dir, publication, wire_bits)
     metrics = CoordinatorMetrics()
     registry = AgentRegistry(config.liveness_timeout_s, config.forget_after_s, config.max_devices)
     if allocator is None:

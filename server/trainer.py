@@ -24,6 +24,7 @@ class AdapterTrainer:
         spec: TaskSpec,
         checkpoint_dir: Path,
         publication: Publication | None = None,
+        wire_bits: int = 32,
     ) -> None:
         """`publication` makes every checkpoint's adapter shareable (card, tokenizer) and puts
         the run's provenance into the checkpoint. `dev` holds the task's evaluation sets
@@ -37,7 +38,9 @@ class AdapterTrainer:
         self.checkpoint_dir = checkpoint_dir
         loaded = state.loaded
         self.blocks = loaded.num_blocks
-        self.payload_bits = float(loaded.block_payload_bits(1))
+        # S of the latency model: what one upload carries, at the bits per value it travels in
+        # (16 for float16/bfloat16 uploads).
+        self.payload_bits = float(loaded.block_payload_bits(1)) * wire_bits / 32
         self.shapes = state.shapes()
         self.block_names = {b: names for b, names in loaded.blocks.items() if b != HEAD}
         self.head_names = list(loaded.blocks[HEAD])

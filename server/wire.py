@@ -51,6 +51,7 @@ def welcome_message(welcome: Welcome) -> pb.RegisterResponse:
         max_seq_length=welcome.max_seq_length,
         round=welcome.round,
         agent_index=welcome.agent_index,
+        upload_dtype=welcome.upload_dtype,
     )
 
 
@@ -131,7 +132,9 @@ async def receive_upload(
     try:
         await asyncio.wait_for(read_chunks(), timeout=max(plan.deadline - time.monotonic(), 0))
         tensors = assembler.finish()
-        ack = coordinator.finish_upload(plan, header, tensors, time.perf_counter() - started)
+        ack = coordinator.finish_upload(
+            plan, header, tensors, time.perf_counter() - started, assembler.total_bytes
+        )
         failure = None
         return ack
     except asyncio.TimeoutError:

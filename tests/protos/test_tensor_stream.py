@@ -7,6 +7,7 @@ import pytest
 
 from lola_deft.protos.deft.v1 import coordinator_pb2
 from lola_deft.protos.tensor_stream import (
+    FLOAT16_MAX,
     StreamTooLarge,
     TensorAssembler,
     TensorStreamError,
@@ -34,6 +35,39 @@ def test_round_trip_in_small_chunks() -> None:
     received = from_chunks(chunks, expected=EXPECTED)
     for name, value in tensors().items():
         assert np.array_equal(received[name], value)
+
+
+@pytest.mark.parametrize(("dtype", "mantissa_bits"), [("float16", 10), ("bfloat16", 7)])
+def test_half_precision_streams_carry_half_the_bytes(dtype: str, mantissa_bits: int) -> None:
+    sent = tensors()
+    chunks = list(to_chunks(sent, dtype=dtype))
+    assert sum(len(c.data) for c in chunks) == sum(v.size for v in sent.values()) * 2
+    received = from_chunks(chunks, expected=EXPECTED)
+    for name, value in sent.items():
+        assert received[name].dtype == np.float32
+        # Round to nearest: within half a unit in the last place of the kept mantissa.
+        np.testing.assert_allclose(received[name], value, rtol=2.0 ** -(mantissa_bits + 1))
+        assert not np.array_equal(received[name], value) or value.size == 0
+
+
+def test_half_precision_keeps_large_gradients_finite() -> None:
+    huge = {"g": np.array([1e6, -3e38, 70000.0, 1.0], np.float32)}
+    as_float16 = from_chunks(to_chunks(huge, dtype="float16"))["g"]
+    assert as_float16.tolist() == [FLOAT16_MAX, -FLOAT16_MAX, FLOAT16_MAX, 1.0]
+    as_bfloat16 = from_chunks(to_chunks(huge, dtype="bfloat16"))["g"]
+    assert np.all(np.isfinite(as_bfloat16))
+    np.testing.assert_allclose(as_bfloat16, huge["g"], rtol=2.0**-8)
+
+
+def test_a_tensor_cannot_change_dtype_midway_or_declare_the_wrong_size() -> None:
+    chunks = list(to_chunks(tensors(), chunk_bytes=1000, dtype="float16"))
+    chunks[1].dtype = "float32"
+    with pytest.raises(TensorStreamError, match="dtype changed mid-tensor"):
+        from_chunks(chunks)
+    chunks = list(to_chunks(tensors(), chunk_bytes=1000, dtype="float16"))
+    chunks[0].dtype = "float32"  # 2 bytes per value sent, 4 declared: the size does not match
+    with pytest.raises(TensorStreamError, match="needs 8400 bytes, header says 4200"):
+        from_chunks(chunks)
 
 
 def test_an_upload_is_its_header_then_the_chunks() -> None:

@@ -137,10 +137,11 @@ def upload(
     *,
     round_number: int = 1,
     block: int | None = None,
+    dtype: str = "float32",
 ) -> coordinator_pb2.UploadAck:
     block = block if block is not None else agent.instruction.block  # type: ignore[union-attr]
     header = coordinator_pb2.UploadHeader(session=agent.session, round=round_number, block=block)
-    return stub.UploadGradient(upload_parts(header, tensors), timeout=30)
+    return stub.UploadGradient(upload_parts(header, tensors, dtype), timeout=30)
 
 
 def rejected(call: object) -> grpc.RpcError:
@@ -246,6 +247,38 @@ def test_a_round_with_every_rejection_path(
         np.testing.assert_allclose(after[name], before[name] - step, rtol=0, atol=1e-6)
     late = rejected(lambda: upload(stub, first, good))
     assert late.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+def test_half_precision_uploads_halve_the_payload_and_train_the_same(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    with one_round_coordinator(tiny_model_dir, tmp_path, upload_dtype="bfloat16") as running:
+        float32_bits = running.trainer.payload_bits * 2  # S of the latency model halves
+        assert float32_bits == running.trainer.state.loaded.block_payload_bits(1)
+        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            stub = coordinator_pb2_grpc.CoordinatorStub(channel)
+            fingerprint = model_fingerprint(tiny_model_dir)
+            welcome = stub.Register(
+                coordinator_pb2.RegisterRequest(device_id="probe", model_fingerprint=fingerprint),
+                timeout=10,
+            )
+            assert welcome.upload_dtype == "bfloat16"  # what agents are told to send
+            agents = start_round(stub, tiny_model_dir)
+            weights = from_chunks(
+                stub.DownloadWeights(
+                    coordinator_pb2.WeightsRequest(session=agents[0].session, round=1), timeout=30
+                )
+            )
+            before = running.trainer.snapshot()
+            for agent in agents:
+                tensors = gradient(running, agent, weights)
+                ack = upload(stub, agent, tensors, dtype="bfloat16")
+                assert ack.received_bytes == sum(t.size for t in tensors.values()) * 2
+            running.engine.finished.wait(60)
+            after = running.trainer.snapshot()
+    step = running.engine.config.learning_rate  # the widened gradients took one Adam step
+    for name in before:
+        np.testing.assert_allclose(after[name], before[name] - step, rtol=0, atol=1e-6)
 
 
 def test_a_refused_gradient_ends_its_devices_hold_and_changes_nothing(

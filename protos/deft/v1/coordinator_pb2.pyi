@@ -21,7 +21,7 @@ class RegisterRequest(_message.Message):
     def __init__(self, device_id: _Optional[str] = ..., hardware: _Optional[str] = ..., agent_version: _Optional[str] = ..., capabilities: _Optional[_Iterable[str]] = ..., model_fingerprint: _Optional[str] = ...) -> None: ...
 
 class RegisterResponse(_message.Message):
-    __slots__ = ("session", "heartbeat_interval_s", "model_name", "lora_rank", "lora_target_modules", "blocks", "lora_alpha", "task", "num_labels", "batch_size", "max_seq_length", "round", "agent_index")
+    __slots__ = ("session", "heartbeat_interval_s", "model_name", "lora_rank", "lora_target_modules", "blocks", "lora_alpha", "task", "num_labels", "batch_size", "max_seq_length", "round", "agent_index", "upload_dtype")
     SESSION_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -35,6 +35,7 @@ class RegisterResponse(_message.Message):
     MAX_SEQ_LENGTH_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     AGENT_INDEX_FIELD_NUMBER: _ClassVar[int]
+    UPLOAD_DTYPE_FIELD_NUMBER: _ClassVar[int]
     session: str
     heartbeat_interval_s: float
     model_name: str
@@ -48,7 +49,8 @@ class RegisterResponse(_message.Message):
     max_seq_length: int
     round: int
     agent_index: int
-    def __init__(self, session: _Optional[str] = ..., heartbeat_interval_s: _Optional[float] = ..., model_name: _Optional[str] = ..., lora_rank: _Optional[int] = ..., lora_target_modules: _Optional[_Iterable[str]] = ..., blocks: _Optional[int] = ..., lora_alpha: _Optional[float] = ..., task: _Optional[str] = ..., num_labels: _Optional[int] = ..., batch_size: _Optional[int] = ..., max_seq_length: _Optional[int] = ..., round: _Optional[int] = ..., agent_index: _Optional[int] = ...) -> None: ...
+    upload_dtype: str
+    def __init__(self, session: _Optional[str] = ..., heartbeat_interval_s: _Optional[float] = ..., model_name: _Optional[str] = ..., lora_rank: _Optional[int] = ..., lora_target_modules: _Optional[_Iterable[str]] = ..., blocks: _Optional[int] = ..., lora_alpha: _Optional[float] = ..., task: _Optional[str] = ..., num_labels: _Optional[int] = ..., batch_size: _Optional[int] = ..., max_seq_length: _Optional[int] = ..., round: _Optional[int] = ..., agent_index: _Optional[int] = ..., upload_dtype: _Optional[str] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
     __slots__ = ("session",)
