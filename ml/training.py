@@ -26,12 +26,14 @@ class BlockGradient:
     compute_s: float
 
 
-def select_block(loaded: LoadedModel, block: int | None) -> list[str]:
-    """Make exactly the block's LoRA tensors and the head trainable (None: every block)."""
+def select_block(loaded: LoadedModel, block: int | None, head: bool = True) -> list[str]:
+    """Make exactly the block's LoRA tensors and the head trainable (None: every block;
+    head=False: the block alone, when the coordinator does not want the head's gradient)."""
     if (block is not None and block not in loaded.blocks) or block == HEAD:
         raise ValueError(f"block must be 1..{loaded.num_blocks}, got {block}")
     names = set(loaded.trainable_names()) if block is None else set(loaded.blocks[block])
-    names |= set(loaded.blocks[HEAD])
+    if head:
+        names |= set(loaded.blocks[HEAD])
     for name, parameter in loaded.model.named_parameters():
         parameter.requires_grad_(name in names)
         parameter.grad = None
@@ -45,13 +47,14 @@ def block_gradient(
     *,
     device: torch.device | str = "cpu",
     slowdown: float = 1.0,
+    head: bool = True,
 ) -> BlockGradient:
     """Average gradient over the given mini-batches (one per local iteration).
 
     `slowdown` > 1 stretches each iteration by sleeping, to emulate slower hardware on a shared
     testbed machine.
     """
-    names = select_block(loaded, block)
+    names = select_block(loaded, block, head)
     model = loaded.model
     model.train()
     params = loaded.parameters_by_name()

@@ -4,8 +4,9 @@ An upload is checked twice: its header (who, which round, which block, in time) 
 of gradient is read, then its numbers (exactly the block's and the head's tensors, right
 shapes, finite, norms within the guard's bounds, a sane loss) before it is stored. Uploads are
 kept per block: block tensors come from the one device that trained the block. The
-classification head is trained by every active device (it sits above every block, so each
-truncated pass reaches it); its gradients are combined over the uploads (mean by default, or
+classification head is trained by the devices head_training names (by default every active
+device: it sits above every block, so each truncated pass reaches it); its gradients are
+combined over the uploads that carry it (mean by default, or
 the coordinate-wise median or a trimmed mean, which one outlier cannot drag), so the head sees
 every device's data every round.
 
@@ -39,11 +40,14 @@ class RoundCollector:
     deadline: float  # a clock() value: the first holders' deadline
     guard: GradientGuard = field(default_factory=GradientGuard)
     head_combiner: str = "mean"
+    # The blocks whose uploads carry the head's gradient (head_training); None: every block.
+    head_blocks: set[int] | None = None
     clock: Callable[[], float] = time.monotonic
 
     def __post_init__(self) -> None:
         self.assignment = dict(self.assignment)
         self.blocks = set(self.assignment.values())  # what this round trains
+        self.carriers: set[int] = set(self.blocks if self.head_blocks is None else self.head_blocks)
         self.deadlines = {device: self.deadline for device in self.assignment}
         self.uploads: dict[int, Upload] = {}  # block -> the accepted upload
         self.norms: dict[int, float] = {}  # block -> the accepted upload's total norm
@@ -52,6 +56,12 @@ class RoundCollector:
         self.closed = False
         self.changed = asyncio.Event()  # an upload, a failure or a reassignment happened
         self._receiving: set[str] = set()
+
+    def names_of(self, block: int) -> list[str]:
+        """The tensors an upload of `block` must carry: its LoRA, and the head if it is one
+        of the head's carriers this round."""
+        head = self.head_names if block in self.carriers else []
+        return self.block_names[block] + head
 
     # -- who holds what ------------------------------------------------------------------------
     def deadline_for(self, device_id: str) -> float:
@@ -109,8 +119,7 @@ class RoundCollector:
         if device_id in self._receiving:
             raise NotNow("an upload from this device is already in progress")
         self._receiving.add(device_id)
-        names = self.block_names[expected_block] + self.head_names
-        shapes = {n: self.shapes[n] for n in names}
+        shapes = {n: self.shapes[n] for n in self.names_of(expected_block)}
         return UploadPlan(device_id, expected_block, shapes, deadline=deadline)
 
     def abandon(self, device_id: str, kind: str, reason: str) -> None:
@@ -129,8 +138,7 @@ class RoundCollector:
             raise NotAssigned(f"this device no longer holds block {upload.block}")
         if self.clock() > self.deadline_for(upload.device_id):
             raise DeadlinePassed(f"round {self.round}'s deadline has passed")
-        expected = set(self.block_names[upload.block]) | set(self.head_names)
-        if set(upload.tensors) != expected:
+        if set(upload.tensors) != set(self.names_of(upload.block)):
             raise InvalidRequest(f"block {upload.block} gradient", "wrong set of tensors")
         for name, value in upload.tensors.items():
             if tuple(value.shape) != self.shapes[name]:
@@ -160,9 +168,10 @@ class RoundCollector:
         for upload in uploads.values():
             for name in self.block_names[upload.block]:
                 gradients[name] = upload.tensors[name]
-        if uploads:
+        carriers = [u for block, u in uploads.items() if block in self.carriers]
+        if carriers:  # none: the head does not move this round (frozen, or its carrier failed)
             for name in self.head_names:
-                stacked = np.stack([u.tensors[name] for u in uploads.values()]).astype(np.float64)
+                stacked = np.stack([u.tensors[name] for u in carriers]).astype(np.float64)
                 gradients[name] = combine(stacked, self.head_combiner).astype(np.float32)
         return gradients
 

@@ -42,3 +42,7 @@ class CoordinatorConfig(TrainingSettings):
     head_aggregation: str = "mean"
     # Gradients travel in this dtype (float16 / bfloat16 halve the upload, S in the model too).
     upload_dtype: str = "float32"
+    # Who uploads the head's gradient (server/head_training.py): "every", "one" or "frozen"
+    # (after head_warmup_rounds rounds of "every").
+    head_training: str = "every"
+    head_warmup_rounds: int = 3

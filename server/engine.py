@@ -34,6 +34,7 @@ from lola_deft.server.allocator import AllocationFailed, Allocator
 from lola_deft.server.config import CoordinatorConfig
 from lola_deft.server.errors import InvalidRequest, NonFiniteStep, NotAssigned, NotNow
 from lola_deft.server.gradient_guard import GradientGuard
+from lola_deft.server.head_training import HeadPolicy
 from lola_deft.server.messages import (
     Allocation,
     AllocationRequest,
@@ -63,7 +64,8 @@ class Trainer(Protocol):
     """The model side of the coordinator: its adapters and what a round does with them."""
 
     blocks: int
-    payload_bits: float
+    block_bits: float  # one block's LoRA gradient as uploaded (the paper's S)
+    head_bits: float  # the classification head's gradient as uploaded
     shapes: dict[str, tuple[int, ...]]
     block_names: dict[int, list[str]]
     head_names: list[str]
@@ -162,6 +164,7 @@ class RoundEngine:
         self._pending: dict[str, PendingReport] = {}
         self._reports_changed = asyncio.Event()
         self.guard = GradientGuard(config.max_grad_norm, config.grad_norm_factor)
+        self.head = HeadPolicy(config.head_training, config.head_warmup_rounds)
         self.rounds_dispatched = 0  # by this process
         self.last_trained: dict[int, int] = {}  # block -> last round that updated it
         for record in self.history.rounds:
@@ -294,6 +297,10 @@ class RoundEngine:
         allocation = await self._timed(phases, "schedule", self.allocate(request, number))
         if allocation is not None and len(blocks) < self.blocks:
             allocation = self.rename_blocks(allocation, blocks)
+        if allocation is not None:
+            allocation = self.head.adjust(
+                allocation, number, self.trainer.block_bits, self.trainer.head_bits
+            )
         if allocation is None:
             await self._answer(reports, lambda report: Instruction(round=number))
             await asyncio.sleep(1.0)
@@ -417,7 +424,9 @@ class RoundEngine:
             blocks=len(chosen),
             block_memory_bytes=tuple(float(m) for m in block_memory),
             local_iterations=self.config.local_iterations,
-            payload_bits=float(self.trainer.payload_bits),
+            payload_bits=self.head.payload_bits(
+                number, self.trainer.block_bits, self.trainer.head_bits
+            ),
             bandwidth_hz=self.config.bandwidth_hz,
             devices=tuple(devices),
             seed=self.config.seed + number - 1,
@@ -455,6 +464,7 @@ class RoundEngine:
             started + self.config.round_timeout_s,
             guard=self.guard,
             head_combiner=self.config.head_aggregation,
+            head_blocks=self.head.carriers(number, [e.block for e in allocation.assignment]),
         )
         memory = np.max([report.block_memory_bytes for report in reports], axis=0)
         running = RunningRound(
@@ -474,7 +484,7 @@ class RoundEngine:
             entry = by_device.get(report.device_id)
             if entry is None:
                 return Instruction(round=number, local_iterations=self.config.local_iterations)
-            return self._instruction(number, entry, deadline_unix)
+            return self._instruction(number, entry, deadline_unix, collector.carriers)
 
         await self._answer(reports, instruction)
         log.info(
@@ -484,7 +494,9 @@ class RoundEngine:
         )
         return running
 
-    def _instruction(self, number: int, entry: Assignment, deadline_unix: float) -> Instruction:
+    def _instruction(
+        self, number: int, entry: Assignment, deadline_unix: float, head_blocks: set[int]
+    ) -> Instruction:
         return Instruction(
             round=number,
             block=entry.block,
@@ -492,6 +504,7 @@ class RoundEngine:
             local_iterations=self.config.local_iterations,
             deadline_unix_s=deadline_unix,
             modelled_latency_s=entry.latency_s,
+            skip_head=entry.block not in head_blocks,
         )
 
     async def _answer(
@@ -566,6 +579,7 @@ class RoundEngine:
                     running.number,
                     dataclasses.replace(entry, device=device),
                     time.time() + self.config.round_timeout_s,
+                    collector.carriers,  # the head's upload follows its block
                 ),
             )
 
@@ -646,6 +660,7 @@ class RoundEngine:
             else None,
             reassignments=list(running.reassignments),
             refusals=list(running.collector.failures),
+            head_blocks=sorted(running.collector.carriers),
             rolled_back=rolled_back,
             allocator=allocation.source,
         )

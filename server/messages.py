@@ -49,6 +49,7 @@ class Instruction:
     deadline_unix_s: float = 0.0
     finished: bool = False
     modelled_latency_s: float = 0.0
+    skip_head: bool = False  # compute and upload the block's gradient only (head_training)
 
 
 @dataclass(frozen=True)
@@ -251,6 +252,7 @@ class RoundRecord:
     refusals: list[Refusal] = field(default_factory=list)
     rolled_back: bool = False  # the step made the model non-finite and was undone
     allocator: str = "service"  # who solved the round: the scheduler "service" or "fallback"
+    head_blocks: list[int] = field(default_factory=list)  # whose uploads carried the head
 
     def to_dict(self) -> dict[str, Any]:
         doc = asdict(self)

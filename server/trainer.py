@@ -40,7 +40,9 @@ class AdapterTrainer:
         self.blocks = loaded.num_blocks
         # S of the latency model: what one upload carries, at the bits per value it travels in
         # (16 for float16/bfloat16 uploads).
-        self.payload_bits = float(loaded.block_payload_bits(1)) * wire_bits / 32
+        scale = wire_bits / 32
+        self.head_bits = float(loaded.head_payload_bits()) * scale
+        self.block_bits = float(loaded.block_payload_bits(1)) * scale - self.head_bits
         self.shapes = state.shapes()
         self.block_names = {b: names for b, names in loaded.blocks.items() if b != HEAD}
         self.head_names = list(loaded.blocks[HEAD])

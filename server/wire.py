@@ -83,6 +83,7 @@ def instruction_message(instruction: Instruction) -> pb.RoundInstruction:
         deadline_unix_s=instruction.deadline_unix_s,
         finished=instruction.finished,
         modelled_latency_s=instruction.modelled_latency_s,
+        skip_head=instruction.skip_head,
     )
 
 

@@ -101,6 +101,17 @@ def test_only_the_block_and_head_are_trainable(loaded: LoadedModel) -> None:
         select_block(loaded, 9)
 
 
+def test_a_block_alone_leaves_the_head_out(
+    loaded: LoadedModel, batch: dict[str, torch.Tensor]
+) -> None:
+    with_head = block_gradient(loaded, 2, [batch])
+    alone = block_gradient(loaded, 2, [batch], head=False)
+    assert set(alone.gradients) == set(loaded.blocks[2])
+    assert set(with_head.gradients) == set(loaded.blocks[2]) | set(loaded.blocks[HEAD])
+    for name, value in alone.gradients.items():  # the block's gradient does not depend on it
+        torch.testing.assert_close(value, with_head.gradients[name])
+
+
 def test_block_ids_follow_the_paper_depth_index(loaded: LoadedModel) -> None:
     # block 1 = last layer (shortest backward), block L = first layer.
     assert all(".layer.3." in name for name in loaded.blocks[1])

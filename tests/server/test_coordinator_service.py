@@ -253,8 +253,10 @@ def test_half_precision_uploads_halve_the_payload_and_train_the_same(
     tiny_model_dir: Path, tmp_path: Path
 ) -> None:
     with one_round_coordinator(tiny_model_dir, tmp_path, upload_dtype="bfloat16") as running:
-        float32_bits = running.trainer.payload_bits * 2  # S of the latency model halves
-        assert float32_bits == running.trainer.state.loaded.block_payload_bits(1)
+        trainer = running.trainer  # S of the latency model halves
+        assert 2 * (trainer.block_bits + trainer.head_bits) == (
+            trainer.state.loaded.block_payload_bits(1)
+        )
         with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
             stub = coordinator_pb2_grpc.CoordinatorStub(channel)
             fingerprint = model_fingerprint(tiny_model_dir)

@@ -139,3 +139,32 @@ def test_agents_that_miss_deadlines_keep_going(tiny_model_dir: Path, tmp_path: P
             assert agent.wait(timeout=120) == 0
     rounds = read_history(tmp_path / "history.json").rounds
     assert [r.blocks_updated for r in rounds] == [[], []]
+
+
+def test_real_agents_follow_the_head_and_dtype_settings(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """float16 uploads, and a head that trains in round 1 only: the agents send what the
+    coordinator asks (a head gradient where it does not would be refused), and the head stops."""
+    history = tmp_path / "history.json"
+    with LocalCluster(tiny_model_dir, tmp_path) as cluster:
+        cluster.start_scheduler()
+        coordinator, _ = cluster.start_coordinator(
+            *("--rounds", "2", "--report-wait", "0.3", "--upload-dtype", "float16"),
+            *("--head-training", "frozen", "--head-warmup-rounds", "1"),
+        )
+        [run] = cluster.run_dirs()
+        agents = [cluster.start_agent(f"dev{i}", "--shard", f"{i}/3") for i in range(3)]
+        assert coordinator.wait(timeout=240) == 0
+        for agent in agents:
+            assert agent.wait(timeout=60) == 0
+    records = read_history(history).rounds
+    assert [r.head_blocks for r in records] == [[1, 2, 3], []]
+    assert [r.blocks_updated for r in records] == [[1, 2, 3], [1, 2, 3]]
+    assert all(not r.refusals for r in records)
+    first, second = (
+        read_checkpoint(run / "checkpoints" / f"round-{n:06d}")["trainable"] for n in (1, 2)
+    )
+    head = [name for name in first if "classifier" in name]
+    assert head and all(torch.equal(first[name], second[name]) for name in head)
+    assert any(not torch.equal(first[n], second[n]) for n in first if n not in head)

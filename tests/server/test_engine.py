@@ -37,7 +37,8 @@ class NumpyTrainer:
 
     def __init__(self) -> None:
         self.blocks = BLOCKS
-        self.payload_bits = 1e6
+        self.block_bits = 1e6
+        self.head_bits = 3e6
         self.block_names = {b: [f"b{b}"] for b in range(1, BLOCKS + 1)}
         self.head_names = ["head"]
         self.shapes = {f"b{b}": (4,) for b in range(1, BLOCKS + 1)} | {"head": (2,)}
@@ -432,3 +433,65 @@ def test_a_device_that_has_not_measured_its_channel_gets_a_prior() -> None:
     others = [channel_report("a", efficiency=4.0), channel_report("b", uplink_bps=200.0)]
     assert channel_efficiencies([*others, fresh], **share) == [4.0, 2.0, 3.0]  # the median
     assert channel_efficiencies([fresh], **share) == [0.5]  # nobody knows: 50 bit/s / 100 Hz
+
+
+def test_one_device_a_round_carries_the_head_and_the_model_says_so(tmp_path: Path) -> None:
+    engine, trainer, allocator, _ = make_engine(tmp_path, head_training="one")
+    devices = [f"dev{i}" for i in range(3)]
+    for device in devices:
+        join(engine, device)
+    refused: list[str] = []
+
+    async def agent(device: str) -> Instruction:
+        instruction = await engine.submit_report(report(device, 1))
+        if instruction.skip_head:  # a device that sends the head anyway is refused
+            header = UploadHeader("s", 1, instruction.block, 0.5, 0.25)
+            plan = engine.plan_upload(device, header)
+            assert "head" not in plan.shapes
+            tensors = {n: np.ones(s, np.float32) for n, s in trainer.shapes.items()}
+            wrong = {n: tensors[n] for n in [f"b{instruction.block}", "head"]}
+            with pytest.raises(InvalidRequest, match="wrong set of tensors"):
+                engine.accept_upload(1, Upload(device, instruction.block, wrong, 0.5, 0.1, 24, 0.3))
+            refused.append(device)
+            return instruction
+        upload_block(engine, device, instruction, 2.0)
+        return instruction
+
+    async def main() -> None:
+        rounds = asyncio.create_task(engine.run())
+        instructions = await asyncio.gather(*(agent(d) for d in devices))
+        await rounds
+        assert {i.block: i.skip_head for i in instructions} == {1: False, 2: True, 3: True}
+
+    run(main)
+    assert len(refused) == 2
+    (record,) = engine.history.rounds
+    assert record.head_blocks == [1] and record.blocks_updated == [1]
+    assert np.all(trainer.params["head"] == -2.0)  # the carrier's head gradient alone
+    assert allocator.requests[0].payload_bits == trainer.block_bits  # planned with S = block
+    # The carrier's modelled upload is scaled to what it sends: (1 + 3) / 1 times 1 s.
+    carrier = next(a for a in record.assignment if a.block == 1)
+    assert (carrier.modelled_upload_s, carrier.modelled_latency_s) == (4.0, 5.0)
+    assert record.modelled_latency_s == 5.0
+
+
+def test_a_frozen_head_trains_only_in_its_warm_up_rounds(tmp_path: Path) -> None:
+    engine, trainer, allocator, _ = make_engine(
+        tmp_path, rounds=2, head_training="frozen", head_warmup_rounds=1
+    )
+    devices = [f"dev{i}" for i in range(3)]
+    for device in devices:
+        join(engine, device)
+
+    async def main() -> None:
+        rounds = asyncio.create_task(engine.run())
+        first = await asyncio.gather(*(honest_agent(engine, d) for d in devices))
+        second = await asyncio.gather(*(honest_agent(engine, d) for d in devices))
+        await rounds
+        assert not any(i.skip_head for i in first) and all(i.skip_head for i in second)
+
+    run(main)
+    assert [r.head_blocks for r in engine.history.rounds] == [[1, 2, 3], []]
+    assert [r.payload_bits for r in allocator.requests] == [4e6, 1e6]
+    assert len(trainer.applied) == 2 and "head" not in trainer.applied[1]
+    assert "b1" in trainer.applied[1]

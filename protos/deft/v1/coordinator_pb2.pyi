@@ -103,7 +103,7 @@ class ResourceReport(_message.Message):
     def __init__(self, session: _Optional[str] = ..., round: _Optional[int] = ..., available_memory_bytes: _Optional[float] = ..., compute_factor: _Optional[float] = ..., channel: _Optional[_Union[ChannelState, _Mapping]] = ..., block_costs: _Optional[_Iterable[_Union[BlockCost, _Mapping]]] = ...) -> None: ...
 
 class RoundInstruction(_message.Message):
-    __slots__ = ("round", "block", "bandwidth_hz", "local_iterations", "deadline_unix_s", "finished", "modelled_latency_s")
+    __slots__ = ("round", "block", "bandwidth_hz", "local_iterations", "deadline_unix_s", "finished", "modelled_latency_s", "skip_head")
     ROUND_FIELD_NUMBER: _ClassVar[int]
     BLOCK_FIELD_NUMBER: _ClassVar[int]
     BANDWIDTH_HZ_FIELD_NUMBER: _ClassVar[int]
@@ -111,6 +111,7 @@ class RoundInstruction(_message.Message):
     DEADLINE_UNIX_S_FIELD_NUMBER: _ClassVar[int]
     FINISHED_FIELD_NUMBER: _ClassVar[int]
     MODELLED_LATENCY_S_FIELD_NUMBER: _ClassVar[int]
+    SKIP_HEAD_FIELD_NUMBER: _ClassVar[int]
     round: int
     block: int
     bandwidth_hz: float
@@ -118,7 +119,8 @@ class RoundInstruction(_message.Message):
     deadline_unix_s: float
     finished: bool
     modelled_latency_s: float
-    def __init__(self, round: _Optional[int] = ..., block: _Optional[int] = ..., bandwidth_hz: _Optional[float] = ..., local_iterations: _Optional[int] = ..., deadline_unix_s: _Optional[float] = ..., finished: _Optional[bool] = ..., modelled_latency_s: _Optional[float] = ...) -> None: ...
+    skip_head: bool
+    def __init__(self, round: _Optional[int] = ..., block: _Optional[int] = ..., bandwidth_hz: _Optional[float] = ..., local_iterations: _Optional[int] = ..., deadline_unix_s: _Optional[float] = ..., finished: _Optional[bool] = ..., modelled_latency_s: _Optional[float] = ..., skip_head: _Optional[bool] = ...) -> None: ...
 
 class WeightsRequest(_message.Message):
     __slots__ = ("session", "round")
