@@ -125,6 +125,13 @@ def join(engine: RoundEngine, device_id: str) -> str:
     return engine.registry.register(Registration(device_id, "hw", "1", (), "fp")).session
 
 
+def join_all(engine: RoundEngine, count: int) -> list[str]:
+    devices = [f"dev{i}" for i in range(count)]
+    for device in devices:
+        join(engine, device)
+    return devices
+
+
 def upload_block(
     engine: RoundEngine, device_id: str, instruction: Instruction, value: float
 ) -> None:
@@ -437,9 +444,7 @@ def test_a_device_that_has_not_measured_its_channel_gets_a_prior() -> None:
 
 def test_one_device_a_round_carries_the_head_and_the_model_says_so(tmp_path: Path) -> None:
     engine, trainer, allocator, _ = make_engine(tmp_path, head_training="one")
-    devices = [f"dev{i}" for i in range(3)]
-    for device in devices:
-        join(engine, device)
+    devices = join_all(engine, 3)
     refused: list[str] = []
 
     async def agent(device: str) -> Instruction:
@@ -479,9 +484,7 @@ def test_a_frozen_head_trains_only_in_its_warm_up_rounds(tmp_path: Path) -> None
     engine, trainer, allocator, _ = make_engine(
         tmp_path, rounds=2, head_training="frozen", head_warmup_rounds=1
     )
-    devices = [f"dev{i}" for i in range(3)]
-    for device in devices:
-        join(engine, device)
+    devices = join_all(engine, 3)
 
     async def main() -> None:
         rounds = asyncio.create_task(engine.run())
