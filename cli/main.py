@@ -105,7 +105,13 @@ def parse(
 def main(argv: Sequence[str] | None = None) -> int:
     die_with_parent()
     args = parse(argv)
-    return int(args.handler(args))
+    try:
+        return int(args.handler(args))
+    except BrokenPipeError:
+        # The reader went away (`deft compare | head`): stop quietly, as Unix tools do; point
+        # stdout at /dev/null so the interpreter's final flush does not complain either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a tool killed by it
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ bench-results/scheduler.json.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
@@ -52,6 +53,11 @@ FIGURES = {
     "devices": "fig8_latency_vs_devices.png",
 }
 TARGETS_MS = {("ba", 10000, 48): 20.0, ("jbba", 1000, 24): 100.0, ("jbba", 10000, 48): 1000.0}
+# The paper's linear search + Hungarian reference is O(KL max(K, L)^3): timed only up to this
+# K*L, and left out of the sweeps, where it equals `ba` (both are exact for P1; tested).
+REFERENCE = "linear-hungarian"
+REFERENCE_MAX_PAIRS = 100 * 12
+SWEPT = [policy for policy in POLICIES if policy != REFERENCE]
 
 
 def log(message: str) -> None:
@@ -73,13 +79,26 @@ def feasible_round(
             redraws += 1
 
 
+def latency_or_wall(instance: Instance, policy: str, seed: int) -> float:
+    """The policy's round latency, or nan where it hits the memory wall (the paper's
+    memory-blind baselines can, on rounds that other policies solve)."""
+    try:
+        return solve(instance, policy, seed=seed).latency_s
+    except InfeasibleError:
+        return float("nan")
+
+
 def time_policy(instance_doc: dict[str, Any], policy: str, budget_s: float, max_runs: int) -> float:
-    """Median solve time in seconds over fresh Instance objects (no cached cost matrices)."""
+    """Median solve time in seconds over fresh Instance objects (no cached cost matrices); a
+    solve that ends at the memory wall is timed to where it stopped."""
     times: list[float] = []
     started = time.perf_counter()
     while len(times) < max_runs and (not times or time.perf_counter() - started < budget_s):
         instance = parse_instance(instance_doc)
-        times.append(solve(instance, policy, seed=len(times)).solve_seconds)
+        began = time.perf_counter()
+        with contextlib.suppress(InfeasibleError):
+            solve(instance, policy, seed=len(times))
+        times.append(time.perf_counter() - began)
     return statistics.median(times)
 
 
@@ -95,59 +114,79 @@ def bench_solve_times(sizes: Sequence[tuple[int, int]], budget_s: float) -> list
             "latency_s": {},
         }
         for policy in POLICIES:
+            if policy == REFERENCE and num_devices * num_blocks > REFERENCE_MAX_PAIRS:
+                row["ms"][policy] = row["latency_s"][policy] = float("nan")
+                continue
             log(f"  timing {policy} at K={num_devices}, L={num_blocks}")
             row["ms"][policy] = 1e3 * time_policy(doc, policy, budget_s, max_runs=50)
-            row["latency_s"][policy] = solve(instance, policy, seed=0).latency_s
+            row["latency_s"][policy] = latency_or_wall(instance, policy, 0)
         rows.append(row)
     return rows
 
 
 def bench_sweep(name: str, rounds: int, seed: int) -> dict[str, Any]:
+    """Mean latency per policy over random feasible rounds, per sweep value; a memory-blind
+    baseline's rounds at the memory wall are counted (`memory_wall`) and left out of its mean."""
     label, values, configure = SWEEPS[name]
-    result: dict[str, Any] = {"label": label, "values": values, "mean_latency_s": {}, "redraws": []}
+    result: dict[str, Any] = {
+        "label": label,
+        "values": values,
+        "mean_latency_s": {policy: [] for policy in SWEPT},
+        "memory_wall": {policy: [] for policy in SWEPT},
+        "redraws": [],
+    }
     violations = 0
-    for policy in POLICIES:
-        result["mean_latency_s"][policy] = []
     for value in values:
         setting = configure(PaperSetting(), value)
         rng = np.random.default_rng(seed)
-        latencies: dict[str, list[float]] = {policy: [] for policy in POLICIES}
+        latencies: dict[str, list[float]] = {policy: [] for policy in SWEPT}
         redraws = 0
         for round_index in range(rounds):
             _, instance, skipped = feasible_round(setting, rng)
             redraws += skipped
-            for policy in POLICIES:
-                latencies[policy].append(solve(instance, policy, seed=round_index).latency_s)
+            for policy in SWEPT:
+                latencies[policy].append(latency_or_wall(instance, policy, round_index))
             joint = latencies["jbba"][-1]
             if joint > (1 + 1e-9) * min(latencies["ba"][-1], latencies["dual-ascent"][-1]):
                 violations += 1
         log(f"  {name}={value:g}: {rounds} rounds ({redraws} infeasible draws redrawn)")
         result["redraws"].append(redraws)
-        for policy in POLICIES:
-            result["mean_latency_s"][policy].append(float(np.mean(latencies[policy])))
+        for policy in SWEPT:
+            values_s = np.asarray(latencies[policy])
+            walls = int(np.isnan(values_s).sum())
+            result["memory_wall"][policy].append(walls)
+            mean = float(np.nanmean(values_s)) if walls < len(values_s) else float("nan")
+            result["mean_latency_s"][policy].append(mean)
     result["jbba_above_ba_or_dual_ascent"] = violations
     return result
 
 
 def print_solve_table(rows: list[dict[str, Any]]) -> None:
     print("\n(a) median solve time per policy, ms (round latency in s below)")
-    header = f"{'K':>6s} {'L':>3s} " + " ".join(f"{p:>11s}" for p in POLICIES)
+    header = f"{'K':>6s} {'L':>3s} " + " ".join(f"{p:>16s}" for p in POLICIES)
     print(header)
     for row in rows:
-        cells = " ".join(f"{row['ms'][p]:11.2f}" for p in POLICIES)
+        cells = " ".join(f"{row['ms'][p]:16.2f}" for p in POLICIES)
         print(f"{row['devices']:6d} {row['blocks']:3d} {cells}")
-    print("round latency of that instance, s")
+    print("round latency of that instance, s (nan: memory wall, or the reference not run)")
     for row in rows:
-        cells = " ".join(f"{row['latency_s'][p]:11.3f}" for p in POLICIES)
+        cells = " ".join(f"{row['latency_s'][p]:16.3f}" for p in POLICIES)
         print(f"{row['devices']:6d} {row['blocks']:3d} {cells}")
 
 
 def print_sweep_table(name: str, sweep: dict[str, Any], rounds: int) -> None:
     print(f"\n(b) mean round latency (s) over {rounds} rounds vs {sweep['label']}")
-    print(f"{sweep['label']:>22s} " + " ".join(f"{p:>11s}" for p in POLICIES))
+    print(f"{sweep['label']:>22s} " + " ".join(f"{p:>16s}" for p in SWEPT))
     for index, value in enumerate(sweep["values"]):
-        cells = " ".join(f"{sweep['mean_latency_s'][p][index]:11.3f}" for p in POLICIES)
+        cells = " ".join(f"{sweep['mean_latency_s'][p][index]:16.3f}" for p in SWEPT)
         print(f"{value:22g} {cells}")
+    walls = {p: sweep["memory_wall"][p] for p in SWEPT if any(sweep["memory_wall"][p])}
+    for policy, counts in walls.items():
+        print(
+            f"{'':22s} {policy} hit the memory wall in "
+            + ", ".join(f"{c}/{rounds}" for c in counts)
+            + " rounds (left out of its mean)"
+        )
 
 
 def plot_sweep(sweep: dict[str, Any], path: Path) -> None:
@@ -157,8 +196,8 @@ def plot_sweep(sweep: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     figure, axis = plt.subplots(figsize=(6, 4.2))
-    markers = dict(zip(POLICIES, "os^vDxP", strict=False))
-    for policy in POLICIES:
+    markers = dict(zip(SWEPT, "os^vDxP<>", strict=True))
+    for policy in SWEPT:
         axis.plot(
             sweep["values"], sweep["mean_latency_s"][policy], marker=markers[policy], label=policy
         )

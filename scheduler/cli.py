@@ -159,16 +159,17 @@ def run_compare(args: argparse.Namespace) -> int:
         return _fail(EXIT_MALFORMED, str(error), sys.stderr)
     source = args.instance or f"embedded {EXAMPLE.name}"
     print(f"{instance.num_devices} devices, {instance.num_blocks} blocks ({source})")
-    print(f"{'policy':12s} {'round latency s':>16s} {'solve ms':>9s}  devices by block")
+    width = max(len(policy) for policy in POLICY_HELP)
+    print(f"{'policy':{width}s} {'round latency s':>16s} {'solve ms':>9s}  devices by block")
     for policy in POLICY_HELP:
         try:
             allocation = solve(instance, policy, seed=args.seed)
         except (InstanceError, InfeasibleError) as error:
-            print(f"{policy:12s} {'-':>16s} {'-':>9s}  {error}")
+            print(f"{policy:{width}s} {'-':>16s} {'-':>9s}  {error}")
             continue
         devices = " ".join(instance.device_ids[k] for k in allocation.devices)
         print(
-            f"{policy:12s} {allocation.latency_s:16.4f} {allocation.solve_seconds * 1e3:9.2f}"
+            f"{policy:{width}s} {allocation.latency_s:16.4f} {allocation.solve_seconds * 1e3:9.2f}"
             f"  {devices}"
         )
     return EXIT_OK

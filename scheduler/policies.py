@@ -8,7 +8,13 @@ from collections.abc import Callable
 import numpy as np
 
 from lola_deft.scheduler.allocation import Allocation, make_allocation
-from lola_deft.scheduler.baselines import comm_aware, comp_aware, random_allocation
+from lola_deft.scheduler.baselines import (
+    comm_aware,
+    comm_aware_paper,
+    comp_aware,
+    comp_aware_paper,
+    random_allocation,
+)
 from lola_deft.scheduler.bottleneck import bottleneck_assignment, rows_non_decreasing
 from lola_deft.scheduler.crunch import crunch
 from lola_deft.scheduler.dual_ascent import dual_ascent
@@ -16,6 +22,7 @@ from lola_deft.scheduler.errors import InstanceError
 from lola_deft.scheduler.feasibility import check_feasible
 from lola_deft.scheduler.instance import Instance
 from lola_deft.scheduler.jbba import jbba
+from lola_deft.scheduler.linear_hungarian import linear_search_hungarian
 from lola_deft.scheduler.policy_names import DEFAULT_POLICY, POLICY_HELP
 
 # Each solver returns (block -> device index, bandwidth per block or None for an equal split).
@@ -52,8 +59,14 @@ POLICIES: dict[str, Solver] = {
     "ba": _ba,
     "crunch": _crunch,
     "dual-ascent": _dual_ascent,
+    "linear-hungarian": lambda instance, seed: (
+        linear_search_hungarian(instance.equal_bandwidth_latency)[1],
+        None,
+    ),
     "comm-aware": lambda instance, seed: (comm_aware(instance), None),
     "comp-aware": lambda instance, seed: (comp_aware(instance), None),
+    "comm-aware-paper": lambda instance, seed: (comm_aware_paper(instance), None),
+    "comp-aware-paper": lambda instance, seed: (comp_aware_paper(instance), None),
     "random": lambda instance, seed: (random_allocation(instance, seed), None),
 }
 

@@ -7,8 +7,11 @@ POLICY_HELP = {
     "ba": "exact block allocation with equal bandwidth (problem P1), O(KL) when depth-monotone",
     "crunch": "the paper's Algorithm 2 for P1, as written (needs depth-monotone costs)",
     "dual-ascent": "the paper's Algorithm 3 heuristic for P2",
-    "comm-aware": "paper baseline: best channels first, equal bandwidth",
-    "comp-aware": "paper baseline: fastest devices first, equal bandwidth",
+    "linear-hungarian": "the paper's reference for P1: linear threshold search, Hungarian checks",
+    "comm-aware": "paper baseline, memory-safe: best channels first that fit, equal bandwidth",
+    "comp-aware": "paper baseline, memory-safe: fastest devices first that fit, equal bandwidth",
+    "comm-aware-paper": "paper baseline as defined: the L best channels, blind to memory",
+    "comp-aware-paper": "paper baseline as defined: the L fastest devices, blind to memory",
     "random": "random feasible devices, equal bandwidth (seeded)",
 }
 

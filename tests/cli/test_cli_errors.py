@@ -156,3 +156,25 @@ def test_connect_attempts_must_be_a_count() -> None:
     result = run_deft("agent", "--coordinator", "x:1", "--connect-attempts", "-1")
     assert result.returncode == 2
     assert "argument --connect-attempts: must be >= 0, got '-1'" in result.stderr
+
+
+def test_a_reader_that_goes_away_ends_the_output_quietly() -> None:
+    """`deft compare | head -1`: no BrokenPipeError traceback, the shell's SIGPIPE status."""
+    import os
+    import subprocess
+    import sys
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before anything is written
+    try:
+        finished = subprocess.run(
+            [sys.executable, "-m", "lola_deft.cli.main", "compare"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        os.close(write_end)
+    assert finished.returncode == 141
+    assert "Traceback" not in finished.stderr

@@ -16,13 +16,14 @@ from tests.scheduler.strategies import (
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-def assert_ba_optimal(instance: Instance) -> None:
+def assert_ba_optimal(instance: Instance, policy: str = "ba") -> None:
+    """`policy` (an exact P1 solver) finds brute force's optimum, or says it is infeasible."""
     expected = brute_force_equal_bandwidth(instance)
     if not np.isfinite(expected):
         with pytest.raises(InfeasibleError):
-            solve(instance, "ba")
+            solve(instance, policy)
         return
-    assert solve(instance, "ba").latency_s == pytest.approx(expected, rel=1e-12)
+    assert solve(instance, policy).latency_s == pytest.approx(expected, rel=1e-12)
 
 
 @SETTINGS
@@ -35,6 +36,12 @@ def test_ba_matches_brute_force_on_depth_monotone_instances(instance: Instance) 
 @given(instances(monotone=False))
 def test_ba_matches_brute_force_on_arbitrary_instances(instance: Instance) -> None:
     assert_ba_optimal(instance)  # mostly the threshold-search + matching path
+
+
+@SETTINGS
+@given(instances(monotone=False))
+def test_the_papers_linear_search_reference_matches_brute_force(instance: Instance) -> None:
+    assert_ba_optimal(instance, "linear-hungarian")
 
 
 @SETTINGS

@@ -70,10 +70,16 @@ def test_every_policy_is_valid_or_explains_itself(instance: Instance) -> None:
 
 def test_policies_order_on_the_embedded_round() -> None:
     instance = parse_instance(json.loads(EXAMPLE.read_text()))
-    latency = {policy: solve(instance, policy, seed=0).latency_s for policy in POLICIES}
+    # The paper's memory-blind baselines hit the memory wall on this round (tested below).
+    policies = [p for p in POLICIES if not p.endswith("-paper")]
+    latency = {policy: solve(instance, policy, seed=0).latency_s for policy in policies}
+    for policy in ("comm-aware-paper", "comp-aware-paper"):
+        with pytest.raises(InfeasibleError, match="hit the memory wall"):
+            solve(instance, policy)
     assert latency["crunch"] == pytest.approx(latency["ba"])
+    assert latency["linear-hungarian"] == pytest.approx(latency["ba"])
     assert latency["jbba"] < latency["ba"]
-    for policy in POLICIES:
+    for policy in policies:
         assert latency["jbba"] <= latency[policy] * (1 + 1e-9)
         assert latency["ba"] <= latency[policy] * (1 + 1e-9) or policy in ("jbba", "dual-ascent")
 
@@ -184,3 +190,34 @@ def test_policies_leave_the_instance_unchanged(num_devices: int) -> None:
         solve(instance, policy)
     assert np.array_equal(instance.equal_bandwidth_latency, before)
     assert solve(instance, "ba").latency_s == pytest.approx(1.0 + 8.0 / 10.0)
+
+
+def test_the_papers_baselines_as_defined_hit_the_memory_wall() -> None:
+    """The two best channels (and the two fastest devices) have the least memory: the paper's
+    memory-blind schemes give them the blocks anyway; the memory-safe ones skip to one that fits."""
+    devices = [(2.0, 8.0, 1.0), (2.0, 4.0, 0.9), (9.0, 1.0, 0.5)]  # memory, r_k, compute factor
+    doc = {
+        "blocks": 2,
+        "block_memory_bytes": [1.0, 5.0],
+        "block_seconds": [1.0, 2.0],
+        "local_iterations": 1,
+        "payload_bits": 8.0,
+        "bandwidth_hz": 10.0,
+        "devices": [
+            {"id": f"d{k}", "memory_bytes": m, "spectral_efficiency": r, "compute_factor": c}
+            for k, (m, r, c) in enumerate(devices)
+        ],
+    }
+    instance = parse_instance(doc)
+    for scheme in ("comm-aware", "comp-aware"):
+        with pytest.raises(
+            InfeasibleError,
+            match=rf"{scheme}-paper hit the memory wall: "
+            r"device d\d \(2 B\) was given block 2, which needs 5 B",
+        ):
+            solve(instance, f"{scheme}-paper")
+        safe = solve(instance, scheme)
+        assert instance.device_ids[int(safe.devices[1])] == "d2"  # the one that holds block 2
+    roomy = parse_instance({**doc, "block_memory_bytes": [1.0, 2.0]})
+    paper = solve(roomy, "comm-aware-paper")
+    assert [roomy.device_ids[int(d)] for d in paper.devices] == ["d1", "d0"]  # deepest to best
