@@ -12,7 +12,17 @@ from collections.abc import Sequence
 from typing import Any
 
 from lola_deft import __version__
-from lola_deft.cli import agent, certs, config, coordinator, demo, health, plot, testbed
+from lola_deft.cli import (
+    agent,
+    certs,
+    config,
+    coordinator,
+    demo,
+    health,
+    plot,
+    reproduce,
+    testbed,
+)
 from lola_deft.cli.common import CommandParser
 from lola_deft.cli.run_config import RunConfigError, config_commands, defaults_from
 
@@ -64,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     certs.add_certs_command(subparsers)
     testbed.add_testbed_command(subparsers)
     plot.add_plot_command(subparsers)
+    reproduce.add_reproduce_command(subparsers)
     config.add_config_command(subparsers)
     return parser
 

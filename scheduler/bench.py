@@ -208,6 +208,7 @@ def plot_sweep(sweep: dict[str, Any], path: Path) -> None:
     axis.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
+    figure.savefig(path.with_suffix(".pdf"))  # the vector copy, for papers
     plt.close(figure)
 
 

@@ -18,10 +18,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import re
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -35,16 +33,15 @@ import grpc
 import numpy as np
 import torch
 
-from lola_deft.device_agent.profiler import saved_tensor_bytes
 from lola_deft.ml.batching import BatchSampler, encode
 from lola_deft.ml.glue import EMBEDDED_TASK_DIR, read_split, task_spec
-from lola_deft.ml.model import HEAD, LoadedModel, default_model_dir, load_model, model_fingerprint
+from lola_deft.ml.model import default_model_dir, load_model, model_fingerprint
 from lola_deft.ml.random_encoder import make_random_encoder
-from lola_deft.ml.training import block_gradient
 from lola_deft.protos.credentials import PLAINTEXT, TlsFiles, add_port, open_channel
 from lola_deft.protos.deft.v1 import coordinator_pb2, coordinator_pb2_grpc
 from lola_deft.protos.grpc_options import message_size_options
 from lola_deft.protos.tensor_stream import from_chunks, upload_parts
+from lola_deft.server.block_costs import block_costs
 
 MiB = 2**20
 
@@ -54,53 +51,6 @@ def log(message: str) -> None:
 
 
 # -- 1 and 2: per-block costs and memory ------------------------------------------------------
-def timed(
-    loaded: LoadedModel, block: int | None, batch: dict[str, torch.Tensor], repeats: int
-) -> float:
-    block_gradient(loaded, block, [batch])  # warm-up
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        block_gradient(loaded, block, [batch])
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
-
-
-def block_costs(
-    name: str, loaded: LoadedModel, batch: dict[str, torch.Tensor], repeats: int
-) -> dict[str, Any]:
-    weights = sum(p.numel() * p.element_size() for p in loaded.model.parameters())
-    lora = {n: p for n, p in loaded.model.named_parameters() if n in set(loaded.trainable_names())}
-    rows = []
-    for block in range(1, loaded.num_blocks + 1):
-        log(f"  {name}: block {block}/{loaded.num_blocks}")
-        names = loaded.blocks[block] + loaded.blocks[HEAD]
-        rows.append(
-            {
-                "block": block,
-                "seconds": timed(loaded, block, batch, repeats),
-                "activation_bytes": saved_tensor_bytes(loaded, block, batch),
-                "gradient_bytes": sum(lora[n].numel() * 4 for n in names),
-            }
-        )
-    full = {
-        "seconds": timed(loaded, None, batch, repeats),
-        "activation_bytes": saved_tensor_bytes(loaded, None, batch),
-        "gradient_bytes": sum(p.numel() * 4 for p in lora.values()),
-    }
-    # Single-device LoRA fine-tuning also holds Adam's two moments per tunable parameter.
-    single_device = weights + full["activation_bytes"] + 3 * full["gradient_bytes"]
-    deft_device = [weights + r["activation_bytes"] + r["gradient_bytes"] for r in rows]
-    return {
-        "model": name,
-        "blocks": rows,
-        "full": full,
-        "weights_bytes": weights,
-        "single_device_bytes": single_device,
-        "deft_device_bytes": deft_device,
-    }
-
-
 def bench_blocks(quick: bool) -> list[dict[str, Any]]:
     results = []
     spec = task_spec("sst2")
@@ -309,42 +259,17 @@ def bench_coordinator(num_agents: int, rounds: int, layers: int) -> dict[str, An
 
 
 # -- 5: DEFT vs centralized ---------------------------------------------------------------------
-def run_demo(rounds: int, out: Path, *flags: str) -> tuple[dict[str, Any], float]:
-    """One `deft demo` (its metrics JSON, wall seconds)."""
-    started = time.perf_counter()
-    finished = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "lola_deft.cli.main",
-            "demo",
-            "--rounds",
-            str(rounds),
-            "--out",
-            str(out),
-            "--eval-every",
-            str(rounds),
-            *flags,
-        ],
-        check=True,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    seconds = time.perf_counter() - started
-    # Each demo is a run folder of its own; the demo names its metrics JSON.
-    [metrics] = re.findall(r"^metrics JSON: (.+)$", finished.stdout, re.MULTILINE)
-    return json.loads(Path(metrics).read_text()), seconds
-
-
 def bench_accuracy(rounds: int, out: Path) -> dict[str, Any]:
     from lola_deft.server.centralized import CentralizedConfig, final_metric, train_centralized
     from lola_deft.server.compute_model import compute_errors, settled_error
+    from lola_deft.server.demo_runner import run_demo
     from lola_deft.server.export import read_history
 
+    flags = ("--rounds", str(rounds), "--eval-every", str(rounds))
     log(f"  deft demo, {rounds} rounds")
-    summary, demo_seconds = run_demo(rounds, out / "demo")
+    summary, demo_seconds = run_demo(out / "demo", *flags)
     log(f"  deft demo, {rounds} rounds, bfloat16 uploads")
-    half, _ = run_demo(rounds, out / "demo-bfloat16", "--upload-dtype", "bfloat16")
+    half, _ = run_demo(out / "demo-bfloat16", *flags, "--upload-dtype", "bfloat16")
     log(f"  centralized, {rounds} steps")
     torch.set_num_threads(2)
     records = train_centralized(
