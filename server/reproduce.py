@@ -192,6 +192,7 @@ def train_task(config: ReproduceConfig, data: TaskData) -> dict[str, Any]:
     return {
         "task": data.task,
         "label": data.label,
+        "rounds": config.rounds,
         "synthetic": data.synthetic,
         "centralized_metric": central,
         "threshold": threshold,

@@ -149,6 +149,20 @@ def side_by_side(results: dict[str, Any]) -> tuple[list[str], list[str]]:
                 f"| Table I ({task['label']}): {paper.SCHEME_NAMES[scheme]} / comm-aware time "
                 f"to 90% | {_fmt(theirs)} | {_fmt(ours)} |"
             )
+        slower = [
+            paper.SCHEME_NAMES[s]
+            for s in ("ba", "jbba")
+            if (_ratio(minutes[s], minutes["comm-aware"]) or 0) > 1
+        ]
+        if slower:
+            notes.append(
+                f"Table I ({task['label']}): {' and '.join(slower)} took longer than comm-aware "
+                "here, although on the same reports a round of it is never slower (the sweeps "
+                "above give every policy the same instances). Each training run sees its own "
+                "reports (measured compute, which devices reported in time), and over "
+                f"{task['rounds']} rounds that noise is as large as the gap; longer runs, or "
+                "several seeds, narrow it."
+            )
         share = float(np.nanmedian([schemes[s]["upload_share"] for s in SCHEMES]))
         if share > 0.5:
             notes.append(
