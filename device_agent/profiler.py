@@ -76,7 +76,7 @@ def measure(
     repeats: int = 2,
     slowdown: float = 1.0,
 ) -> BlockProfile:
-    weights = sum(p.numel() * p.element_size() for p in loaded.model.parameters())
+    weights = loaded.weight_bytes()
     seconds, memory = [], []
     for block in range(1, loaded.num_blocks + 1):
         block_gradient(loaded, block, [batch], device=device)  # warm-up

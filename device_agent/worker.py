@@ -113,9 +113,7 @@ class BlockWorker:
         log.info("%s: loading the model and data for %s", config.device_id, setup.task)
         self.loaded = load_model(config.model_dir, setup.num_labels, lora, seed=config.seed)
         self.loaded.model.to(self.device)
-        self.weight_bytes = float(
-            sum(p.numel() * p.element_size() for p in self.loaded.model.parameters())
-        )
+        self.weight_bytes = float(self.loaded.weight_bytes())
         spec = task_spec(setup.task)
         train = read_split(config.data_dir, spec, "train")
         mine = train.subset(
@@ -160,13 +158,11 @@ class BlockWorker:
         )
         self.setup_key = key
 
-    def _export_seconds(self) -> list[float]:
+    def _export_seconds(self) -> None:
         assert self.live is not None
-        seconds = self.live.seconds()
-        for block, value in enumerate(seconds, start=1):
+        for block, value in enumerate(self.live.seconds(), start=1):
             self.metrics.block_seconds.labels(self.config.device_id, str(block)).set(value)
         self.metrics.compute_factor.labels(self.config.device_id).set(self.live.factor)
-        return seconds
 
     def report(self, session: str, round_number: int) -> coordinator_pb2.ResourceReport:
         assert self.profile is not None and self.live is not None
@@ -214,7 +210,7 @@ class BlockWorker:
             gradients,
             result.compute_s,
             result.loss,
-            max(1, instruction.local_iterations),
+            result.iterations,
         )
 
     def uploaded(self, trained: TrainedBlock, num_bytes: int, seconds: float) -> None:

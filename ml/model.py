@@ -83,6 +83,10 @@ class LoadedModel:
         names = self.blocks[block] + self.blocks[HEAD]
         return 32 * sum(params[name].numel() for name in names)
 
+    def weight_bytes(self) -> int:
+        """Bytes of every parameter as loaded (frozen weights, adapters and head)."""
+        return sum(p.numel() * p.element_size() for p in self.model.parameters())
+
     def head_payload_bits(self) -> int:
         """Bits of the classification head's gradient alone (float32)."""
         params = self.parameters_by_name()

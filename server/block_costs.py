@@ -36,7 +36,7 @@ def timed(
 def block_costs(
     name: str, loaded: LoadedModel, batch: dict[str, torch.Tensor], repeats: int
 ) -> dict[str, Any]:
-    weights = sum(p.numel() * p.element_size() for p in loaded.model.parameters())
+    weights = loaded.weight_bytes()
     lora = {n: p for n, p in loaded.model.named_parameters() if n in set(loaded.trainable_names())}
     rows = []
     for block in range(1, loaded.num_blocks + 1):

@@ -48,7 +48,7 @@ FLEET = [
 ]
 
 
-def _model_blocks(model: Path | None) -> int | None:
+def model_blocks(model: Path | None) -> int | None:
     """Encoder layers (= blocks) of the model the demo will train, read from its config."""
     if model is None:
         try:
@@ -70,7 +70,7 @@ def run_demo(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    blocks = _model_blocks(args.model)
+    blocks = model_blocks(args.model)
     if blocks is not None and args.agents < blocks:
         print(
             f"deft demo: error: the model has {blocks} LoRA blocks and every block needs its "

@@ -23,11 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from lola_deft.server.plots import RunCurve
+from lola_deft.server.plots import FORMATS, RunCurve
 
 SCHEMES = ("comm-aware", "ba", "jbba")  # Table I's rows, in its order
 DEVICES_PER_BLOCK = 20 / 12  # the paper's K / L
-FORMATS = ("png", "pdf")
 
 
 def log(message: str) -> None:
@@ -154,7 +153,7 @@ def train_task(config: ReproduceConfig, data: TaskData) -> dict[str, Any]:
     from lola_deft.ml.glue import EMBEDDED_TASK_DIR
     from lola_deft.ml.model import default_model_dir
     from lola_deft.server.centralized import CentralizedConfig, final_metric, train_centralized
-    from lola_deft.server.demo import _model_blocks
+    from lola_deft.server.demo import model_blocks
     from lola_deft.server.demo_runner import run_demo
     from lola_deft.server.plots import plot_runs, read_run
 
@@ -173,7 +172,7 @@ def train_task(config: ReproduceConfig, data: TaskData) -> dict[str, Any]:
     threshold = 0.9 * central
     # The paper's ratio of devices to blocks (K = 20 for L = 12): with K = L every device must
     # train a block, and the schemes could differ only in which one takes which.
-    blocks = _model_blocks(config.model_dir) or 6
+    blocks = model_blocks(config.model_dir) or 6
     agents = config.agents or math.ceil(DEVICES_PER_BLOCK * blocks)
     flags = ["--rounds", str(config.rounds), "--eval-every", "1", "--agents", str(agents)]
     flags += ["--task", data.task]
