@@ -54,6 +54,14 @@ def add_coordinator_command(subparsers: Any) -> None:
     add_config_argument(serve, "coordinator")
     serve.add_argument("--host", default="[::]", help="address to listen on ([::]: all)")
     serve.add_argument("--port", type=port, default=50052, help="gRPC port (0 picks a free one)")
+    serve.add_argument(
+        "--data-port",
+        type=data_port,
+        default="next",
+        help="TCP port where weights and gradients travel as raw bytes, several times faster "
+        "than gRPC streams, under the same TLS and checks: 'next' (default: --port + 1, or a "
+        "free one when --port is 0), a number (0: a free one), or 'off' (all over gRPC)",
+    )
     serve.add_argument("--scheduler", default="127.0.0.1:50051", help="scheduler HOST:PORT")
     add_policy_argument(serve)
     add_payload_arguments(serve)
@@ -323,6 +331,7 @@ def _serve(
         config,
         host=args.host,
         port=args.port,
+        data_port=_data_port(args.data_port, args.port),
         metrics_port=args.metrics_port,
         metrics_host=args.metrics_host,
         max_message_bytes=args.max_message_mb * MEBIBYTE,
@@ -337,7 +346,8 @@ def _serve(
     stop = threading.Event()
     wait_for_signal(stop)  # before "listening": callers may signal right after reading it
     metrics = f", metrics on :{running.metrics_port}" if running.metrics_port else ""
-    print(f"coordinator listening on {args.host}:{running.port}{metrics}", flush=True)
+    data = f", data on :{running.data_port}" if running.data_port else ", no data port"
+    print(f"coordinator listening on {args.host}:{running.port}{data}{metrics}", flush=True)
     while not stop.is_set() and not running.engine.finished.is_set():
         stop.wait(0.5)
     if running.engine.finished.is_set() and not stop.is_set():
@@ -354,6 +364,27 @@ def _serve(
         run.finish(engine.completed)
         print(f"run {run.id} finished: {run.path}", flush=True)
     return 0
+
+
+def data_port(text: str) -> int | str | None:
+    """--data-port: "next", "off" or a port number."""
+    if text in ("next", "off"):
+        return text
+    try:
+        return port(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"--data-port is 'next', 'off' or a port 0..65535, got {text!r}"
+        ) from None
+
+
+def _data_port(choice: int | str | None, grpc_port: int) -> int | None:
+    if choice == "off":
+        return None
+    if choice == "next":
+        return grpc_port + 1 if 0 < grpc_port < 65535 else 0
+    assert isinstance(choice, int)
+    return choice
 
 
 def _scheduler_tls(args: argparse.Namespace, own: TlsFiles) -> TlsFiles:

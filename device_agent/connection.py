@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 import grpc
 import numpy as np
 
+from lola_deft.device_agent.data_link import DataLink, DataPortUnreachable, split_host
 from lola_deft.protos.credentials import TlsFiles, open_channel
 from lola_deft.protos.deft.v1 import coordinator_pb2, coordinator_pb2_grpc
 from lola_deft.protos.grpc_options import message_size_options, unreachable_reason
@@ -81,6 +82,8 @@ class CoordinatorConnection:
         self._channel = open_channel(address, tls, message_size_options(max_message_bytes))
         self.stub = coordinator_pb2_grpc.CoordinatorStub(self._channel)
         self.session = ""
+        self.tls = tls
+        self.data_link: DataLink | None = None  # the coordinator's data port, if it has one
 
     def register(
         self, request: coordinator_pb2.RegisterRequest
@@ -89,6 +92,10 @@ class CoordinatorConnection:
         response = self.stub.Register(request, timeout=30, wait_for_ready=True)
         self.on_contact()
         self.session = response.session
+        self.data_link = None
+        if response.data_port:
+            self.data_link = DataLink(split_host(self.address), response.data_port, self.tls)
+            log.info("weights and gradients over the data port :%d", response.data_port)
         threading.Thread(
             target=self._heartbeat,
             args=(response.session, response.heartbeat_interval_s),
@@ -117,12 +124,19 @@ class CoordinatorConnection:
             raise
 
     def download(self, round_number: int) -> dict[str, np.ndarray]:
-        return from_chunks(
-            self.stub.DownloadWeights(
-                coordinator_pb2.WeightsRequest(session=self.session, round=round_number),
-                timeout=600,
-            )
-        )
+        request = coordinator_pb2.WeightsRequest(session=self.session, round=round_number)
+        if self.data_link is not None:
+            try:
+                return self.data_link.download(request, timeout_s=600)
+            except DataPortUnreachable as error:
+                self._fall_back(error)
+        return from_chunks(self.stub.DownloadWeights(request, timeout=600))
+
+    def _fall_back(self, error: DataPortUnreachable) -> None:
+        """A data port we cannot reach (a firewall, TLS names that differ): gRPC carries every
+        transfer from now on, slower but complete."""
+        log.warning("%s; weights and gradients go over gRPC instead", error)
+        self.data_link = None
 
     def upload(
         self,
@@ -131,6 +145,11 @@ class CoordinatorConnection:
         timeout_s: float,
         dtype: str = "float32",
     ) -> coordinator_pb2.UploadAck:
+        if self.data_link is not None:
+            try:
+                return self.data_link.upload(header, gradients, timeout_s, dtype)
+            except DataPortUnreachable as error:
+                self._fall_back(error)
         return self.stub.UploadGradient(upload_parts(header, gradients, dtype), timeout=timeout_s)
 
     def forget_session(self) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +68,36 @@ class TlsFiles:
             private_key=_read(self.key, "TLS key"),
             certificate_chain=_read(self.cert, "TLS certificate"),
         )
+
+    def server_ssl_context(self) -> ssl.SSLContext | None:
+        """The same mutual TLS as server_credentials, for the data port's plain sockets."""
+        if self.cert is None:
+            return None
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        self._load(context)
+        if self.ca is not None:
+            context.verify_mode = ssl.CERT_REQUIRED
+        return context
+
+    def client_ssl_context(self) -> ssl.SSLContext | None:
+        """The same checks as channel_credentials: the server's certificate must chain to the
+        CA and name the host dialled; ours goes along."""
+        if not self.enabled:
+            return None
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        self._load(context)
+        return context
+
+    def _load(self, context: ssl.SSLContext) -> None:
+        try:
+            if self.cert is not None:
+                context.load_cert_chain(self.cert, self.key)
+            if self.ca is not None:
+                context.load_verify_locations(cafile=self.ca)
+        except (OSError, ssl.SSLError) as error:
+            raise TlsConfigError(f"cannot load the TLS files: {error}") from error
 
 
 PLAINTEXT = TlsFiles()

@@ -67,6 +67,19 @@ def peer_of(auth_context: Mapping[str, Any]) -> Peer:
     return Peer(True, uris, b"".join(auth_context.get("x509_pem_cert", ())))
 
 
+def peer_of_socket(sock: ssl.SSLSocket | Any) -> Peer:
+    """The verified identity behind a data-port socket (nobody, on a plain one): the same URIs
+    and certificate as peer_of reads from gRPC."""
+    if not isinstance(sock, ssl.SSLSocket):
+        return PLAINTEXT_PEER
+    der = sock.getpeercert(binary_form=True)
+    if der is None:
+        return Peer(True)
+    names: Any = (sock.getpeercert() or {}).get("subjectAltName", ())
+    uris = tuple(str(value) for kind, value in names if kind == "URI")
+    return Peer(True, uris, ssl.DER_cert_to_PEM_cert(der).encode("ascii"))
+
+
 def certificate_fingerprint(pem: bytes) -> str:
     """SHA-256 of the certificate's DER form, the value `deft certs revoke` lists."""
     der = ssl.PEM_cert_to_DER_cert(pem.decode("ascii", "replace"))

@@ -42,7 +42,8 @@ class StreamTooLarge(TensorStreamError):
 
 def to_wire(value: np.ndarray, dtype: str = "float32") -> np.ndarray:
     """A tensor as the contiguous array its wire dtype sends (bfloat16 as its uint16 bits)."""
-    array = np.ascontiguousarray(value, dtype=np.float32)
+    # ascontiguousarray makes a 0-d tensor 1-d: the shape is put back, so it arrives as sent.
+    array = np.ascontiguousarray(value, dtype=np.float32).reshape(np.shape(value))
     if dtype == "float32":
         return array
     if dtype == "float16":
@@ -122,7 +123,7 @@ class TensorAssembler:
                 raise TensorStreamError(
                     f"tensor {quote(self._name)} ended early at {len(self._buffer)} bytes"
                 )
-            self._start(chunk)
+            self.begin(chunk)
         if chunk.offset != len(self._buffer) or tuple(chunk.shape) != self._shape:
             raise TensorStreamError(
                 f"tensor {quote(self._name)}: chunk at offset {chunk.offset} out of order "
@@ -140,12 +141,11 @@ class TensorAssembler:
         if len(self._buffer) == self._declared:
             if self._crc != chunk.crc32:
                 raise TensorStreamError(f"tensor {quote(self._name)}: CRC32 mismatch, corrupted")
-            assert self._name is not None
-            # The buffer is this tensor's alone from here on, so the array may keep it.
-            self.tensors[self._name] = from_wire(self._buffer, self._dtype, self._shape)
-            self._name, self._buffer = None, bytearray()
+            self.complete(self._buffer)
 
-    def _start(self, chunk: coordinator_pb2.TensorChunk) -> None:
+    def begin(self, chunk: coordinator_pb2.TensorChunk) -> int:
+        """Check a tensor's header (name, dtype, shape, declared size, the running total) before
+        any of its bytes are buffered; returns the bytes it must carry."""
         name, shape = chunk.name, tuple(chunk.shape)
         if not name:
             raise TensorStreamError("chunk without a tensor name")
@@ -175,6 +175,15 @@ class TensorAssembler:
         self._name, self._shape, self._declared, self._crc = name, shape, implied, 0
         self._dtype = chunk.dtype
         self._buffer = bytearray()
+        return implied
+
+    def complete(self, buffer: bytearray) -> None:
+        """The tensor begun last is whole: `buffer` holds exactly its declared bytes and is the
+        tensor's alone from here on, so the array may keep it without a copy."""
+        if self._name is None or len(buffer) != self._declared:
+            raise TensorStreamError("tensor bytes without a tensor header")
+        self.tensors[self._name] = from_wire(buffer, self._dtype, self._shape)
+        self._name, self._buffer = None, bytearray()
 
     def finish(self) -> dict[str, np.ndarray]:
         if self._name is not None:

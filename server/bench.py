@@ -3,8 +3,8 @@
 1. Per-block seconds per iteration and memory for all-MiniLM-L6-v2 and a random roberta-base-size
    encoder (the paper's Fig. 4a), against a full LoRA backward pass.
 2. Per-device memory of DEFT versus single-device LoRA fine-tuning (Fig. 4b).
-3. Gradient streaming throughput over gRPC (plaintext and mutual TLS) versus a raw loopback
-   TCP socket.
+3. Weights and gradients over the data port and over gRPC (plaintext and mutual TLS) versus a
+   raw loopback TCP socket (stream_bench.py).
 4. Coordinator overhead per round with 20 agents (instant fake agents: no compute).
 5. DEFT (`deft demo`) versus centralized metric at equal steps on the embedded task.
 6. The emulated wireless testbed (root only): measured versus modelled upload times.
@@ -18,14 +18,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import socket
-import statistics
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Iterator, Sequence
-from concurrent import futures
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +33,10 @@ from lola_deft.ml.batching import BatchSampler, encode
 from lola_deft.ml.glue import EMBEDDED_TASK_DIR, read_split, task_spec
 from lola_deft.ml.model import default_model_dir, load_model, model_fingerprint
 from lola_deft.ml.random_encoder import make_random_encoder
-from lola_deft.protos.credentials import PLAINTEXT, TlsFiles, add_port, open_channel
-from lola_deft.protos.deft.v1 import coordinator_pb2, coordinator_pb2_grpc
+from lola_deft.protos.deft.v1 import coordinator_pb2_grpc
 from lola_deft.protos.grpc_options import message_size_options
-from lola_deft.protos.tensor_stream import from_chunks, upload_parts
 from lola_deft.server.block_costs import block_costs
+from lola_deft.server.stream_bench import bench_streaming, print_streaming, streaming_targets
 
 MiB = 2**20
 
@@ -97,101 +92,6 @@ def print_blocks(results: list[dict[str, Any]]) -> None:
             f"MiB; DEFT device {deft[0] / MiB:.0f} MiB (block 1) .. {deft[-1] / MiB:.0f} MiB "
             f"(block {len(deft)}), weights {result['weights_bytes'] / MiB:.0f} MiB"
         )
-
-
-# -- 3: streaming throughput ------------------------------------------------------------------
-class _Sink(coordinator_pb2_grpc.CoordinatorServicer):
-    def UploadGradient(
-        self,
-        request_iterator: Iterator[coordinator_pb2.GradientPart],
-        context: grpc.ServicerContext,
-    ) -> coordinator_pb2.UploadAck:
-        tensors = from_chunks(part.chunk for part in request_iterator if part.HasField("chunk"))
-        return coordinator_pb2.UploadAck(received_bytes=sum(t.nbytes for t in tensors.values()))
-
-
-def bench_streaming(total_bytes: int, repeats: int) -> dict[str, float]:
-    tensors = {
-        f"t{i}": np.random.default_rng(i).normal(size=total_bytes // 16).astype(np.float32)
-        for i in range(4)
-    }
-    with tempfile.TemporaryDirectory() as folder:
-        from lola_deft.server.pki import init_folder
-
-        certs = Path(folder)
-        init_folder(certs, devices=["bench"])
-        device = certs / "devices" / "bench.pem"
-        server_tls = TlsFiles(
-            certs / "coordinator.pem", certs / "coordinator.key", certs / "ca.pem"
-        )
-        client_tls = TlsFiles(device, device.with_suffix(".key"), certs / "ca.pem")
-        plain_rate = _grpc_rate(tensors, total_bytes, repeats, PLAINTEXT, PLAINTEXT)
-        tls_rate = _grpc_rate(tensors, total_bytes, repeats, server_tls, client_tls)
-    payload = b"".join(t.tobytes() for t in tensors.values())
-    raw_times = [_raw_loopback(payload) for _ in range(repeats + 1)]
-    raw_rate = total_bytes / statistics.median(raw_times[1:])
-    return {
-        "bytes": total_bytes,
-        "grpc_MiB_per_s": plain_rate / MiB,
-        "tls_MiB_per_s": tls_rate / MiB,
-        "raw_MiB_per_s": raw_rate / MiB,
-        "ratio": plain_rate / raw_rate,
-        "tls_ratio": tls_rate / plain_rate,
-    }
-
-
-def _grpc_rate(
-    tensors: dict[str, np.ndarray],
-    total_bytes: int,
-    repeats: int,
-    server: TlsFiles,
-    client: TlsFiles,
-) -> float:
-    """Bytes per second of one gradient upload over gRPC (median of `repeats`, after a warm-up)."""
-    sink = grpc.server(futures.ThreadPoolExecutor(4), options=message_size_options())
-    coordinator_pb2_grpc.add_CoordinatorServicer_to_server(_Sink(), sink)
-    port = add_port(sink, "127.0.0.1:0", server)
-    sink.start()
-    times = []
-    with open_channel(f"localhost:{port}", client, message_size_options()) as channel:
-        stub = coordinator_pb2_grpc.CoordinatorStub(channel)
-        for _ in range(repeats + 1):
-            started = time.perf_counter()
-            ack = stub.UploadGradient(upload_parts(coordinator_pb2.UploadHeader(), tensors))
-            times.append(time.perf_counter() - started)
-            assert ack.received_bytes == total_bytes
-    sink.stop(None)
-    return total_bytes / statistics.median(times[1:])
-
-
-def _raw_loopback(payload: bytes) -> float:
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(1)
-    received = bytearray()
-
-    def serve() -> None:
-        connection, _ = listener.accept()
-        with connection:
-            while True:
-                piece = connection.recv(1 << 20)
-                if not piece:
-                    break
-                received.extend(piece)
-            connection.sendall(b"k")
-
-    thread = threading.Thread(target=serve)
-    thread.start()
-    started = time.perf_counter()
-    with socket.create_connection(listener.getsockname()) as client:
-        client.sendall(payload)
-        client.shutdown(socket.SHUT_WR)
-        client.recv(1)
-    elapsed = time.perf_counter() - started
-    thread.join()
-    listener.close()
-    assert len(received) == len(payload)
-    return elapsed
 
 
 # -- 4: coordinator overhead ------------------------------------------------------------------
@@ -330,13 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         results["streaming"] = bench_streaming(
             (8 if args.quick else 64) * MiB, 2 if args.quick else 5
         )
-        s = results["streaming"]
-        print(
-            f"\n(3) streaming {s['bytes'] / MiB:.0f} MiB: gRPC chunks "
-            f"{s['grpc_MiB_per_s']:.0f} MiB/s, raw loopback TCP {s['raw_MiB_per_s']:.0f} MiB/s "
-            f"({s['ratio']:.2f}x); with mutual TLS {s['tls_MiB_per_s']:.0f} MiB/s "
-            f"({s['tls_ratio']:.2f}x of plaintext gRPC)"
-        )
+        print_streaming(results["streaming"])
     if "coordinator" in parts:
         log("(4) coordinator overhead")
         results["coordinator"] = bench_coordinator(20, 3 if args.quick else 10, 12)
@@ -441,11 +335,7 @@ def targets(results: dict[str, Any]) -> list[str]:
 
         lines.extend(fault_targets(results["faults"]))
     if "streaming" in results:
-        tls = results["streaming"]["tls_ratio"]
-        lines.append(
-            f"{'PASS' if tls >= 0.7 else 'FAIL'} mutual TLS keeps {100 * tls:.0f}% of plaintext "
-            "gradient streaming throughput (target >= 70%)"
-        )
+        lines.extend(streaming_targets(results["streaming"]))
     if "rows" in results.get("testbed", {}):
         error = results["testbed"]["median_abs_error"]
         lines.append(

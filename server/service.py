@@ -1,10 +1,11 @@
 """The coordinator's gRPC service (deft.v1.Coordinator) on grpc.aio, and the process around it.
 
 Handlers are thin: convert with `wire`, call the `Coordinator`, convert back. Every
-CoordinatorError maps to one status code in STATUS_OF. Long-polls are awaits on the event loop,
-not threads, so heartbeats and registrations never queue behind reports or uploads, and a
-cancelled call releases what it held. The loop runs in a thread of its own; callers get a
-synchronous handle (RunningCoordinator).
+CoordinatorError maps to one status code (service_status.STATUS_OF). Long-polls are awaits on
+the event loop, not threads, so heartbeats and registrations never queue behind reports or
+uploads, and a cancelled call releases what it held. Weights and gradients also travel over the
+data port (data_port.py), served on threads beside the loop. The loop runs in a thread of its
+own; callers get a synchronous handle (RunningCoordinator).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import re
+import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -47,27 +48,17 @@ from lola_deft.server.allocator import (
 )
 from lola_deft.server.config import CoordinatorConfig
 from lola_deft.server.coordinator import Coordinator
+from lola_deft.server.data_port import DataPort, listen
 from lola_deft.server.engine import EngineHooks, RoundEngine
 from lola_deft.server.enrolment import Enrolment
-from lola_deft.server.errors import (
-    AlreadyRegistered,
-    CoordinatorError,
-    DeadlinePassed,
-    Forbidden,
-    Incompatible,
-    InvalidRequest,
-    NotAssigned,
-    NotNow,
-    TooLarge,
-    Unauthenticated,
-    UnknownSession,
-)
+from lola_deft.server.errors import CoordinatorError, DeadlinePassed
 from lola_deft.server.export import export_metrics, write_history
 from lola_deft.server.messages import AllocationRequest, Evaluation, RoundRecord
 from lola_deft.server.metrics import CoordinatorMetrics
 from lola_deft.server.model_card import TOKENIZER_FOLDER, Publication
 from lola_deft.server.provenance import provenance
 from lola_deft.server.registry import AgentRegistry
+from lola_deft.server.service_status import reason, status_of
 from lola_deft.server.trainer import AdapterTrainer
 from lola_deft.server.training_state import (
     TrainingState,
@@ -78,42 +69,18 @@ from lola_deft.server.training_state import (
 log = logging.getLogger("deft.coordinator")
 T = TypeVar("T")
 
-STATUS_OF: dict[type[CoordinatorError], grpc.StatusCode] = {
-    InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
-    UnknownSession: grpc.StatusCode.NOT_FOUND,  # agents register again on NOT_FOUND
-    Incompatible: grpc.StatusCode.FAILED_PRECONDITION,
-    NotNow: grpc.StatusCode.FAILED_PRECONDITION,
-    NotAssigned: grpc.StatusCode.PERMISSION_DENIED,
-    DeadlinePassed: grpc.StatusCode.DEADLINE_EXCEEDED,
-    TooLarge: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
-    Forbidden: grpc.StatusCode.PERMISSION_DENIED,
-    AlreadyRegistered: grpc.StatusCode.ALREADY_EXISTS,
-}
-
-
-def status_of(error: CoordinatorError) -> grpc.StatusCode:
-    """The status of an error's class, or of the nearest class above it in STATUS_OF."""
-    for kind in type(error).__mro__:
-        if kind in STATUS_OF:
-            return STATUS_OF[kind]
-    raise TypeError(f"no gRPC status for {type(error).__name__}")
-
-
 def caller(context: grpc.aio.ServicerContext) -> Peer:
     """Who the TLS handshake proved the caller to be (nobody, on plaintext)."""
     return peer_of(context.auth_context())
 
 
-def reason(error: CoordinatorError) -> str:
-    """Metric label of a refusal: the error's class in snake case."""
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", type(error).__name__).lower()
-
-
 class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
-    def __init__(self, coordinator: Coordinator, metrics: CoordinatorMetrics) -> None:
+    def __init__(
+        self, coordinator: Coordinator, metrics: CoordinatorMetrics, data_port: int = 0
+    ) -> None:
         self.coordinator = coordinator
         self.metrics = metrics
+        self.data_port = data_port  # announced to every agent that registers (0: none)
 
     async def _refuse(self, context: grpc.aio.ServicerContext, error: CoordinatorError) -> NoReturn:
         await context.abort(status_of(error), str(error))
@@ -127,7 +94,9 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
         except CoordinatorError as error:
             await self._refuse(context, error)
         log.info("agent %s registered (%.60s)", request.device_id, request.hardware)
-        return wire.welcome_message(welcome)
+        response = wire.welcome_message(welcome)
+        response.data_port = self.data_port
+        return response
 
     async def SendHeartbeat(
         self, request: coordinator_pb2.Heartbeat, context: grpc.aio.ServicerContext
@@ -188,6 +157,7 @@ class RunningCoordinator:
     """A coordinator serving on its own event loop thread, driven from synchronous code."""
 
     port: int
+    data_port: int | None
     metrics_port: int | None
     engine: RoundEngine
     trainer: AdapterTrainer
@@ -230,17 +200,23 @@ async def _serve(
     tls: TlsFiles,
     max_message_bytes: int,
     max_concurrent_rpcs: int,
-    started: Future[tuple[int, asyncio.Event]],
+    data_listener: socket.socket | None,
+    started: Future[tuple[int, int | None, asyncio.Event]],
 ) -> None:
     stopped = asyncio.Event()
+    data_port = None
     try:
+        if data_listener is not None:
+            data_port = DataPort(
+                data_listener, tls, coordinator, metrics, asyncio.get_running_loop()
+            )
         server = grpc.aio.server(
             options=server_options(max_message_bytes),
             maximum_concurrent_rpcs=max_concurrent_rpcs,
             interceptors=[RejectMalformedAio()],
         )
         coordinator_pb2_grpc.add_CoordinatorServicer_to_server(
-            CoordinatorService(coordinator, metrics), server
+            CoordinatorService(coordinator, metrics, data_port.port if data_port else 0), server
         )
         health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -256,14 +232,20 @@ async def _serve(
         if bound == 0:
             raise OSError(f"cannot bind the coordinator to {address} (in use, or not this host's)")
         await server.start()
+        if data_port is not None:
+            data_port.start()
     except BaseException as error:
+        if data_listener is not None:
+            data_listener.close()
         started.set_exception(error)
         return
-    started.set_result((bound, stopped))
+    started.set_result((bound, data_port.port if data_port else None, stopped))
     rounds = asyncio.create_task(engine.run())
     await stopped.wait()
     engine.stop()
     await health_servicer.enter_graceful_shutdown()
+    if data_port is not None:
+        await asyncio.get_running_loop().run_in_executor(None, data_port.stop)
     await server.stop(1.0)
     try:
         await asyncio.wait_for(rounds, timeout=30)
@@ -283,6 +265,7 @@ def start_coordinator(
     *,
     host: str = "[::]",
     port: int = 50052,
+    data_port: int | None = 0,
     metrics_port: int | None = None,
     metrics_host: str | None = None,
     max_message_bytes: int = COORDINATOR_MAX_MESSAGE_BYTES,
@@ -294,7 +277,10 @@ def start_coordinator(
     allocator: Allocator | None = None,
     enrolment: Enrolment | None = None,
 ) -> RunningCoordinator:
-    """Load the model and dev data, restore a checkpoint if asked, start serving and the rounds."""
+    """Load the model and dev data, restore a checkpoint if asked, start serving and the rounds.
+
+    `data_port`: where weights and gradients travel as raw bytes (0: any free port; None: no data
+    port, every transfer over gRPC)."""
     spec = task_spec(config.task)
     loaded = load_model(config.model_dir, spec.num_labels, config.lora, seed=config.seed)
     state = TrainingState(loaded, config.learning_rate)
@@ -377,8 +363,13 @@ def start_coordinator(
     except OSError:
         allocator.close()
         raise
+    try:
+        data_listener = listen(host, data_port) if data_port is not None else None
+    except OSError:
+        allocator.close()
+        raise
     loop = asyncio.new_event_loop()
-    started: Future[tuple[int, asyncio.Event]] = Future()
+    started: Future[tuple[int, int | None, asyncio.Event]] = Future()
     serving = _serve(
         coordinator,
         engine,
@@ -387,18 +378,20 @@ def start_coordinator(
         tls,
         max_message_bytes,
         max_concurrent_rpcs=3 * config.max_devices + 64,
+        data_listener=data_listener,
         started=started,
     )
     thread = threading.Thread(target=_run_loop, args=(loop, serving), name="coordinator")
     thread.start()
     try:
-        bound, stopped = started.result(timeout=60)
+        bound, bound_data, stopped = started.result(timeout=60)
     except BaseException:
         thread.join(timeout=10)
         allocator.close()
         raise
     return RunningCoordinator(
         bound,
+        bound_data,
         bound_metrics,
         engine,
         trainer,

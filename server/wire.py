@@ -129,7 +129,7 @@ async def receive_upload(
                 raise InvalidRequest("upload", "only one UploadHeader per stream")
             assembler.feed(part.chunk)
 
-    failure: tuple[str, str] | None = ("broken", "its upload stream broke")  # (kind, reason)
+    failure: tuple[str, str] | None = BROKEN
     try:
         await asyncio.wait_for(read_chunks(), timeout=max(plan.deadline - time.monotonic(), 0))
         tensors = assembler.finish()
@@ -139,16 +139,10 @@ async def receive_upload(
         failure = None
         return ack
     except asyncio.TimeoutError:
-        failure = ("late", "missed its deadline during the upload")
-        raise DeadlinePassed(f"round {header.round}'s deadline passed during the upload") from None
-    except StreamTooLarge as error:
-        refusal: CoordinatorError = TooLarge(
-            f"gradient stream: {error} (what block {plan.block} weighs)"
-        )
-        failure = ("refused", f"refused: {refusal}")
-        raise refusal from None
+        failure = LATE
+        raise late_upload(header) from None
     except TensorStreamError as error:
-        refusal = InvalidRequest("gradient stream", str(error))
+        refusal = stream_refusal(error, plan.block)
         failure = ("refused", f"refused: {refusal}")
         raise refusal from None
     except CoordinatorError as error:
@@ -157,3 +151,19 @@ async def receive_upload(
     finally:  # anything but acceptance ends the device's hold on the block
         if failure is not None:
             coordinator.abandon_upload(plan, header, *failure)
+
+
+# How an upload that is not accepted ends, as (kind, reason) for the engine's records.
+BROKEN = ("broken", "its upload stream broke")
+LATE = ("late", "missed its deadline during the upload")
+
+
+def late_upload(header: UploadHeader) -> DeadlinePassed:
+    return DeadlinePassed(f"round {header.round}'s deadline passed during the upload")
+
+
+def stream_refusal(error: TensorStreamError, block: int) -> CoordinatorError:
+    """What a gradient stream that breaks a rule is answered with (the same on every port)."""
+    if isinstance(error, StreamTooLarge):
+        return TooLarge(f"gradient stream: {error} (what block {block} weighs)")
+    return InvalidRequest("gradient stream", str(error))

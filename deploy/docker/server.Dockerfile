@@ -32,7 +32,7 @@ USER 10001
 WORKDIR /var/lib/lola-deft
 # Models and GLUE data are mounted read-only; checkpoints live in /var/lib/lola-deft.
 VOLUME ["/var/lib/lola-deft"]
-EXPOSE 50051 50052 9100 9101
+EXPOSE 50051 50052 50053 9100 9101
 # Standard gRPC health protocol (the coordinator by default; compose overrides it per service).
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
     CMD ["deft", "health", "127.0.0.1:50052", "--service", "deft.v1.Coordinator", \
@@ -40,7 +40,7 @@ HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
          "--tls-ca", "/certs/ca.pem"]
 ENTRYPOINT ["deft"]
 # Mutual TLS by default: mount a `deft certs` folder at /certs (compose does).
-CMD ["coordinator", "serve", "--port", "50052", "--metrics-port", "9101", \
+CMD ["coordinator", "serve", "--port", "50052", "--data-port", "50053", "--metrics-port", "9101", \
      "--tls-cert", "/certs/coordinator.pem", "--tls-key", "/certs/coordinator.key", \
      "--tls-ca", "/certs/ca.pem", "--allowed-devices", "/certs/devices.txt", \
      "--revoked-certs", "/certs/revoked.txt"]

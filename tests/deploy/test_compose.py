@@ -195,9 +195,10 @@ def test_agent_replicas_claim_distinct_certificates_and_keep_them(tmp_path: Path
     assert third.returncode == 2 and "every device certificate" in third.stderr
 
 
-def test_only_the_coordinators_grpc_port_is_published_beyond_the_host() -> None:
+def test_only_the_coordinators_grpc_and_data_ports_are_published_beyond_the_host() -> None:
     published = {name: service.get("ports", []) for name, service in compose()["services"].items()}
-    assert published["coordinator"] == ["50052:50052"]
+    assert published["coordinator"] == ["50052:50052", "50053:50053"]
+    assert "--data-port 50053" in command_text(compose()["services"]["coordinator"])
     for name, ports in published.items():
         if name != "coordinator":
             assert all(str(port).startswith("127.0.0.1:") for port in ports), (name, ports)

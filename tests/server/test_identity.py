@@ -13,6 +13,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from lola_deft.device_agent.data_link import DataLink, DataPortUnreachable
 from lola_deft.ml.glue import EMBEDDED_TASK_DIR
 from lola_deft.ml.model import model_fingerprint
 from lola_deft.protos.credentials import TlsFiles, open_channel
@@ -27,6 +28,15 @@ from tests.helpers import eventually
 def device_tls(folder: Path, device_id: str, ca: Path | None = None) -> TlsFiles:
     cert = folder / "devices" / f"{device_id}.pem"
     return TlsFiles(cert, cert.with_suffix(".key"), ca or folder / "ca.pem")
+
+
+def outsider_tls(client: str, pki: Path, foreign_certs: Path) -> TlsFiles:
+    return {
+        "plaintext": TlsFiles(),
+        # A certificate from another CA, for a device id we enrolled: the handshake fails.
+        "foreign CA": device_tls(foreign_certs, "dev0", ca=pki / "ca.pem"),
+        "no client certificate": TlsFiles(ca=pki / "ca.pem"),
+    }[client]
 
 
 @pytest.fixture
@@ -112,12 +122,7 @@ def test_clients_without_our_certificates_cannot_connect(
     tiny_model_dir: Path,
     client: str,
 ) -> None:
-    tls = {
-        "plaintext": TlsFiles(),
-        # A certificate from another CA, for a device id we enrolled: the handshake fails.
-        "foreign CA": device_tls(foreign_certs, "dev0", ca=pki / "ca.pem"),
-        "no client certificate": TlsFiles(ca=pki / "ca.pem"),
-    }[client]
+    tls = outsider_tls(client, pki, foreign_certs)
     error = refusal(lambda: call_register(coordinator, tls, "dev0", tiny_model_dir))
     assert error.code() == grpc.StatusCode.UNAVAILABLE
     assert registered(coordinator) == set()
@@ -189,3 +194,28 @@ def test_another_certificate_for_a_live_device_waits_and_evicts_no_one(
     assert heartbeat(coordinator, original, first.session) == 0  # still registered
     again = call_register(coordinator, original, "dev3", tiny_model_dir)  # the same certificate
     assert again.session != first.session  # restarting under its own certificate is fine
+
+
+def data_download(running: RunningCoordinator, tls: TlsFiles, session: str) -> None:
+    link = DataLink("localhost", running.data_port or 0, tls)
+    link.download(coordinator_pb2.WeightsRequest(session=session, round=1), timeout_s=10)
+
+
+def test_the_data_port_knows_devices_by_their_certificates_too(
+    coordinator: RunningCoordinator, pki: Path, tiny_model_dir: Path
+) -> None:
+    session = call_register(coordinator, device_tls(pki, "dev0"), "dev0", tiny_model_dir).session
+    stolen = refusal(lambda: data_download(coordinator, device_tls(pki, "dev1"), session))
+    assert stolen.code() == grpc.StatusCode.PERMISSION_DENIED
+    # Its owner gets past identity to the round's own answer (no round runs here).
+    own = refusal(lambda: data_download(coordinator, device_tls(pki, "dev0"), session))
+    assert own.code() == grpc.StatusCode.FAILED_PRECONDITION, own.details()
+
+
+@pytest.mark.parametrize("client", ["plaintext", "foreign CA", "no client certificate"])
+def test_the_data_port_refuses_clients_without_our_certificates(
+    coordinator: RunningCoordinator, pki: Path, foreign_certs: Path, client: str
+) -> None:
+    tls = outsider_tls(client, pki, foreign_certs)
+    with pytest.raises(DataPortUnreachable):
+        data_download(coordinator, tls, "any")

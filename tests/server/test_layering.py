@@ -6,7 +6,17 @@ import ast
 from pathlib import Path
 
 SERVER = Path(__file__).parents[2] / "server"
-WIRE = {"service.py", "wire.py", "allocator.py", "fake_agent.py", "bench.py", "load_bench.py"}
+WIRE = {
+    "service.py",
+    "service_status.py",
+    "data_port.py",
+    "wire.py",
+    "allocator.py",
+    "fake_agent.py",
+    "bench.py",
+    "stream_bench.py",
+    "load_bench.py",
+}
 WIRE_DIRS = {"testbed"}
 
 

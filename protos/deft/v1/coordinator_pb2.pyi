@@ -21,7 +21,7 @@ class RegisterRequest(_message.Message):
     def __init__(self, device_id: _Optional[str] = ..., hardware: _Optional[str] = ..., agent_version: _Optional[str] = ..., capabilities: _Optional[_Iterable[str]] = ..., model_fingerprint: _Optional[str] = ...) -> None: ...
 
 class RegisterResponse(_message.Message):
-    __slots__ = ("session", "heartbeat_interval_s", "model_name", "lora_rank", "lora_target_modules", "blocks", "lora_alpha", "task", "num_labels", "batch_size", "max_seq_length", "round", "agent_index", "upload_dtype")
+    __slots__ = ("session", "heartbeat_interval_s", "model_name", "lora_rank", "lora_target_modules", "blocks", "lora_alpha", "task", "num_labels", "batch_size", "max_seq_length", "round", "agent_index", "upload_dtype", "data_port")
     SESSION_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -36,6 +36,7 @@ class RegisterResponse(_message.Message):
     ROUND_FIELD_NUMBER: _ClassVar[int]
     AGENT_INDEX_FIELD_NUMBER: _ClassVar[int]
     UPLOAD_DTYPE_FIELD_NUMBER: _ClassVar[int]
+    DATA_PORT_FIELD_NUMBER: _ClassVar[int]
     session: str
     heartbeat_interval_s: float
     model_name: str
@@ -50,7 +51,8 @@ class RegisterResponse(_message.Message):
     round: int
     agent_index: int
     upload_dtype: str
-    def __init__(self, session: _Optional[str] = ..., heartbeat_interval_s: _Optional[float] = ..., model_name: _Optional[str] = ..., lora_rank: _Optional[int] = ..., lora_target_modules: _Optional[_Iterable[str]] = ..., blocks: _Optional[int] = ..., lora_alpha: _Optional[float] = ..., task: _Optional[str] = ..., num_labels: _Optional[int] = ..., batch_size: _Optional[int] = ..., max_seq_length: _Optional[int] = ..., round: _Optional[int] = ..., agent_index: _Optional[int] = ..., upload_dtype: _Optional[str] = ...) -> None: ...
+    data_port: int
+    def __init__(self, session: _Optional[str] = ..., heartbeat_interval_s: _Optional[float] = ..., model_name: _Optional[str] = ..., lora_rank: _Optional[int] = ..., lora_target_modules: _Optional[_Iterable[str]] = ..., blocks: _Optional[int] = ..., lora_alpha: _Optional[float] = ..., task: _Optional[str] = ..., num_labels: _Optional[int] = ..., batch_size: _Optional[int] = ..., max_seq_length: _Optional[int] = ..., round: _Optional[int] = ..., agent_index: _Optional[int] = ..., upload_dtype: _Optional[str] = ..., data_port: _Optional[int] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
     __slots__ = ("session",)
@@ -181,3 +183,21 @@ class UploadAck(_message.Message):
     received_bytes: int
     duplicate: bool
     def __init__(self, round: _Optional[int] = ..., block: _Optional[int] = ..., received_bytes: _Optional[int] = ..., duplicate: _Optional[bool] = ...) -> None: ...
+
+class BulkOpen(_message.Message):
+    __slots__ = ("upload", "download")
+    UPLOAD_FIELD_NUMBER: _ClassVar[int]
+    DOWNLOAD_FIELD_NUMBER: _ClassVar[int]
+    upload: UploadHeader
+    download: WeightsRequest
+    def __init__(self, upload: _Optional[_Union[UploadHeader, _Mapping]] = ..., download: _Optional[_Union[WeightsRequest, _Mapping]] = ...) -> None: ...
+
+class BulkStatus(_message.Message):
+    __slots__ = ("code", "details", "ack")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    DETAILS_FIELD_NUMBER: _ClassVar[int]
+    ACK_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    details: str
+    ack: UploadAck
+    def __init__(self, code: _Optional[int] = ..., details: _Optional[str] = ..., ack: _Optional[_Union[UploadAck, _Mapping]] = ...) -> None: ...
