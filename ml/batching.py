@@ -52,13 +52,17 @@ class BatchSampler:
         self._order = np.empty(0, dtype=int)
         self._position = 0
 
-    def next_batch(self) -> dict[str, torch.Tensor]:
+    def next_indices(self) -> np.ndarray:
+        """The next mini-batch's sample indices (PAC reads their cached states by index)."""
         if self._position + self.batch_size > len(self._order):
             self._order = self.rng.permutation(len(self.data))
             self._position = 0
         indices = self._order[self._position : self._position + self.batch_size]
         self._position += self.batch_size
-        return self.data.batch(indices)
+        return indices
+
+    def next_batch(self) -> dict[str, torch.Tensor]:
+        return self.data.batch(self.next_indices())
 
     def take(self, count: int) -> Iterator[dict[str, torch.Tensor]]:
         for _ in range(count):

@@ -148,6 +148,19 @@ def model_fingerprint(model_dir: Path | str) -> str:
     return f"{identity['model_type']}-L{layers}-H{hidden}-{digest}"
 
 
+def content_digest(model_dir: Path | str) -> str:
+    """Which files the model folder holds, by name, size and modification time: cheap to compute
+    at start-up, and different whenever weights or tokenizer were replaced (the activation cache
+    keys on it; the architecture fingerprint alone would not see new weights)."""
+    path = require_model_dir(model_dir)
+    entries = sorted(
+        (item.name, item.stat().st_size, item.stat().st_mtime_ns)
+        for item in path.iterdir()
+        if item.is_file()
+    )
+    return hashlib.sha256(json.dumps(entries).encode()).hexdigest()[:16]
+
+
 def load_model(
     model_dir: Path | str,
     num_labels: int,
