@@ -13,6 +13,7 @@ import logging
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -130,6 +131,8 @@ def run_schedule(args: argparse.Namespace) -> int:
     doc, status = _load(args.instance)
     if status is not None:
         return status
+    if isinstance(doc, dict) and "plan" in doc:
+        return _plan(doc, args)
     if args.remote:
         return _schedule_remote(doc, args)
     from lola_deft.scheduler.instance import parse_instance
@@ -175,21 +178,76 @@ def run_compare(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _plan(doc: dict[str, Any], args: argparse.Namespace) -> int:
+    """A PAC+ plan ("plan": "pipeline" or "shares"), here or on the --remote scheduler."""
+    from lola_deft.scheduler import pac_convert
+
+    plan = doc.pop("plan")
+    if plan not in pac_convert.PLANS:
+        known = " or ".join(repr(p) for p in pac_convert.PLANS)
+        return _fail(EXIT_MALFORMED, f"plan: {str(plan)[:20]!r} is not {known}", sys.stderr)
+    if args.remote:
+        from google.protobuf import json_format
+
+        from lola_deft.protos.deft.v1 import scheduler_pb2
+
+        pipeline = plan == "pipeline"
+        kind = scheduler_pb2.PlanPipelineRequest if pipeline else scheduler_pb2.PlanSharesRequest
+        return _remote(
+            doc,
+            args,
+            lambda d: json_format.ParseDict(d, kind()),
+            lambda client, request: (client.plan_pipeline if pipeline else client.plan_shares)(
+                request, wait_for_ready=False
+            ),
+            pac_convert.response_json,
+        )
+    solve = pac_convert.solve_pipeline if plan == "pipeline" else pac_convert.solve_shares
+    try:
+        response = solve(doc)
+    except InstanceError as error:
+        return _fail(EXIT_MALFORMED, str(error), sys.stderr)
+    except InfeasibleError as error:
+        return _fail(EXIT_INFEASIBLE, f"infeasible: {error}", sys.stderr)
+    json.dump(pac_convert.response_json(response), sys.stdout, indent=2)
+    print()
+    return EXIT_OK
+
+
 def _schedule_remote(doc: Any, args: argparse.Namespace) -> int:
+    from lola_deft.scheduler.convert import request_from_instance_doc, response_to_json
+
+    return _remote(
+        doc,
+        args,
+        lambda d: request_from_instance_doc(d, args.policy, args.seed),
+        lambda client, request: client.allocate(request, wait_for_ready=False),
+        response_to_json,
+    )
+
+
+def _remote(
+    doc: Any,
+    args: argparse.Namespace,
+    build: Callable[[Any], Any],
+    call: Callable[[Any, Any], Any],
+    to_json: Callable[[Any], dict[str, Any]],
+) -> int:
+    """One call to the --remote scheduler (a service that is down is said at once), its
+    statuses turned into this command's exit codes."""
     import grpc
     from google.protobuf import json_format
 
     from lola_deft.protos.grpc_options import unreachable_reason
     from lola_deft.scheduler.client import SchedulerClient
-    from lola_deft.scheduler.convert import request_from_instance_doc, response_to_json
 
     try:
-        request = request_from_instance_doc(doc, args.policy, args.seed)
+        request = build(doc)
     except (json_format.ParseError, TypeError, AttributeError) as error:
         return _fail(EXIT_MALFORMED, f"instance: {error}", sys.stderr)
     try:
         with SchedulerClient(args.remote, tls=tls_from_args(args, role="deft schedule")) as client:
-            response = client.allocate(request, wait_for_ready=False)  # down: say so now
+            response = call(client, request)
     except TlsConfigError as error:
         return _fail(EXIT_MALFORMED, str(error), sys.stderr)
     except grpc.RpcError as error:
@@ -205,7 +263,7 @@ def _schedule_remote(doc: Any, args: argparse.Namespace) -> int:
         if code == grpc.StatusCode.FAILED_PRECONDITION:
             return _fail(EXIT_INFEASIBLE, details, sys.stderr)
         return _fail(1, f"scheduler at {args.remote}: {code.name}: {details}", sys.stderr)
-    json.dump(response_to_json(response), sys.stdout, indent=2)
+    json.dump(to_json(response), sys.stdout, indent=2)
     print()
     return EXIT_OK
 

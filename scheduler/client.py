@@ -28,6 +28,18 @@ class SchedulerClient:
         Without wait_for_ready a service that is down fails at once (UNAVAILABLE)."""
         return self._stub.Allocate(request, timeout=self.timeout_s, wait_for_ready=wait_for_ready)
 
+    def plan_pipeline(
+        self, request: scheduler_pb2.PlanPipelineRequest, *, wait_for_ready: bool = True
+    ) -> scheduler_pb2.PlanPipelineResponse:
+        return self._stub.PlanPipeline(
+            request, timeout=self.timeout_s, wait_for_ready=wait_for_ready
+        )
+
+    def plan_shares(
+        self, request: scheduler_pb2.PlanSharesRequest, *, wait_for_ready: bool = True
+    ) -> scheduler_pb2.PlanSharesResponse:
+        return self._stub.PlanShares(request, timeout=self.timeout_s, wait_for_ready=wait_for_ready)
+
     def close(self) -> None:
         self._channel.close()
 

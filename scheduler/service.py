@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from concurrent import futures
+from typing import TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -23,10 +26,18 @@ from lola_deft.protos.malformed import RejectMalformed
 from lola_deft.protos.metrics_endpoint import new_registry, serve_metrics
 from lola_deft.scheduler.convert import instance_from_request, response_from_allocation
 from lola_deft.scheduler.errors import InfeasibleError, InstanceError
+from lola_deft.scheduler.pac_convert import (
+    PIPELINE_LABEL,
+    SHARES_LABEL,
+    request_doc,
+    solve_pipeline,
+    solve_shares,
+)
 from lola_deft.scheduler.policies import DEFAULT_POLICY, solve
 from lola_deft.scheduler.policy_names import known_policy
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 MAX_QUEUED_PER_WORKER = 16
 
 ROLE = "scheduler"  # named in the error when its /metrics port is taken
@@ -39,7 +50,7 @@ class SchedulerMetrics:
         self.registry = new_registry()
         self.requests = Counter(
             "deft_scheduler_requests_total",
-            "Allocate requests by outcome",
+            "Allocate and PAC+ plan requests by outcome",
             ["policy", "code"],
             registry=self.registry,
         )
@@ -64,6 +75,42 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
     """Stateless: every request carries the whole round, so any replica can answer it. With
     `require_coordinator` only a caller whose certificate names the coordinator is served."""
 
+    def _authorise(self, context: grpc.ServicerContext, label: str) -> None:
+        if self.require_coordinator and not peer_of(context.auth_context()).is_coordinator:
+            self.metrics.requests.labels(label, "PERMISSION_DENIED").inc()
+            context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                "only the coordinator's certificate (urn:lola-deft:coordinator) may allocate",
+            )
+
+    def _plan(self, context: grpc.ServicerContext, label: str, solve_plan: Callable[[], T]) -> T:
+        """A PAC+ plan, with Allocate's checks, error statuses and metrics."""
+        self._authorise(context, label)
+        started = time.perf_counter()
+        try:
+            answer = solve_plan()
+        except InstanceError as error:
+            self.metrics.requests.labels(label, "INVALID_ARGUMENT").inc()
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+        except InfeasibleError as error:
+            self.metrics.requests.labels(label, "FAILED_PRECONDITION").inc()
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"infeasible: {error}")
+        self.metrics.requests.labels(label, "OK").inc()
+        self.metrics.solve.labels(label).observe(time.perf_counter() - started)
+        return answer
+
+    def PlanPipeline(
+        self, request: scheduler_pb2.PlanPipelineRequest, context: grpc.ServicerContext
+    ) -> scheduler_pb2.PlanPipelineResponse:
+        self.metrics.devices.set(len(request.devices))
+        return self._plan(context, PIPELINE_LABEL, lambda: solve_pipeline(request_doc(request)))
+
+    def PlanShares(
+        self, request: scheduler_pb2.PlanSharesRequest, context: grpc.ServicerContext
+    ) -> scheduler_pb2.PlanSharesResponse:
+        self.metrics.devices.set(len(request.devices))
+        return self._plan(context, SHARES_LABEL, lambda: solve_shares(request_doc(request)))
+
     def __init__(
         self, metrics: SchedulerMetrics | None = None, *, require_coordinator: bool = False
     ) -> None:
@@ -73,12 +120,7 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
     def Allocate(
         self, request: scheduler_pb2.AllocateRequest, context: grpc.ServicerContext
     ) -> scheduler_pb2.AllocateResponse:
-        if self.require_coordinator and not peer_of(context.auth_context()).is_coordinator:
-            self.metrics.requests.labels("", "PERMISSION_DENIED").inc()
-            context.abort(
-                grpc.StatusCode.PERMISSION_DENIED,
-                "only the coordinator's certificate (urn:lola-deft:coordinator) may allocate",
-            )
+        self._authorise(context, "")
         policy = request.policy or DEFAULT_POLICY
         label = known_policy(policy)  # every metric label: a fixed set, whatever was asked
         self.metrics.devices.set(len(request.devices))

@@ -9,15 +9,18 @@ from pathlib import Path
 
 import grpc
 import pytest
+from google.protobuf import json_format
 
 from lola_deft.protos.credentials import TlsConfigError, TlsFiles
+from lola_deft.protos.deft.v1 import scheduler_pb2
 from lola_deft.scheduler.client import SchedulerClient
 from lola_deft.scheduler.convert import request_from_instance_doc
 from lola_deft.scheduler.service import start_scheduler
 from tests.helpers import ROOT, run_deft
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl not installed")
-EXAMPLE = (ROOT / "scheduler/examples/paper_round.json").read_text()
+EXAMPLES = ROOT / "scheduler/examples"
+EXAMPLE = (EXAMPLES / "paper_round.json").read_text()
 
 
 def openssl(*args: str, cwd: Path) -> None:
@@ -161,5 +164,18 @@ def test_the_scheduler_serves_only_the_coordinators_certificate(certs: Path) -> 
             certs / "coordinator.pem", certs / "coordinator.key", certs / "ca.pem"
         )
         assert allocate(running.port, coordinator) == 12
+        # PAC+'s plans are the coordinator's alone too.
+        shares = json.loads((EXAMPLES / "pac_shares.json").read_text())
+        shares.pop("plan")
+        request = json_format.ParseDict(shares, scheduler_pb2.PlanSharesRequest())
+        device_tls = TlsFiles(device, device.with_suffix(".key"), certs / "ca.pem")
+        for tls, allowed in ((device_tls, False), (coordinator, True)):
+            with SchedulerClient(f"localhost:{running.port}", tls=tls) as client:
+                if allowed:
+                    assert sum(s.samples for s in client.plan_shares(request).shares) == 256
+                    continue
+                with pytest.raises(grpc.RpcError) as refused:
+                    client.plan_shares(request)
+                assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
     finally:
         running.stop(grace=None)

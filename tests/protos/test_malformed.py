@@ -138,6 +138,14 @@ def test_random_bytes_and_fields_on_every_rpc_change_nothing(
             }
             with grpc.insecure_channel(f"127.0.0.1:{scheduler.port}") as scheduler_channel:
                 allocate = scheduler_channel.unary_unary("/deft.v1.Scheduler/Allocate")
+                plans = {
+                    scheduler_channel.unary_unary("/deft.v1.Scheduler/PlanPipeline"): (
+                        scheduler_pb2.PlanPipelineRequest
+                    ),
+                    scheduler_channel.unary_unary("/deft.v1.Scheduler/PlanShares"): (
+                        scheduler_pb2.PlanSharesRequest
+                    ),
+                }
                 download = channel.unary_stream("/deft.v1.Coordinator/DownloadWeights")
                 upload = channel.stream_unary("/deft.v1.Coordinator/UploadGradient")
                 sent = 0
@@ -155,7 +163,10 @@ def test_random_bytes_and_fields_on_every_rpc_change_nothing(
                         expect_precise(lambda: upload(iter(parts), timeout=5))  # noqa: B023
                         request = payload(scheduler_pb2.AllocateRequest, rng, session)
                         expect_precise(lambda: allocate(request, timeout=10))  # noqa: B023
-                        sent += 5 + len(parts)
+                        for plan, kind in plans.items():
+                            request = payload(kind, rng, session)
+                            expect_precise(lambda: plan(request, timeout=10))  # noqa: B023
+                        sent += 7 + len(parts)
         assert sent >= 5000
         assert {"INVALID_ARGUMENT", "NOT_FOUND", "FAILED_PRECONDITION", "OK"} <= set(CODES)
         # Nothing changed, and both servers still answer properly.

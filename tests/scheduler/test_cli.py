@@ -144,3 +144,56 @@ def test_an_unreachable_remote_scheduler_is_named_with_the_reason_at_once() -> N
         line
         == "deft schedule: error: cannot reach the scheduler at 127.0.0.1:1: Connection refused"
     )
+
+
+PAC_EXAMPLES = Path(__file__).parents[2] / "scheduler" / "examples"
+
+
+@pytest.mark.parametrize("plan", ["pipeline", "shares"])
+def test_pac_plans_are_the_same_here_and_on_the_remote_scheduler(remote: str, plan: str) -> None:
+    path = str(PAC_EXAMPLES / f"pac_{plan}.json")
+    local = run_deft("schedule", path)
+    assert local.returncode == 0, local.stderr
+    answer = json.loads(local.stdout)
+    far = run_deft("schedule", "--insecure", "--remote", remote, path)
+    assert far.returncode == 0, far.stderr
+    remote_answer = json.loads(far.stdout)
+    answer.pop("solve_seconds"), remote_answer.pop("solve_seconds")
+    assert answer == remote_answer
+    doc = json.loads(Path(path).read_text())
+    if plan == "pipeline":
+        stages = answer["stages"]
+        assert stages[0]["first_unit"] == 0 and stages[-1]["last_unit"] == 12
+        assert answer["bottleneck_s"] == pytest.approx(max(s["seconds"] for s in stages))
+    else:
+        shares = {entry["device"]: int(entry["samples"]) for entry in answer["shares"]}
+        assert sum(shares.values()) == doc["total_samples"]
+        assert shares["phone-2"] <= 60  # its cap: it holds 60 samples
+        assert shares["jetson-03"] > shares["phone-1"]  # faster, more
+
+
+@pytest.mark.parametrize(
+    ("change", "status", "message"),
+    [
+        ({"plan": "ring"}, 2, "plan: 'ring' is not 'pipeline' or 'shares'"),
+        ({"total_samples": -1}, 2, "total_samples"),
+        ({"total_samples": 10**5}, 3, "the devices hold 4360 samples, the round needs 100000"),
+        ({"devices": []}, 2, "devices: must be a non-empty list"),
+    ],
+)
+def test_pac_plan_errors_keep_the_exit_statuses(
+    remote: str, change: dict[str, object], status: int, message: str
+) -> None:
+    doc = {**json.loads((PAC_EXAMPLES / "pac_shares.json").read_text()), **change}
+    for where in ((), ("--insecure", "--remote", remote)):
+        result = run_deft("schedule", *where, "-", stdin=json.dumps(doc))
+        assert result.returncode == status, result.stderr
+        assert message in result.stderr and result.stdout == ""
+
+
+def test_a_pipeline_no_fleet_can_hold_is_infeasible() -> None:
+    doc = json.loads((PAC_EXAMPLES / "pac_pipeline.json").read_text())
+    for device in doc["devices"]:
+        device["memory_bytes"] = 1e6
+    result = run_deft("schedule", "-", stdin=json.dumps(doc))
+    assert result.returncode == 3 and "cannot hold the backbone" in result.stderr

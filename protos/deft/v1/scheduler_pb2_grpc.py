@@ -32,8 +32,8 @@ if _version_not_supported:
 
 class SchedulerStub(object):
     """Decides, every round, which device trains which LoRA block and how much uplink bandwidth each
-    gets. Errors: INVALID_ARGUMENT names the malformed field; FAILED_PRECONDITION says why no
-    feasible allocation exists.
+    gets (Allocate), and PAC+'s pipeline and data-parallel plans. Errors: INVALID_ARGUMENT names
+    the malformed field; FAILED_PRECONDITION says why no feasible plan exists.
     """
 
     def __init__(self, channel):
@@ -47,15 +47,37 @@ class SchedulerStub(object):
                 request_serializer=lola__deft_dot_protos_dot_deft_dot_v1_dot_scheduler__pb2.AllocateRequest.SerializeToString,
                 response_deserializer=lola__deft_dot_protos_dot_deft_dot_v1_dot_scheduler__pb2.AllocateResponse.FromString,
                 _registered_method=True)
+        self.PlanPipeline = channel.unary_unary(
+                '/deft.v1.Scheduler/PlanPipeline',
+                request_serializer=lola__deft_dot_protos_dot_deft_dot_v1_dot_scheduler__pb2.PlanPipelineRequest.SerializeToString,
+                response_deserializer=lola__deft_dot_protos_dot_deft_dot_v1_dot_scheduler__pb2.PlanPipelineResponse.FromString,
+                _registered_method=True)
+        self.PlanShares = channel.unary_unary(
+                '/deft.v1.Scheduler/PlanShares',
+                request_serializer=lola__deft_dot_protos_dot_deft_dot_v1_dot_scheduler__pb2.PlanSharesRequest.SerializeToString,
+                response_deserializer=lola__deft_dot_protos_dot_deft_dot_v1_dot_scheduler__pb2.PlanSharesResponse.FromString,
+                _registered_method=True)
 
 
 class SchedulerServicer(object):
     """Decides, every round, which device trains which LoRA block and how much uplink bandwidth each
-    gets. Errors: INVALID_ARGUMENT names the malformed field; FAILED_PRECONDITION says why no
-    feasible allocation exists.
+    gets (Allocate), and PAC+'s pipeline and data-parallel plans. Errors: INVALID_ARGUMENT names
+    the malformed field; FAILED_PRECONDITION says why no feasible plan exists.
     """
 
     def Allocate(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PlanPipeline(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PlanShares(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -69,6 +91,16 @@ def add_SchedulerServicer_to_server(servicer, server):
                     request_deserializer=lola__deft_dot_protos_dot_deft_dot_v1_dot_scheduler__pb2.AllocateRequest.FromString,
                     response_serializer=lola__deft_dot_protos_dot_deft_dot_v1_dot_scheduler__pb2.AllocateResponse.SerializeToString,
             ),
+            'PlanPipeline': grpc.unary_unary_rpc_method_handler(
+                    servicer.PlanPipeline,
+                    request_deserializer=lola__deft_dot_protos_dot_deft_dot_v1_dot_scheduler__pb2.PlanPipelineRequest.FromString,
+                    response_serializer=lola__deft_dot_protos_dot_deft_dot_v1_dot_scheduler__pb2.PlanPipelineResponse.SerializeToString,
+            ),
+            'PlanShares': grpc.unary_unary_rpc_method_handler(
+                    servicer.PlanShares,
+                    request_deserializer=lola__deft_dot_protos_dot_deft_dot_v1_dot_scheduler__pb2.PlanSharesRequest.FromString,
+                    response_serializer=lola__deft_dot_protos_dot_deft_dot_v1_dot_scheduler__pb2.PlanSharesResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'deft.v1.Scheduler', rpc_method_handlers)
@@ -79,8 +111,8 @@ def add_SchedulerServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class Scheduler(object):
     """Decides, every round, which device trains which LoRA block and how much uplink bandwidth each
-    gets. Errors: INVALID_ARGUMENT names the malformed field; FAILED_PRECONDITION says why no
-    feasible allocation exists.
+    gets (Allocate), and PAC+'s pipeline and data-parallel plans. Errors: INVALID_ARGUMENT names
+    the malformed field; FAILED_PRECONDITION says why no feasible plan exists.
     """
 
     @staticmethod
@@ -100,6 +132,60 @@ class Scheduler(object):
             '/deft.v1.Scheduler/Allocate',
             lola__deft_dot_protos_dot_deft_dot_v1_dot_scheduler__pb2.AllocateRequest.SerializeToString,
             lola__deft_dot_protos_dot_deft_dot_v1_dot_scheduler__pb2.AllocateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PlanPipeline(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/deft.v1.Scheduler/PlanPipeline',
+            lola__deft_dot_protos_dot_deft_dot_v1_dot_scheduler__pb2.PlanPipelineRequest.SerializeToString,
+            lola__deft_dot_protos_dot_deft_dot_v1_dot_scheduler__pb2.PlanPipelineResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PlanShares(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/deft.v1.Scheduler/PlanShares',
+            lola__deft_dot_protos_dot_deft_dot_v1_dot_scheduler__pb2.PlanSharesRequest.SerializeToString,
+            lola__deft_dot_protos_dot_deft_dot_v1_dot_scheduler__pb2.PlanSharesResponse.FromString,
             options,
             channel_credentials,
             insecure,
