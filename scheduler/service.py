@@ -24,8 +24,10 @@ from lola_deft.protos.grpc_options import (
 from lola_deft.protos.identity import peer_of
 from lola_deft.protos.malformed import RejectMalformed
 from lola_deft.protos.metrics_endpoint import new_registry, serve_metrics
+from lola_deft.scheduler.allocation import Allocation
 from lola_deft.scheduler.convert import instance_from_request, response_from_allocation
 from lola_deft.scheduler.errors import InfeasibleError, InstanceError
+from lola_deft.scheduler.instance import Instance
 from lola_deft.scheduler.pac_convert import (
     PIPELINE_LABEL,
     SHARES_LABEL,
@@ -83,12 +85,12 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
                 "only the coordinator's certificate (urn:lola-deft:coordinator) may allocate",
             )
 
-    def _plan(self, context: grpc.ServicerContext, label: str, solve_plan: Callable[[], T]) -> T:
-        """A PAC+ plan, with Allocate's checks, error statuses and metrics."""
+    def _answer(self, context: grpc.ServicerContext, label: str, solve_it: Callable[[], T]) -> T:
+        """Run a solver: bad input is INVALID_ARGUMENT naming the field, no feasible answer is
+        FAILED_PRECONDITION saying why; every outcome is counted under `label`."""
         self._authorise(context, label)
-        started = time.perf_counter()
         try:
-            answer = solve_plan()
+            answer = solve_it()
         except InstanceError as error:
             self.metrics.requests.labels(label, "INVALID_ARGUMENT").inc()
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
@@ -96,6 +98,12 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
             self.metrics.requests.labels(label, "FAILED_PRECONDITION").inc()
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"infeasible: {error}")
         self.metrics.requests.labels(label, "OK").inc()
+        return answer
+
+    def _plan(self, context: grpc.ServicerContext, label: str, solve_plan: Callable[[], T]) -> T:
+        """A PAC+ plan, with Allocate's checks, error statuses and metrics."""
+        started = time.perf_counter()
+        answer = self._answer(context, label, solve_plan)
         self.metrics.solve.labels(label).observe(time.perf_counter() - started)
         return answer
 
@@ -120,21 +128,16 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
     def Allocate(
         self, request: scheduler_pb2.AllocateRequest, context: grpc.ServicerContext
     ) -> scheduler_pb2.AllocateResponse:
-        self._authorise(context, "")
         policy = request.policy or DEFAULT_POLICY
         label = known_policy(policy)  # every metric label: a fixed set, whatever was asked
         self.metrics.devices.set(len(request.devices))
-        try:
+        seed = request.seed if request.HasField("seed") else None
+
+        def allocate() -> tuple[Instance, Allocation]:
             instance = instance_from_request(request)
-            seed = request.seed if request.HasField("seed") else None
-            allocation = solve(instance, policy, seed=seed)
-        except InstanceError as error:
-            self.metrics.requests.labels(label, "INVALID_ARGUMENT").inc()
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
-        except InfeasibleError as error:
-            self.metrics.requests.labels(label, "FAILED_PRECONDITION").inc()
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"infeasible: {error}")
-        self.metrics.requests.labels(label, "OK").inc()
+            return instance, solve(instance, policy, seed=seed)
+
+        instance, allocation = self._answer(context, label, allocate)
         self.metrics.solve.labels(label).observe(allocation.solve_seconds)
         log.info(
             "allocated %d blocks over %d devices with %s: latency %.4g s in %.2f ms",
