@@ -420,6 +420,13 @@ def add_centralized_command(subparsers: Any) -> None:
         "--steps", dest="rounds", type=positive_int, help="the same as --rounds: Adam steps"
     )
     parser.add_argument(
+        "--method",
+        choices=("lola", "pac"),
+        default="lola",
+        help="lola: LoRA through the whole backbone (default); pac: PAC+'s parallel adapters "
+        "over backbone states cached once (the backbone never runs backward)",
+    )
+    parser.add_argument(
         "--out",
         type=Path,
         default=None,
@@ -444,7 +451,18 @@ def run_centralized(args: argparse.Namespace) -> int:
             flush=True,
         )
 
-    records = train_centralized(config, on_step=show)
+    if args.method == "pac":
+        from lola_deft.cli.common import TRAINING_DEFAULTS
+        from lola_deft.server.centralized_pac import PAC_LEARNING_RATE, train_centralized_pac
+
+        if args.lr == TRAINING_DEFAULTS["lr"]:  # LoRA's default is too high for the side network
+            config.learning_rate = PAC_LEARNING_RATE
+            print(f"PAC: learning rate {PAC_LEARNING_RATE:g} (--lr to choose another)", flush=True)
+
+        records = train_centralized_pac(config, on_step=show)
+        print(f"activation cache filled in {records[0]['cache_fill_seconds']:.2f} s", flush=True)
+    else:
+        records = train_centralized(config, on_step=show)
     baseline = records[0]["eval"]
     print(
         f"metric ({baseline['metric_name']}) before: {baseline['metric']:.4f}  "
@@ -454,6 +472,6 @@ def run_centralized(args: argparse.Namespace) -> int:
         from lola_deft.server.provenance import provenance
 
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        document = {"provenance": provenance(config), "steps": records}
+        document = {"provenance": provenance(config), "method": args.method, "steps": records}
         args.out.write_text(json.dumps(document, indent=1))
     return 0
