@@ -460,7 +460,8 @@ def run_centralized(args: argparse.Namespace) -> int:
             print(f"PAC: learning rate {PAC_LEARNING_RATE:g} (--lr to choose another)", flush=True)
 
         records = train_centralized_pac(config, on_step=show)
-        print(f"activation cache filled in {records[0]['cache_fill_seconds']:.2f} s", flush=True)
+        passes = records[-1]["backbone_passes"]
+        print(f"the backbone ran once for each of {passes} samples, never backward", flush=True)
     else:
         records = train_centralized(config, on_step=show)
     baseline = records[0]["eval"]

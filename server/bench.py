@@ -10,6 +10,7 @@
 6. The emulated wireless testbed (root only): measured versus modelled upload times.
 7. Load: 500 fake agents for 60 s against a real coordinator and scheduler (load_bench.py).
 8. Faults: an agent SIGKILLed mid-round and the scheduler SIGKILLed (fault_bench.py).
+9. PAC+ against LoRA on one device: step time, memory, metric at equal steps (pac_bench.py).
 Targets are checked at the end (PASS/FAIL); results go to bench-results/system.json.
 """
 
@@ -200,7 +201,7 @@ def bench_accuracy(rounds: int, out: Path) -> dict[str, Any]:
     }
 
 
-PARTS = ("blocks", "streaming", "coordinator", "load", "faults", "accuracy", "testbed")
+PARTS = ("blocks", "streaming", "coordinator", "load", "faults", "accuracy", "testbed", "pac")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -283,6 +284,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(format_report(results["testbed"]))
         else:
             print(f"\n(6) testbed skipped: {results['testbed']['skipped']}")
+    if "pac" in parts:
+        from lola_deft.server.pac_bench import bench_pac, print_pac
+
+        log("(9) PAC+ against LoRA")
+        results["pac"] = bench_pac(args.quick)
+        print_pac(results["pac"])
     verdicts = targets(results)
     print("\ntargets:")
     for line in verdicts:
@@ -355,6 +362,10 @@ def targets(results: dict[str, Any]) -> list[str]:
                 f"{100 * error:.1f}% of the measured one after 5 demo rounds (median "
                 "|modelled - measured| / measured per device-round; target <= 15%)"
             )
+    if "pac" in results:
+        from lola_deft.server.pac_bench import pac_targets
+
+        lines.extend(pac_targets(results["pac"]))
     return lines
 
 
