@@ -20,7 +20,7 @@ import json
 import os
 import platform
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -56,6 +56,11 @@ def saved_tensor_bytes(
     loaded: LoadedModel, block: int | None, batch: Mapping[str, torch.Tensor]
 ) -> int:
     """Bytes autograd saves for backward in one iteration on `block` (None: every block)."""
+    return saved_bytes(lambda: block_gradient(loaded, block, [batch]))
+
+
+def saved_bytes(step: Callable[[], object]) -> int:
+    """Bytes autograd saves for backward while `step` runs (its activation memory)."""
     total = 0
 
     def pack(tensor: torch.Tensor) -> torch.Tensor:
@@ -64,7 +69,7 @@ def saved_tensor_bytes(
         return tensor
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        block_gradient(loaded, block, [batch])
+        step()
     return total
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from lola_deft.device_agent.profiler import saved_tensor_bytes
+from lola_deft.device_agent.profiler import saved_bytes, saved_tensor_bytes
 from lola_deft.ml.batching import BatchSampler, encode
 from lola_deft.ml.glue import EMBEDDED_TASK_DIR, read_split, task_spec
 from lola_deft.ml.model import default_model_dir, load_model
@@ -74,15 +74,7 @@ def pac_costs(name: str, model_dir: Path, batch_size: int, length: int, repeats:
         task_loss(adapters(states, mask), labels).backward()
 
     warm = _median_seconds(step, max(repeats, 5))
-    saved = 0
-
-    def pack(tensor: torch.Tensor) -> torch.Tensor:
-        nonlocal saved
-        saved += tensor.numel() * tensor.element_size()
-        return tensor
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        step()
+    saved = saved_bytes(step)
     parameters = 4 * sum(p.numel() for p in adapters.parameters())
     # Only a sample's real tokens are cached (float16 by default).
     tokens = float(batch["attention_mask"].sum()) / batch_size
