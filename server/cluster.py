@@ -203,6 +203,10 @@ class Cluster:
             host,
             "--port",
             str(port),
+            # Any free data port (agents learn it when they register): "next" could find
+            # --port + 1 taken by another process's connection, and a restart needs none fixed.
+            "--data-port",
+            "0",
             "--scheduler",
             self.scheduler_address,
             *self.security("coordinator"),
