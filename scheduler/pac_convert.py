@@ -17,9 +17,9 @@ from google.protobuf import json_format
 from lola_deft.protos.deft.v1 import scheduler_pb2
 from lola_deft.scheduler.errors import InstanceError
 from lola_deft.scheduler.pac_planner import (
+    MAX_UNITS,
     PipelineDevice,
     PipelineInstance,
-    MAX_UNITS,
     PipelinePlan,
     SharesPlan,
     plan_pipeline,

@@ -58,9 +58,7 @@ class PipelineInstance:
     def __post_init__(self) -> None:
         units = len(self.unit_seconds)
         if units == 0 or units > MAX_UNITS or len(self.unit_bytes) != units:
-            raise InstanceError(
-                "unit_bytes", f"need one entry per unit, and 1..{MAX_UNITS} units"
-            )
+            raise InstanceError("unit_bytes", f"need one entry per unit, and 1..{MAX_UNITS} units")
         for name in ("unit_seconds", "unit_bytes"):
             if any(not math.isfinite(v) or v < 0 for v in getattr(self, name)):
                 raise InstanceError(name, "must be finite and >= 0")

@@ -32,9 +32,7 @@ EVAL_BATCH = 64
 PAC_LEARNING_RATE = 1e-3
 
 
-def cached_split(
-    backbone: torch.nn.Module, data: EncodedSplit, key: CacheKey
-) -> CachedStates:
+def cached_split(backbone: torch.nn.Module, data: EncodedSplit, key: CacheKey) -> CachedStates:
     """States kept in memory as they are computed (one device, no budget to share)."""
     return CachedStates(backbone, data, ActivationCache(key, None, 1 << 62, 0))
 

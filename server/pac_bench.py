@@ -21,8 +21,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from lola_deft.device_agent.profiler import saved_bytes, saved_tensor_bytes
 from lola_deft.ml.batching import BatchSampler, encode
 from lola_deft.ml.glue import EMBEDDED_TASK_DIR, read_split, task_spec
@@ -30,7 +28,6 @@ from lola_deft.ml.model import default_model_dir, load_model
 from lola_deft.ml.pac_training import backbone_states, task_loss
 from lola_deft.ml.parallel_adapters import AdapterShape, ParallelAdapters, load_backbone
 from lola_deft.ml.random_encoder import make_random_encoder
-from lola_deft.ml.training import block_gradient
 from lola_deft.server.block_costs import log, timed
 
 MiB = 2**20

@@ -69,6 +69,7 @@ from lola_deft.server.training_state import (
 log = logging.getLogger("deft.coordinator")
 T = TypeVar("T")
 
+
 def caller(context: grpc.aio.ServicerContext) -> Peer:
     """Who the TLS handshake proved the caller to be (nobody, on plaintext)."""
     return peer_of(context.auth_context())

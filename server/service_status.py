@@ -46,5 +46,3 @@ def status_of(error: CoordinatorError) -> grpc.StatusCode:
 def reason(error: CoordinatorError) -> str:
     """Metric label of a refusal: the error's class in snake case."""
     return re.sub(r"(?<!^)(?=[A-Z])", "_", type(error).__name__).lower()
-
-
