@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import threading
 import time
 from pathlib import Path
 
@@ -15,12 +16,14 @@ import grpc
 import numpy as np
 import pytest
 
+from lola_deft.device_agent.connection import CoordinatorConnection
 from lola_deft.device_agent.data_link import DataLink, DataPortUnreachable, TransferRefused
 from lola_deft.ml.model import model_fingerprint
 from lola_deft.protos.bulk import MAGIC, MAX_FRAME_BYTES
 from lola_deft.protos.credentials import PLAINTEXT
 from lola_deft.protos.deft.v1 import coordinator_pb2 as pb
 from lola_deft.protos.deft.v1 import coordinator_pb2_grpc
+from lola_deft.protos.grpc_options import COORDINATOR_MAX_MESSAGE_BYTES
 from lola_deft.server import data_port
 from lola_deft.server.service import RunningCoordinator
 from tests.helpers import eventually
@@ -229,3 +232,27 @@ def test_an_unreachable_data_port_is_reported_before_anything_is_sent() -> None:
         link = DataLink("127.0.0.1", port, PLAINTEXT)
         with pytest.raises(DataPortUnreachable, match=r"data port 127\.0\.0\.1"):
             link.download(pb.WeightsRequest(session="s", round=1), timeout_s=5)
+
+
+def test_an_unreachable_data_port_falls_back_to_grpc(tiny_model_dir: Path, tmp_path: Path) -> None:
+    with one_round_coordinator(tiny_model_dir, tmp_path) as running:
+        connection = CoordinatorConnection(
+            f"127.0.0.1:{running.port}", PLAINTEXT, COORDINATOR_MAX_MESSAGE_BYTES, threading.Event()
+        )
+        try:
+            welcome = connection.register(
+                pb.RegisterRequest(
+                    device_id="dev0", model_fingerprint=model_fingerprint(tiny_model_dir)
+                )
+            )
+            assert welcome.data_port == running.data_port and connection.data_link is not None
+            with socket.socket() as closed:
+                closed.bind(("127.0.0.1", 0))  # bound, not listening: connections are refused
+                connection.data_link = DataLink("127.0.0.1", closed.getsockname()[1], PLAINTEXT)
+                with pytest.raises(grpc.RpcError) as caught:
+                    connection.download(1)  # no round runs yet: gRPC's own answer says so
+            assert connection.data_link is None  # gRPC from now on
+            assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            assert "not running" in (caught.value.details() or "")
+        finally:
+            connection.close()
