@@ -155,8 +155,12 @@ class ActivationCache:
             self.stats.memory_samples += 1
             return True
         if self.folder is not None and self.stats.disk_bytes + size <= self.disk_budget_bytes:
-            self._write(index, stored)
-            return True
+            try:
+                self._write(index, stored)
+                return True
+            except OSError as error:  # a full or failing disk: a miss, never a crash
+                log.warning("activation cache: cannot write to %s: %s", self.folder, error)
+                self.disk_budget_bytes = self.stats.disk_bytes
         if not self._warned:
             log.warning(
                 "activation cache full (memory %d MiB, disk %d MiB): samples beyond it are "
@@ -173,8 +177,12 @@ class ActivationCache:
         assert self.folder is not None
         path = self.folder / f"s{index:08d}{_SUFFIX}"
         temporary = path.with_suffix(".tmp")
-        save_file(stored, str(temporary))
-        os.replace(temporary, path)
+        try:
+            save_file(stored, str(temporary))
+            os.replace(temporary, path)
+        except OSError:
+            temporary.unlink(missing_ok=True)
+            raise
         self._disk[index] = path
         self.stats.disk_bytes += path.stat().st_size
         self.stats.disk_samples += 1

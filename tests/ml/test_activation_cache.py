@@ -90,3 +90,17 @@ def test_batches_are_padded_and_masked() -> None:
     states, mask = pad_batch([sample(0, tokens=2), sample(1, tokens=5)])
     assert states.shape == (2, 4, 5, 16) and mask.sum(dim=1).tolist() == [2, 5]
     assert float(states[0, :, 2:].abs().sum()) == 0.0
+
+
+def test_a_disk_that_fails_turns_writes_into_misses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import safetensors.numpy
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    cache = ActivationCache(KEY, tmp_path, memory_budget_bytes=0, disk_budget_bytes=1 << 20)
+    monkeypatch.setattr(safetensors.numpy, "save_file", full)
+    assert not cache.put(0, sample(0)) and not cache.put(1, sample(1))
+    assert cache.get(0) is None and not list(cache.folder.glob("*.tmp"))  # type: ignore[union-attr]
