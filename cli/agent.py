@@ -98,6 +98,34 @@ def add_agent_command(subparsers: Any) -> None:
         "$LOLA_DEFT_CACHE/profiles, else ~/.cache/lola-deft/profiles)",
     )
     parser.add_argument(
+        "--activation-cache",
+        type=Path,
+        default=None,
+        help="--method pac runs: folder for the backbone states of this device's samples, "
+        "reused across restarts while model, task, shard and length match (default: "
+        "$LOLA_DEFT_CACHE/activations, else ~/.cache/lola-deft/activations)",
+    )
+    parser.add_argument(
+        "--cache-memory",
+        type=byte_size,
+        default=512 * 2**20,
+        help="--method pac: memory the activation cache may hold, e.g. 512Mi (default), 2Gi",
+    )
+    parser.add_argument(
+        "--cache-disk",
+        type=byte_size,
+        default=4 * 2**30,
+        help="--method pac: disk the activation cache may use beyond its memory, e.g. 4Gi "
+        "(default); samples beyond both budgets run the backbone every epoch",
+    )
+    parser.add_argument(
+        "--cache-storage",
+        choices=("float32", "float16", "int8"),
+        default="float16",
+        help="--method pac: how cached states are stored (float16: half of float32; int8: a "
+        "quarter, one scale per token and layer)",
+    )
+    parser.add_argument(
         "--threads", type=non_negative_int, default=0, help="torch threads (0: torch's default)"
     )
     parser.add_argument(
@@ -176,6 +204,10 @@ def run_agent(args: argparse.Namespace) -> int:
         path_loss=args.path_loss,
         seed=args.seed,
         profile_cache=args.profile_cache,
+        activation_cache=args.activation_cache,
+        cache_memory_bytes=args.cache_memory,
+        cache_disk_bytes=args.cache_disk,
+        cache_storage=args.cache_storage,
         max_message_bytes=args.max_message_mb * MEBIBYTE,
         max_backoff_s=args.max_backoff,
         connect_timeout_s=args.connect_timeout,

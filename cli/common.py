@@ -94,6 +94,13 @@ def task_name(text: str) -> str:
     return key
 
 
+def method_name(text: str) -> str:
+    """--method: lola or pac."""
+    if text not in ("lola", "pac"):  # lola_deft.server.settings.METHODS (server-only import)
+        raise argparse.ArgumentTypeError(f"unknown method {text!r}; choose from lola, pac")
+    return text
+
+
 def policy_name(text: str) -> str:
     """A scheduling policy, checked when the flags are read (not at round 1, after profiling)."""
     try:
@@ -166,12 +173,13 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 # One set of defaults for the coordinator, the demo and the centralized baseline, so that runs
 # compared "with the same settings" are.
 TRAINING_DEFAULTS: dict[str, Any] = {
+    "method": "lola",
     "task": "sst2",
     "rounds": 20,
     "local_iterations": 2,
     "batch_size": 16,
     "max_seq_length": 32,
-    "lr": 5e-3,
+    "lr": None,  # the method's own (server.settings.LEARNING_RATES)
     "lora_rank": 8,
     "lora_alpha": 16.0,
     "lora_targets": "query,value",
@@ -212,12 +220,18 @@ def lora_targets(text: str) -> str:
 
 # (setting, its flag's type, its help): one declaration per setting, defaults above.
 TRAINING_ARGUMENTS: tuple[tuple[str, Callable[[str], Any], str], ...] = (
+    (
+        "method",
+        method_name,
+        "what is trained: lola (LoRA blocks, one per device: LoLa-DEFT) or pac (PAC+'s "
+        "parallel adapters over backbone states each device caches once)",
+    ),
     ("task", task_name, "GLUE task: cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte"),
     ("rounds", positive_int, "training rounds: one Adam step each (the baseline's steps)"),
     ("local_iterations", positive_int, "M: mini-batches each device trains per round"),
     ("batch_size", positive_int, "sentences per mini-batch"),
     ("max_seq_length", positive_int, "tokens per example; longer ones are cut"),
-    ("lr", positive_float, "Adam learning rate"),
+    ("lr", positive_float, "Adam learning rate (default: 5e-3 for lola, 1e-3 for pac)"),
     ("lora_rank", positive_int, "LoRA rank r"),
     ("lora_alpha", positive_float, "LoRA scaling alpha (the update is scaled by alpha/r)"),
     ("lora_targets", lora_targets, "comma-separated module names that get LoRA adapters"),
@@ -238,6 +252,7 @@ def training_settings(args: argparse.Namespace) -> dict[str, Any]:
     """TrainingSettings fields from add_training_arguments' flags."""
     from lola_deft.ml.glue import EMBEDDED_TASK_DIR
     from lola_deft.ml.model import LoraSettings, default_model_dir
+    from lola_deft.server.settings import LEARNING_RATES
 
     return {
         "model_dir": args.model or default_model_dir(),
@@ -247,7 +262,8 @@ def training_settings(args: argparse.Namespace) -> dict[str, Any]:
         "local_iterations": args.local_iterations,
         "batch_size": args.batch_size,
         "max_seq_length": args.max_seq_length,
-        "learning_rate": args.lr,
+        "learning_rate": args.lr if args.lr is not None else LEARNING_RATES[args.method],
+        "method": args.method,
         "lora": LoraSettings(args.lora_rank, args.lora_alpha, tuple(args.lora_targets.split(","))),
         "eval_every": args.eval_every,
         "seed": args.seed,

@@ -250,9 +250,16 @@ def liveness_seconds(text: str) -> float:
 
 def _coordinator_errors() -> tuple[type[Exception], ...]:
     from lola_deft.server.runs import RunError
+    from lola_deft.server.settings import SettingsError
     from lola_deft.server.training_state import CheckpointError
 
-    return (*model_and_data_errors(), CheckpointError, RunError)
+    return (*model_and_data_errors(), CheckpointError, RunError, SettingsError)
+
+
+def _centralized_errors() -> tuple[type[Exception], ...]:
+    from lola_deft.server.settings import SettingsError
+
+    return (*model_and_data_errors(), SettingsError)
 
 
 @user_errors("coordinator", _coordinator_errors)
@@ -420,13 +427,6 @@ def add_centralized_command(subparsers: Any) -> None:
         "--steps", dest="rounds", type=positive_int, help="the same as --rounds: Adam steps"
     )
     parser.add_argument(
-        "--method",
-        choices=("lola", "pac"),
-        default="lola",
-        help="lola: LoRA through the whole backbone (default); pac: PAC+'s parallel adapters "
-        "over backbone states cached once (the backbone never runs backward)",
-    )
-    parser.add_argument(
         "--out",
         type=Path,
         default=None,
@@ -435,7 +435,7 @@ def add_centralized_command(subparsers: Any) -> None:
     parser.set_defaults(handler=run_centralized)
 
 
-@user_errors("centralized", model_and_data_errors)
+@user_errors("centralized", _centralized_errors)
 def run_centralized(args: argparse.Namespace) -> int:
     setup_logging()
     from lola_deft.server.centralized import CentralizedConfig, final_metric, train_centralized
@@ -451,14 +451,10 @@ def run_centralized(args: argparse.Namespace) -> int:
             flush=True,
         )
 
-    if args.method == "pac":
-        from lola_deft.cli.common import TRAINING_DEFAULTS
-        from lola_deft.server.centralized_pac import PAC_LEARNING_RATE, train_centralized_pac
+    if config.method == "pac":
+        from lola_deft.server.centralized_pac import train_centralized_pac
 
-        if args.lr == TRAINING_DEFAULTS["lr"]:  # LoRA's default is too high for the side network
-            config.learning_rate = PAC_LEARNING_RATE
-            print(f"PAC: learning rate {PAC_LEARNING_RATE:g} (--lr to choose another)", flush=True)
-
+        print(f"PAC+: learning rate {config.learning_rate:g} (--lr to choose another)", flush=True)
         records = train_centralized_pac(config, on_step=show)
         passes = records[-1]["backbone_passes"]
         print(f"the backbone ran once for each of {passes} samples, never backward", flush=True)
@@ -473,6 +469,6 @@ def run_centralized(args: argparse.Namespace) -> int:
         from lola_deft.server.provenance import provenance
 
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        document = {"provenance": provenance(config), "method": args.method, "steps": records}
+        document = {"provenance": provenance(config), "method": config.method, "steps": records}
         args.out.write_text(json.dumps(document, indent=1))
     return 0

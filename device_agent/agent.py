@@ -23,10 +23,12 @@ from lola_deft.device_agent.connection import (
     SessionLost,
 )
 from lola_deft.device_agent.metrics import AgentMetrics
+from lola_deft.device_agent.pac_worker import SideNetworkWorker
 from lola_deft.device_agent.settings import AgentConfig
 from lola_deft.device_agent.worker import (
     BlockWorker,
     DeviceUnavailable,
+    SetupError,
     available_memory,
     resolve_device,
 )
@@ -34,6 +36,7 @@ from lola_deft.protos.deft.v1 import coordinator_pb2
 
 __all__ = ["AgentConfig", "DeviceAgent", "DeviceUnavailable", "available_memory", "resolve_device"]
 log = logging.getLogger("deft.agent")
+PAC_CAPABILITY = "pac"  # this agent can train PAC+'s parallel adapters (server.coordinator's)
 
 
 class DeviceAgent:
@@ -41,7 +44,9 @@ class DeviceAgent:
         self.config = config
         self.stop = threading.Event()
         self.metrics = AgentMetrics(config.device_id)
-        self.worker = BlockWorker(config, self.metrics)
+        self.lora = BlockWorker(config, self.metrics)
+        self.pac: SideNetworkWorker | None = None  # built when a --method pac run asks for it
+        self.worker: BlockWorker | SideNetworkWorker = self.lora
         self.rounds_trained = 0
         self.next_round = 0  # the round to report for next
         self.metrics_port = (
@@ -98,11 +103,12 @@ class DeviceAgent:
                 device_id=self.config.device_id,
                 hardware=self.config.hardware,
                 agent_version=__version__,
-                capabilities=self.worker.capabilities,
-                model_fingerprint=self.worker.fingerprint,
+                capabilities=[*self.lora.capabilities, PAC_CAPABILITY],
+                model_fingerprint=self.lora.fingerprint,
             )
         )
         # Heartbeats already run: loading and profiling take a while, and we are alive meanwhile.
+        self.worker = self.worker_for(setup.method or "lola")
         self.worker.prepare(setup)
         log.info(
             "%s: registered (session %s), coordinator at round %d",
@@ -111,6 +117,17 @@ class DeviceAgent:
             setup.round,
         )
         return setup
+
+    def worker_for(self, method: str) -> BlockWorker | SideNetworkWorker:
+        """LoRA blocks, or PAC+'s side network (sharing the device and the channel)."""
+        if method == "lola":
+            return self.lora
+        if method == "pac":
+            if self.pac is None:
+                lora = self.lora
+                self.pac = SideNetworkWorker(self.config, self.metrics, lora.device, lora.channel)
+            return self.pac
+        raise SetupError(f"the coordinator trains with method {method!r}; upgrade this agent")
 
     def serve_rounds(self, round_number: int) -> bool:
         """Returns True when training is finished."""

@@ -69,6 +69,38 @@ class AgentMetrics:
             registry=r,
         )
 
+        self.cache_hits = Counter(
+            "deft_agent_cache_hits_total",
+            "PAC+: samples whose backbone states came from the activation cache",
+            labels,
+            registry=r,
+        )
+        self.cache_misses = Counter(
+            "deft_agent_cache_misses_total",
+            "PAC+: samples that went through the backbone (first epoch, or no room cached)",
+            labels,
+            registry=r,
+        )
+        self.cache_bytes = Gauge(
+            "deft_agent_cache_bytes",
+            "PAC+: bytes of cached backbone states, in memory and on disk",
+            ["device", "where"],
+            registry=r,
+        )
+        self.cache_samples = Gauge(
+            "deft_agent_cache_samples",
+            "PAC+: samples whose states are cached, in memory and on disk",
+            ["device", "where"],
+            registry=r,
+        )
+        self.cache_fraction = Gauge(
+            "deft_agent_cache_fraction",
+            "PAC+: share of this device's samples whose states are cached (1: the backbone is "
+            "no longer needed)",
+            labels,
+            registry=r,
+        )
+
     def contact(self) -> None:
         """The coordinator just answered: `deft health --agent` reads how long ago."""
         self.last_contact.labels(self.device_id).set_to_current_time()

@@ -28,6 +28,12 @@ class AgentConfig:
     path_loss: float = 1e-3
     seed: int = 0
     profile_cache: Path | None = None
+    # PAC+'s activation cache (--method pac runs): where its disk part lives (None: the default
+    # cache folder's activations/), its budgets, and how states are stored.
+    activation_cache: Path | None = None
+    cache_memory_bytes: float = 512 * 2**20
+    cache_disk_bytes: float = 4 * 2**30
+    cache_storage: str = "float16"
     max_backoff_s: float = 30.0
     connect_timeout_s: float = 10.0  # one try at reaching the coordinator
     connect_attempts: int = 5  # tries before giving up at start-up (0: keep trying)

@@ -12,13 +12,13 @@ import numpy as np
 import psutil
 import torch
 
-from lola_deft.device_agent.channel import EmulatedChannel, MeasuredChannel
+from lola_deft.device_agent.channel import ChannelReading, EmulatedChannel, MeasuredChannel
 from lola_deft.device_agent.live_profile import LiveProfile
 from lola_deft.device_agent.metrics import AgentMetrics
 from lola_deft.device_agent.profiler import BlockProfile, load_or_measure
 from lola_deft.device_agent.settings import AgentConfig
 from lola_deft.ml.batching import BatchSampler, encode
-from lola_deft.ml.glue import DataError, read_split, shard_indices, task_spec
+from lola_deft.ml.glue import DataError, Split, read_split, shard_indices, task_spec
 from lola_deft.ml.model import LoadedModel, LoraSettings, load_model, model_fingerprint
 from lola_deft.ml.training import block_gradient
 from lola_deft.protos.deft.v1 import coordinator_pb2
@@ -54,6 +54,42 @@ def available_memory(device: torch.device, limit: float | None, resident: float 
         free = float(psutil.virtual_memory().available)
     total = free + resident
     return min(total, limit) if limit else total
+
+
+def channel_state(reading: ChannelReading) -> coordinator_pb2.ChannelState:
+    return coordinator_pb2.ChannelState(
+        channel_gain=reading.channel_gain,
+        snr_db=reading.snr_db,
+        spectral_efficiency=reading.spectral_efficiency,
+        measured_uplink_bps=reading.measured_uplink_bps,
+    )
+
+
+def shard_of(config: AgentConfig, setup: coordinator_pb2.RegisterResponse) -> int:
+    """This agent's data shard: --shard I/N, or for --shard auto/N its registration order."""
+    if config.shard < 0:
+        return setup.agent_index % config.num_shards
+    return config.shard
+
+
+def upload_dtype_of(setup: coordinator_pb2.RegisterResponse) -> str:
+    """The dtype the coordinator wants uploads in (empty: one that predates the field)."""
+    dtype = setup.upload_dtype or "float32"
+    if dtype not in ALLOWED_DTYPES:
+        raise SetupError(
+            f"the coordinator asks for {dtype!r} uploads; this agent sends "
+            f"{', '.join(ALLOWED_DTYPES)} (upgrade it)"
+        )
+    return dtype
+
+
+def local_split(config: AgentConfig, task: str, shard: int) -> Split:
+    """This device's own training examples: its shard of its local copy of the task."""
+    spec = task_spec(task)
+    train = read_split(config.data_dir, spec, "train")
+    return train.subset(
+        shard_indices(train.labels, config.num_shards, shard, mode=config.shard_mode, seed=17)
+    )
 
 
 @dataclass
@@ -96,16 +132,8 @@ class BlockWorker:
     def prepare(self, setup: coordinator_pb2.RegisterResponse) -> None:
         """Load model, local data shard and profile once per training setup."""
         lora = LoraSettings(setup.lora_rank, setup.lora_alpha, tuple(setup.lora_target_modules))
-        shard = self.config.shard
-        if shard < 0:  # --shard auto/N
-            shard = setup.agent_index % self.config.num_shards
-        dtype = setup.upload_dtype or "float32"  # empty: a coordinator that predates the field
-        if dtype not in ALLOWED_DTYPES:
-            raise SetupError(
-                f"the coordinator asks for {dtype!r} uploads; this agent sends "
-                f"{', '.join(ALLOWED_DTYPES)} (upgrade it)"
-            )
-        self.upload_dtype = dtype
+        shard = shard_of(self.config, setup)
+        self.upload_dtype = upload_dtype_of(setup)
         key = (lora, setup.task, setup.num_labels, setup.batch_size, setup.max_seq_length, shard)
         if key == self.setup_key:
             return
@@ -114,11 +142,7 @@ class BlockWorker:
         self.loaded = load_model(config.model_dir, setup.num_labels, lora, seed=config.seed)
         self.loaded.model.to(self.device)
         self.weight_bytes = float(self.loaded.weight_bytes())
-        spec = task_spec(setup.task)
-        train = read_split(config.data_dir, spec, "train")
-        mine = train.subset(
-            shard_indices(train.labels, config.num_shards, shard, mode=config.shard_mode, seed=17)
-        )
+        mine = local_split(config, setup.task, shard)
         data = encode(self.loaded.tokenizer, mine, setup.max_seq_length)
         self.sampler = BatchSampler(data, setup.batch_size, seed=config.seed + 1000 * shard)
         identity = {
@@ -175,12 +199,7 @@ class BlockWorker:
             round=round_number,
             available_memory_bytes=memory,
             compute_factor=self.live.factor,
-            channel=coordinator_pb2.ChannelState(
-                channel_gain=reading.channel_gain,
-                snr_db=reading.snr_db,
-                spectral_efficiency=reading.spectral_efficiency,
-                measured_uplink_bps=reading.measured_uplink_bps,
-            ),
+            channel=channel_state(reading),
             block_costs=[
                 coordinator_pb2.BlockCost(block=b + 1, seconds_per_iteration=s, peak_memory_bytes=m)
                 for b, (s, m) in enumerate(

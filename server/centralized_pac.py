@@ -25,16 +25,22 @@ from lola_deft.ml.model import content_digest
 from lola_deft.ml.pac_training import CachedStates, adapter_gradient, task_loss
 from lola_deft.ml.parallel_adapters import AdapterShape, ParallelAdapters, load_backbone
 from lola_deft.server.centralized import CentralizedConfig
+from lola_deft.server.settings import LEARNING_RATES
 
 EVAL_BATCH = 64
 # The side network diverges at LoRA's default 5e-3 on the embedded task; 1e-3 trains it
 # steadily (measured: 0.97 accuracy after 200 steps of 2 x 16 samples).
-PAC_LEARNING_RATE = 1e-3
+PAC_LEARNING_RATE = LEARNING_RATES["pac"]
 
 
-def cached_split(backbone: torch.nn.Module, data: EncodedSplit, key: CacheKey) -> CachedStates:
+def cached_split(
+    backbone: torch.nn.Module,
+    data: EncodedSplit,
+    key: CacheKey,
+    loader: Callable[[], torch.nn.Module] | None = None,
+) -> CachedStates:
     """States kept in memory as they are computed (one device, no budget to share)."""
-    return CachedStates(backbone, data, ActivationCache(key, None, 1 << 62, 0))
+    return CachedStates(backbone, data, ActivationCache(key, None, 1 << 62, 0), loader=loader)
 
 
 def evaluate_adapters(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from lola_deft.server.settings import TrainingSettings
+from lola_deft.server.settings import SettingsError, TrainingSettings
 
 
 @dataclass
@@ -46,3 +46,11 @@ class CoordinatorConfig(TrainingSettings):
     # (after head_warmup_rounds rounds of "every").
     head_training: str = "every"
     head_warmup_rounds: int = 3
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.method == "pac" and self.head_training != "every":
+            raise SettingsError(
+                f"--head-training {self.head_training} is a LoRA choice: with --method pac every "
+                "device uploads the whole side network, head included (use --head-training every)"
+            )

@@ -26,6 +26,13 @@ from lola_deft.server.messages import (
 from lola_deft.server.registry import AgentRegistry
 from lola_deft.server.validation import validate_header, validate_registration
 
+PAC_CAPABILITY = "pac"  # an agent that can train PAC+'s parallel adapters says so
+
+
+def config_needs_pac(method: str, capabilities: tuple[str, ...]) -> bool:
+    """A --method pac run, and an agent that would train LoRA blocks in it (refused)."""
+    return method == "pac" and PAC_CAPABILITY not in capabilities
+
 
 class Coordinator:
     def __init__(
@@ -52,6 +59,11 @@ class Coordinator:
                 f"model_fingerprint: the agent loaded {quote(registration.model_fingerprint)}, "
                 "another base model than the coordinator trains; load the same model directory"
             )
+        if config_needs_pac(self.config.method, registration.capabilities):
+            raise Incompatible(
+                "capabilities: this run trains PAC+'s parallel adapters (--method pac) and the "
+                f"agent does not offer {PAC_CAPABILITY!r}; upgrade it"
+            )
         identity = peer.certificate_sha256 if self.enrolment.require_identity else None
         record = self.registry.register(registration, identity)
         config = self.config
@@ -70,6 +82,7 @@ class Coordinator:
             round=self.engine.next_round,
             agent_index=record.index,
             upload_dtype=config.upload_dtype,
+            method=config.method,
         )
 
     def authenticate(self, session: str, peer: Peer = PLAINTEXT_PEER) -> str:

@@ -71,7 +71,7 @@ def run_demo(args: argparse.Namespace) -> int:
         )
         return 2
     blocks = model_blocks(args.model)
-    if blocks is not None and args.agents < blocks:
+    if args.method == "lola" and blocks is not None and args.agents < blocks:
         print(
             f"deft demo: error: the model has {blocks} LoRA blocks and every block needs its "
             f"own device each round: use --agents {blocks} or more",
@@ -110,6 +110,8 @@ def run_demo(args: argparse.Namespace) -> int:
                 "1",
                 "--threads",
                 "1",
+                # PAC+: a round's slots are the demo's agents (each trains the side network).
+                *(["--min-agents", str(args.agents)] if args.method == "pac" else []),
             )
             assert match is not None
             write_run_file(args, run_dir / RUN_FILE)
@@ -178,6 +180,8 @@ def _start_agent(
         str(index),
         "--threads",
         "1",
+        # PAC+: the backbone states stay beside the demo's runs (a second demo starts warm).
+        *(["--activation-cache", str(args.out / "activations")] if args.method == "pac" else []),
         ready=None,
     )
     say(
@@ -226,7 +230,7 @@ def _progress(rounds: int) -> Iterator[_Progress]:
 
 
 START_UP = re.compile(
-    r"loading the model|profiling \d+ blocks|profile (cached|measured)|registered|error"
+    r"loading the (model|backbone)|profiling \d+ blocks|profile (cached|measured)|registered|error"
     r"|not reachable",
     re.IGNORECASE,
 )
@@ -284,6 +288,7 @@ def _summarise(out: Path, elapsed: float, args: argparse.Namespace) -> int:
     latest = (out / "checkpoints" / "LATEST").read_text().strip()
     adapter = out / "checkpoints" / latest / "adapter"
     summary = {
+        "method": args.method,
         "policy": args.policy,
         "agents": args.agents,
         "rounds": len(rounds),
@@ -322,7 +327,12 @@ def _summarise(out: Path, elapsed: float, args: argparse.Namespace) -> int:
         )
     settings = f"{args.config} (+ flags)" if args.config else "built-in defaults (+ flags)"
     print(f"settings: {settings}; resolved in {out / RUN_FILE}")
-    print(f"adapter (peft format, with tokenizer and model card): {adapter}")
+    form = (
+        "parallel adapters: load_adapters(folder), with tokenizer and model card"
+        if args.method == "pac"
+        else "peft format, with tokenizer and model card"
+    )
+    print(f"adapter ({form}): {adapter}")
     print(f"metrics JSON: {out / 'metrics.json'}")
     print(f"plots: {', '.join(str(path) for path in plots)}")
     print(f"total wall time: {elapsed:.0f} s")

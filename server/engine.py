@@ -69,6 +69,9 @@ class Trainer(Protocol):
     shapes: dict[str, tuple[int, ...]]
     block_names: dict[int, list[str]]
     head_names: list[str]
+    # Blocks are slots that each train the whole model (PAC+): each device's memory need is
+    # its own report's, not the largest any device measured.
+    independent_slots: bool
 
     def snapshot(self) -> dict[str, np.ndarray]: ...
 
@@ -403,21 +406,33 @@ class RoundEngine:
         """The allocation problem over `blocks` (default: all), numbered 1..len(blocks)."""
         chosen = np.asarray(blocks or range(1, self.blocks + 1)) - 1
         full = len(chosen) == self.blocks
-        # The largest requirement any device measured: conservative across hardware.
-        block_memory = np.max([report.block_memory_bytes for report in reports], axis=0)[chosen]
+        needs = np.asarray([report.block_memory_bytes for report in reports])[:, chosen]
+        if self.trainer.independent_slots:
+            # Each device needs what it reported (a cold cache needs the backbone, a warm one
+            # the side network alone): the slots need the least any device does, and each
+            # device offers its memory less its own excess over that, so "fits" stays exact.
+            block_memory = needs.min(axis=0)
+            offered = [
+                report.available_memory_bytes - float(need.max() - block_memory.max())
+                for report, need in zip(reports, needs, strict=True)
+            ]
+        else:
+            # The largest requirement any device measured: conservative across hardware.
+            block_memory = needs.max(axis=0)
+            offered = [report.available_memory_bytes for report in reports]
         efficiencies = channel_efficiencies(
             reports, self.config.bandwidth_hz, self.blocks, self.config.prior_uplink_bps
         )
         devices = [
             DeviceOffer(
                 id=report.device_id,
-                memory_bytes=report.available_memory_bytes,
+                memory_bytes=max(memory, 0.0),
                 spectral_efficiency=efficiency,
                 block_seconds=report.block_seconds
                 if full
                 else tuple(report.block_seconds[i] for i in chosen),
             )
-            for report, efficiency in zip(reports, efficiencies, strict=True)
+            for report, efficiency, memory in zip(reports, efficiencies, offered, strict=True)
         ]
         return AllocationRequest(
             policy=self.config.policy,
@@ -588,16 +603,21 @@ class RoundEngine:
         failed this block and has the memory for it; the fastest on this block."""
         collector = running.collector
         failed = collector.failed_devices(block)
-        needed = running.block_memory[block]
         candidates = [
             (pending.report.block_seconds[block - 1], device)
             for device, pending in self._pending.items()
             if device not in collector.assignment
             and device not in failed
-            and pending.report.available_memory_bytes >= needed
+            and pending.report.available_memory_bytes >= self._need(running, pending, block)
             and self.registry.is_live(device)
         ]
         return min(candidates)[1] if candidates else None
+
+    def _need(self, running: RunningRound, pending: PendingReport, block: int) -> float:
+        """Memory `block` needs on the device of `pending`."""
+        if self.trainer.independent_slots:
+            return pending.report.block_memory_bytes[block - 1]
+        return running.block_memory[block]
 
     async def apply(self, running: RunningRound) -> tuple[dict[int, Upload], bool]:
         """Close the round and apply what arrived with Adam; a step that would leave the model

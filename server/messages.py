@@ -323,3 +323,4 @@ class Welcome:
     round: int
     agent_index: int
     upload_dtype: str = "float32"  # how gradients travel (tensor_stream.ALLOWED_DTYPES)
+    method: str = "lola"  # what agents train: LoRA blocks, or "pac" (PAC+'s parallel adapters)

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from lola_deft.ml.glue import EMBEDDED_TASK_DIR, TaskSpec
-from lola_deft.ml.model import LoadedModel
 from lola_deft.server.toml_text import dumps
 
 RECORD_FILE = "training_run.json"
@@ -32,10 +31,11 @@ class Publication:
 
     @classmethod
     def prepare(
-        cls, loaded: LoadedModel, spec: TaskSpec, provenance: dict[str, Any], tokenizer: Path
+        cls, tokenizer_of_run: Any, spec: TaskSpec, provenance: dict[str, Any], tokenizer: Path
     ) -> Publication:
+        """`tokenizer_of_run`: the run's Hugging Face tokenizer, saved once into `tokenizer`."""
         shutil.rmtree(tokenizer, ignore_errors=True)  # a killed start may have left half
-        loaded.tokenizer.save_pretrained(str(tokenizer))
+        tokenizer_of_run.save_pretrained(str(tokenizer))
         for path in tokenizer.iterdir():
             path.chmod(0o644)
         return cls(provenance["model"]["name"], spec, tokenizer, provenance)
@@ -74,12 +74,14 @@ class Publication:
         metric = results["metric_name"] or "metric"
         rows = [f"| before training | {_number(results['metric_before'])} |"]
         rows.append(f"| after round {results['rounds']} | {_number(results['metric_after'])} |")
-        usage = USAGE.format(
+        pac = config.get("method") == "pac"
+        usage = (USAGE_PAC if pac else USAGE).format(
+            base_model=self.base_model,
             num_labels=self.spec.num_labels,
             id2label=labels,
             label2id={name: index for index, name in labels.items()},
         )
-        return CARD.format(
+        return (CARD_PAC if pac else CARD).format(
             base_model=self.base_model,
             task=task,
             data_note=data_note,
@@ -99,7 +101,7 @@ class Publication:
         )
 
 
-CARD = """---
+LORA_HEADER = """---
 base_model: {base_model}
 library_name: peft
 pipeline_tag: text-classification
@@ -115,7 +117,9 @@ Trained with LoLa-DEFT (device-edge cooperative LoRA fine-tuning): in every roun
 trained one LoRA block, stopping backpropagation at that block, and the edge server applied
 Adam to the gradients it received.
 
-{data_note}
+"""
+
+CARD_BODY = """{data_note}
 
 ## Results (dev split)
 
@@ -138,6 +142,50 @@ Rounds: {rounds} of {planned}. Devices ({device_count}): {devices}. Scheduling p
 
 Base model fingerprint `{fingerprint}`. Versions: {versions}.
 """
+
+CARD = LORA_HEADER + CARD_BODY
+
+PAC_HEADER = """---
+base_model: {base_model}
+library_name: lola-deft
+pipeline_tag: text-classification
+tags:
+- parallel-adapters
+- pac-plus
+- lola-deft
+- glue-{task}
+---
+
+# Parallel adapters (PAC+) for {base_model} on {task}
+
+Trained with LoLa-DEFT's PAC+ method: a small side network beside the frozen encoder reads the
+encoder's hidden state after every layer; each device computed those states for its own samples
+once, cached them, and trained the side network on the cache; the edge server combined the
+devices' gradients and applied Adam. The encoder itself is unchanged: load it as it is.
+
+"""
+
+CARD_PAC = PAC_HEADER + CARD_BODY
+
+USAGE_PAC = """`parallel_adapters.safetensors` holds the side network's tensors and
+`parallel_adapters.json` its shape; `lola_deft.ml.parallel_adapters.load_adapters` rebuilds it.
+
+```python
+from pathlib import Path
+
+from transformers import AutoModel, AutoTokenizer
+
+from lola_deft.ml.pac_training import backbone_states
+from lola_deft.ml.parallel_adapters import load_adapters
+
+ADAPTER = Path(".")  # this folder
+tokenizer = AutoTokenizer.from_pretrained(ADAPTER)
+encoder = AutoModel.from_pretrained("{base_model}")  # or its local folder
+adapters = load_adapters(ADAPTER).eval()
+batch = tokenizer(["a gripping, beautifully made film"], return_tensors="pt")
+logits = adapters(backbone_states(encoder, batch), batch["attention_mask"])
+print({id2label}[int(logits.argmax())])
+```"""
 
 USAGE = """```python
 from peft import AutoPeftModelForSequenceClassification

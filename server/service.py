@@ -25,9 +25,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from lola_deft.ml.batching import encode
-from lola_deft.ml.glue import read_dev_sets, task_spec
-from lola_deft.ml.model import load_model, model_fingerprint
+from lola_deft.ml.model import model_fingerprint
 from lola_deft.protos.credentials import PLAINTEXT, TlsFiles, add_port
 from lola_deft.protos.deft.v1 import coordinator_pb2, coordinator_pb2_grpc
 from lola_deft.protos.grpc_options import (
@@ -38,7 +36,7 @@ from lola_deft.protos.grpc_options import (
 )
 from lola_deft.protos.identity import Peer, peer_of
 from lola_deft.protos.malformed import RejectMalformedAio
-from lola_deft.protos.tensor_stream import ALLOWED_DTYPES, to_chunks
+from lola_deft.protos.tensor_stream import to_chunks
 from lola_deft.server import wire
 from lola_deft.server.allocator import (
     Allocator,
@@ -55,16 +53,12 @@ from lola_deft.server.errors import CoordinatorError, DeadlinePassed
 from lola_deft.server.export import export_metrics, write_history
 from lola_deft.server.messages import AllocationRequest, Evaluation, RoundRecord
 from lola_deft.server.metrics import CoordinatorMetrics
-from lola_deft.server.model_card import TOKENIZER_FOLDER, Publication
+from lola_deft.server.pac_trainer import SideNetworkTrainer
 from lola_deft.server.provenance import provenance
 from lola_deft.server.registry import AgentRegistry
 from lola_deft.server.service_status import reason, status_of
 from lola_deft.server.trainer import AdapterTrainer
-from lola_deft.server.training_state import (
-    TrainingState,
-    adapter_digest,
-    remove_stale_temporaries,
-)
+from lola_deft.server.trainers import build_trainer
 
 log = logging.getLogger("deft.coordinator")
 T = TypeVar("T")
@@ -161,7 +155,7 @@ class RunningCoordinator:
     data_port: int | None
     metrics_port: int | None
     engine: RoundEngine
-    trainer: AdapterTrainer
+    trainer: AdapterTrainer | SideNetworkTrainer
     loop: asyncio.AbstractEventLoop
     thread: threading.Thread
     _stopped: asyncio.Event = field(repr=False)
@@ -282,29 +276,8 @@ def start_coordinator(
 
     `data_port`: where weights and gradients travel as raw bytes (0: any free port; None: no data
     port, every transfer over gRPC)."""
-    spec = task_spec(config.task)
-    loaded = load_model(config.model_dir, spec.num_labels, config.lora, seed=config.seed)
-    state = TrainingState(loaded, config.learning_rate)
-    if config.checkpoint_dir.is_dir():  # half-written checkpoints of a killed run
-        for stale in remove_stale_temporaries(config.checkpoint_dir):
-            log.warning("removed %s, a checkpoint a killed process left half-written", stale)
-    if config.resume:
-        restored = state.load(config.checkpoint_dir)
-        print(
-            f"resumed from {restored}: {state.round} rounds done, "
-            f"adapter sha256 {adapter_digest(state.snapshot())}",
-            flush=True,
-        )
-    dev = {
-        name: encode(loaded.tokenizer, split, config.max_seq_length)
-        for name, split in read_dev_sets(config.data_dir, spec).items()
-    }
+    trainer = build_trainer(config)
     origin = provenance(config)  # what history, checkpoints and the adapter card record
-    publication = Publication.prepare(
-        loaded, spec, origin, config.checkpoint_dir / TOKENIZER_FOLDER
-    )
-    wire_bits = 8 * ALLOWED_DTYPES[config.upload_dtype]
-    trainer = AdapterTrainer(state, dev, spec, config.checkpoint_dir, publication, wire_bits)
     metrics = CoordinatorMetrics()
     registry = AgentRegistry(config.liveness_timeout_s, config.forget_after_s, config.max_devices)
     if allocator is None:
@@ -339,7 +312,7 @@ def start_coordinator(
         registry,
         allocator,
         hooks,
-        completed=state.round,
+        completed=trainer.state.round,
         history=trainer.restored_history(),
     )
     coordinator = Coordinator(
@@ -347,7 +320,7 @@ def start_coordinator(
         engine,
         registry,
         model_fingerprint(config.model_dir),
-        spec.num_labels,
+        trainer.spec.num_labels,
         enrolment or Enrolment(require_identity=tls.ca is not None),
     )
     # The model, tokenizer and libraries are a heap of long-lived objects: keep them out of the

@@ -11,6 +11,16 @@ from pathlib import Path
 
 from lola_deft.ml.model import LoraSettings
 
+# What a run trains: LoRA blocks (LoLa-DEFT, the paper) or PAC+'s parallel adapters over cached
+# backbone states. Each has its own default learning rate: at LoRA's 5e-3 the side network
+# diverges on the embedded task; 1e-3 trains it steadily (server/centralized_pac.py).
+METHODS = ("lola", "pac")
+LEARNING_RATES = {"lola": 5e-3, "pac": 1e-3}
+
+
+class SettingsError(ValueError):
+    """Settings that cannot work together (said in one line, before anything starts)."""
+
 
 @dataclass
 class TrainingSettings:
@@ -25,3 +35,8 @@ class TrainingSettings:
     eval_every: int = 1
     seed: int = 0
     model_name: str | None = None  # recorded as the adapter's base model (None: from the model)
+    method: str = "lola"  # or "pac" (METHODS)
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise SettingsError(f"unknown method {self.method!r}; use one of {', '.join(METHODS)}")

@@ -28,6 +28,7 @@ from safetensors.numpy import save_file as save_numpy
 from safetensors.torch import save_file
 
 from lola_deft.ml.model import LoadedModel, save_adapter
+from lola_deft.ml.parallel_adapters import ParallelAdapters, save_adapters
 from lola_deft.server.errors import NonFiniteStep
 
 LATEST = "LATEST"
@@ -51,18 +52,27 @@ def adapter_digest(tensors: dict[str, np.ndarray]) -> str:
 
 
 class TrainingState:
+    """LoRA adapters and head (LoLa-DEFT); SideNetworkState holds PAC+'s parallel adapters."""
+
     def __init__(self, loaded: LoadedModel, learning_rate: float) -> None:
         self.loaded = loaded
-        self.params = {
-            name: p
-            for name, p in loaded.model.named_parameters()
-            if name in set(loaded.trainable_names())
-        }
+        trainable = set(loaded.trainable_names())
+        self._start(
+            {name: p for name, p in loaded.model.named_parameters() if name in trainable},
+            learning_rate,
+        )
+
+    def _start(self, params: dict[str, torch.nn.Parameter], learning_rate: float) -> None:
+        self.params = params
         self.optimizer = torch.optim.Adam(list(self.params.values()), lr=learning_rate)
         self.round = 0  # rounds completed
         self.history: list[dict[str, Any]] = []
         self.baseline: dict[str, Any] | None = None  # evaluation before the first round
         self.base_model: str | None = None  # the name saved adapters record as their base
+
+    def export(self, folder: Path) -> None:
+        """The trained adapter as users load it: a PEFT adapter folder."""
+        save_adapter(self.loaded.model, folder, self.base_model)
 
     def snapshot(self) -> dict[str, np.ndarray]:
         return {name: p.detach().cpu().numpy().copy() for name, p in self.params.items()}
@@ -137,7 +147,7 @@ class TrainingState:
         temporary = directory / f".tmp-{name}-{os.getpid()}"
         shutil.rmtree(temporary, ignore_errors=True)
         temporary.mkdir()
-        save_adapter(self.loaded.model, temporary / "adapter", self.base_model)
+        self.export(temporary / "adapter")
         if publish is not None:
             publish(temporary / "adapter")
         tensors, document = self._stored(extra)
@@ -216,6 +226,18 @@ class TrainingState:
         self.history = list(stored["history"])
         self.baseline = stored.get("baseline")
         return target
+
+
+class SideNetworkState(TrainingState):
+    """PAC+'s parallel adapters with the same Adam, rollback and atomic checkpoints; the
+    checkpoint's adapter/ folder is their export (ml.parallel_adapters.load_adapters reads it)."""
+
+    def __init__(self, adapters: ParallelAdapters, learning_rate: float) -> None:
+        self.adapters = adapters
+        self._start(dict(adapters.named_parameters()), learning_rate)
+
+    def export(self, folder: Path) -> None:
+        save_adapters(self.adapters, folder, self.base_model or "")
 
 
 def read_checkpoint(target: Path) -> dict[str, Any]:

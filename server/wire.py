@@ -52,6 +52,7 @@ def welcome_message(welcome: Welcome) -> pb.RegisterResponse:
         round=welcome.round,
         agent_index=welcome.agent_index,
         upload_dtype=welcome.upload_dtype,
+        method=welcome.method,
     )
 
 

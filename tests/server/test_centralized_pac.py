@@ -45,7 +45,7 @@ def test_the_cli_runs_pac_and_records_the_method(tiny_model_dir: Path, tmp_path:
         str(out),
     )
     assert result.returncode == 0, result.stderr
-    assert "PAC: learning rate 0.001" in result.stdout
+    assert "PAC+: learning rate 0.001" in result.stdout
     assert "never backward" in result.stdout
     document = json.loads(out.read_text())
     assert document["method"] == "pac" and len(document["steps"]) == 3

@@ -70,6 +70,26 @@ def test_demo_runs_end_to_end_and_keeps_earlier_runs(tiny_model_dir: Path, tmp_p
     assert second["rounds"] == 1
 
 
+def test_a_pac_demo_trains_the_side_network_with_any_number_of_agents(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "demo"
+    flags = ("--model", str(tiny_model_dir), "--agents", "2", "--rounds", "2", "--method", "pac")
+    stdout, summary = run_demo_with(out, *flags)
+    assert summary["method"] == "pac" and summary["rounds"] == 2
+    assert summary["provenance"]["config"]["learning_rate"] == 1e-3  # PAC's own default
+    adapter = Path(summary["adapter"])
+    assert (adapter / "parallel_adapters.safetensors").is_file()
+    form = "parallel adapters: load_adapters(folder), with tokenizer and model card"
+    assert f"adapter ({form}): {adapter}" in stdout
+    assert "agent-1: loading the backbone" in stdout
+    assert len([p for p in (out / "activations").iterdir() if p.is_dir()]) == 2  # one per shard
+    logs = "".join(path.read_text() for path in (out / "logs").rglob("*.log"))
+    assert logs.count("weights and gradients over the data port") == 2
+    assert "go over gRPC instead" not in logs  # no agent fell back from the data port
+    assert "Traceback" not in logs
+
+
 def test_a_failed_demo_process_is_named_with_its_own_error(tmp_path: Path) -> None:
     result = run_deft("demo", "--model", str(tmp_path), "--out", str(tmp_path / "demo"))
     assert result.returncode == 2

@@ -5,6 +5,7 @@ No model, no sockets: every phase of a round and every way a round can go wrong,
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -34,6 +35,8 @@ BLOCKS = 3
 
 class NumpyTrainer:
     """Adapters as numpy arrays, plain SGD: what the engine needs of a model, nothing more."""
+
+    independent_slots = False
 
     def __init__(self) -> None:
         self.blocks = BLOCKS
@@ -288,6 +291,34 @@ def test_both_allocators_send_the_scheduler_the_same_instance(tmp_path: Path) ->
     allocation = InProcessAllocator().allocate(request)
     assert sorted(a.block for a in allocation.assignment) == [1, 2, 3]
     assert allocation.policy == "jbba" and allocation.latency_s > 0
+
+
+@pytest.mark.parametrize("independent", [False, True])
+def test_slots_that_each_train_the_whole_model_fit_each_device_by_its_own_need(
+    tmp_path: Path, independent: bool
+) -> None:
+    """PAC+: a cold device needs the backbone, a warm one the side network alone. With
+    independent slots the request must say "fits" exactly when a device's memory covers its
+    own need; LoRA blocks keep the fleet's largest measured need."""
+    engine, trainer, _, _ = make_engine(tmp_path)
+    trainer.independent_slots = independent  # type: ignore[misc]
+    # (memory, need per slot): cold and roomy, warm and small, cold and too small.
+    offers = {"cold": (6e6, 5e6), "warm": (2e6, 1e6), "short": (3e6, 5e6)}
+    reports = [
+        dataclasses.replace(
+            report(name), available_memory_bytes=memory, block_memory_bytes=(need,) * BLOCKS
+        )
+        for name, (memory, need) in offers.items()
+    ]
+    request = engine.build_request(reports, 1)
+    fits = {
+        device.id: all(device.memory_bytes >= need for need in request.block_memory_bytes)
+        for device in request.devices
+    }
+    if independent:
+        assert fits == {"cold": True, "warm": True, "short": False}
+    else:
+        assert fits == {"cold": True, "warm": False, "short": False}
 
 
 async def looping_agent(engine: RoundEngine, device_id: str, value: float = 1.0) -> list[int]:

@@ -51,7 +51,9 @@ def published(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
     names = [n for b in (1, HEAD) for n in loaded.blocks[b]]
     state.apply({n: rng.normal(size=state.params[n].shape).astype(np.float32) for n in names})
     folder = tmp_path_factory.mktemp("checkpoints")
-    publication = Publication.prepare(loaded, spec, provenance(config), folder / ".tokenizer")
+    publication = Publication.prepare(
+        loaded.tokenizer, spec, provenance(config), folder / ".tokenizer"
+    )
     state.base_model = publication.base_model
     document = history()
     target = state.save(folder, {}, publish=lambda adapter: publication.write(adapter, document))

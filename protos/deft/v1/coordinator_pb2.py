@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*lola_deft/protos/deft/v1/coordinator.proto\x12\x07\x64\x65\x66t.v1\"~\n\x0fRegisterRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x10\n\x08hardware\x18\x02 \x01(\t\x12\x15\n\ragent_version\x18\x03 \x01(\t\x12\x14\n\x0c\x63\x61pabilities\x18\x04 \x03(\t\x12\x19\n\x11model_fingerprint\x18\x05 \x01(\t\"\xc4\x02\n\x10RegisterResponse\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\x1c\n\x14heartbeat_interval_s\x18\x02 \x01(\x01\x12\x12\n\nmodel_name\x18\x03 \x01(\t\x12\x11\n\tlora_rank\x18\x04 \x01(\r\x12\x1b\n\x13lora_target_modules\x18\x05 \x03(\t\x12\x0e\n\x06\x62locks\x18\x06 \x01(\r\x12\x12\n\nlora_alpha\x18\x07 \x01(\x01\x12\x0c\n\x04task\x18\x08 \x01(\t\x12\x12\n\nnum_labels\x18\t \x01(\r\x12\x12\n\nbatch_size\x18\n \x01(\r\x12\x16\n\x0emax_seq_length\x18\x0b \x01(\r\x12\r\n\x05round\x18\x0c \x01(\x04\x12\x13\n\x0b\x61gent_index\x18\r \x01(\r\x12\x14\n\x0cupload_dtype\x18\x0e \x01(\t\x12\x11\n\tdata_port\x18\x0f \x01(\r\"\x1c\n\tHeartbeat\x12\x0f\n\x07session\x18\x01 \x01(\t\"\x1d\n\x0cHeartbeatAck\x12\r\n\x05round\x18\x01 \x01(\x04\"T\n\tBlockCost\x12\r\n\x05\x62lock\x18\x01 \x01(\r\x12\x1d\n\x15seconds_per_iteration\x18\x02 \x01(\x01\x12\x19\n\x11peak_memory_bytes\x18\x03 \x01(\x01\"n\n\x0c\x43hannelState\x12\x14\n\x0c\x63hannel_gain\x18\x01 \x01(\x01\x12\x0e\n\x06snr_db\x18\x02 \x01(\x01\x12\x1b\n\x13spectral_efficiency\x18\x03 \x01(\x01\x12\x1b\n\x13measured_uplink_bps\x18\x04 \x01(\x01\"\xb9\x01\n\x0eResourceReport\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x04\x12\x1e\n\x16\x61vailable_memory_bytes\x18\x03 \x01(\x01\x12\x16\n\x0e\x63ompute_factor\x18\x04 \x01(\x01\x12&\n\x07\x63hannel\x18\x05 \x01(\x0b\x32\x15.deft.v1.ChannelState\x12\'\n\x0b\x62lock_costs\x18\x06 \x03(\x0b\x32\x12.deft.v1.BlockCost\"\xba\x01\n\x10RoundInstruction\x12\r\n\x05round\x18\x01 \x01(\x04\x12\r\n\x05\x62lock\x18\x02 \x01(\r\x12\x14\n\x0c\x62\x61ndwidth_hz\x18\x03 \x01(\x01\x12\x18\n\x10local_iterations\x18\x04 \x01(\r\x12\x17\n\x0f\x64\x65\x61\x64line_unix_s\x18\x05 \x01(\x01\x12\x10\n\x08\x66inished\x18\x06 \x01(\x08\x12\x1a\n\x12modelled_latency_s\x18\x07 \x01(\x01\x12\x11\n\tskip_head\x18\x08 \x01(\x08\"0\n\x0eWeightsRequest\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x04\"\xc7\x01\n\x0bTensorChunk\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\r\n\x05shape\x18\x05 \x03(\r\x12\r\n\x05\x64type\x18\x06 \x01(\t\x12\x0e\n\x06offset\x18\x07 \x01(\x04\x12\x13\n\x0btotal_bytes\x18\x08 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\t \x01(\x0c\x12\r\n\x05\x63rc32\x18\n \x01(\rJ\x04\x08\x01\x10\x02J\x04\x08\x02\x10\x03J\x04\x08\x03\x10\x04J\x04\x08\x0b\x10\x0cJ\x04\x08\x0c\x10\rR\x07sessionR\x05roundR\x05\x62lockR\tcompute_sR\ntrain_loss\"d\n\x0cUploadHeader\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x04\x12\r\n\x05\x62lock\x18\x03 \x01(\r\x12\x11\n\tcompute_s\x18\x04 \x01(\x01\x12\x12\n\ntrain_loss\x18\x05 \x01(\x01\"f\n\x0cGradientPart\x12\'\n\x06header\x18\x01 \x01(\x0b\x32\x15.deft.v1.UploadHeaderH\x00\x12%\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x14.deft.v1.TensorChunkH\x00\x42\x06\n\x04part\"T\n\tUploadAck\x12\r\n\x05round\x18\x01 \x01(\x04\x12\r\n\x05\x62lock\x18\x02 \x01(\r\x12\x16\n\x0ereceived_bytes\x18\x03 \x01(\x04\x12\x11\n\tduplicate\x18\x04 \x01(\x08\"l\n\x08\x42ulkOpen\x12\'\n\x06upload\x18\x01 \x01(\x0b\x32\x15.deft.v1.UploadHeaderH\x00\x12+\n\x08\x64ownload\x18\x02 \x01(\x0b\x32\x17.deft.v1.WeightsRequestH\x00\x42\n\n\x08transfer\"L\n\nBulkStatus\x12\x0c\n\x04\x63ode\x18\x01 \x01(\r\x12\x0f\n\x07\x64\x65tails\x18\x02 \x01(\t\x12\x1f\n\x03\x61\x63k\x18\x03 \x01(\x0b\x32\x12.deft.v1.UploadAck2\xd4\x02\n\x0b\x43oordinator\x12?\n\x08Register\x12\x18.deft.v1.RegisterRequest\x1a\x19.deft.v1.RegisterResponse\x12:\n\rSendHeartbeat\x12\x12.deft.v1.Heartbeat\x1a\x15.deft.v1.HeartbeatAck\x12\x45\n\x0fReportResources\x12\x17.deft.v1.ResourceReport\x1a\x19.deft.v1.RoundInstruction\x12\x42\n\x0f\x44ownloadWeights\x12\x17.deft.v1.WeightsRequest\x1a\x14.deft.v1.TensorChunk0\x01\x12=\n\x0eUploadGradient\x12\x15.deft.v1.GradientPart\x1a\x12.deft.v1.UploadAck(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*lola_deft/protos/deft/v1/coordinator.proto\x12\x07\x64\x65\x66t.v1\"~\n\x0fRegisterRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x10\n\x08hardware\x18\x02 \x01(\t\x12\x15\n\ragent_version\x18\x03 \x01(\t\x12\x14\n\x0c\x63\x61pabilities\x18\x04 \x03(\t\x12\x19\n\x11model_fingerprint\x18\x05 \x01(\t\"\xd4\x02\n\x10RegisterResponse\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\x1c\n\x14heartbeat_interval_s\x18\x02 \x01(\x01\x12\x12\n\nmodel_name\x18\x03 \x01(\t\x12\x11\n\tlora_rank\x18\x04 \x01(\r\x12\x1b\n\x13lora_target_modules\x18\x05 \x03(\t\x12\x0e\n\x06\x62locks\x18\x06 \x01(\r\x12\x12\n\nlora_alpha\x18\x07 \x01(\x01\x12\x0c\n\x04task\x18\x08 \x01(\t\x12\x12\n\nnum_labels\x18\t \x01(\r\x12\x12\n\nbatch_size\x18\n \x01(\r\x12\x16\n\x0emax_seq_length\x18\x0b \x01(\r\x12\r\n\x05round\x18\x0c \x01(\x04\x12\x13\n\x0b\x61gent_index\x18\r \x01(\r\x12\x14\n\x0cupload_dtype\x18\x0e \x01(\t\x12\x11\n\tdata_port\x18\x0f \x01(\r\x12\x0e\n\x06method\x18\x10 \x01(\t\"\x1c\n\tHeartbeat\x12\x0f\n\x07session\x18\x01 \x01(\t\"\x1d\n\x0cHeartbeatAck\x12\r\n\x05round\x18\x01 \x01(\x04\"T\n\tBlockCost\x12\r\n\x05\x62lock\x18\x01 \x01(\r\x12\x1d\n\x15seconds_per_iteration\x18\x02 \x01(\x01\x12\x19\n\x11peak_memory_bytes\x18\x03 \x01(\x01\"n\n\x0c\x43hannelState\x12\x14\n\x0c\x63hannel_gain\x18\x01 \x01(\x01\x12\x0e\n\x06snr_db\x18\x02 \x01(\x01\x12\x1b\n\x13spectral_efficiency\x18\x03 \x01(\x01\x12\x1b\n\x13measured_uplink_bps\x18\x04 \x01(\x01\"\xb9\x01\n\x0eResourceReport\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x04\x12\x1e\n\x16\x61vailable_memory_bytes\x18\x03 \x01(\x01\x12\x16\n\x0e\x63ompute_factor\x18\x04 \x01(\x01\x12&\n\x07\x63hannel\x18\x05 \x01(\x0b\x32\x15.deft.v1.ChannelState\x12\'\n\x0b\x62lock_costs\x18\x06 \x03(\x0b\x32\x12.deft.v1.BlockCost\"\xba\x01\n\x10RoundInstruction\x12\r\n\x05round\x18\x01 \x01(\x04\x12\r\n\x05\x62lock\x18\x02 \x01(\r\x12\x14\n\x0c\x62\x61ndwidth_hz\x18\x03 \x01(\x01\x12\x18\n\x10local_iterations\x18\x04 \x01(\r\x12\x17\n\x0f\x64\x65\x61\x64line_unix_s\x18\x05 \x01(\x01\x12\x10\n\x08\x66inished\x18\x06 \x01(\x08\x12\x1a\n\x12modelled_latency_s\x18\x07 \x01(\x01\x12\x11\n\tskip_head\x18\x08 \x01(\x08\"0\n\x0eWeightsRequest\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x04\"\xc7\x01\n\x0bTensorChunk\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\r\n\x05shape\x18\x05 \x03(\r\x12\r\n\x05\x64type\x18\x06 \x01(\t\x12\x0e\n\x06offset\x18\x07 \x01(\x04\x12\x13\n\x0btotal_bytes\x18\x08 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\t \x01(\x0c\x12\r\n\x05\x63rc32\x18\n \x01(\rJ\x04\x08\x01\x10\x02J\x04\x08\x02\x10\x03J\x04\x08\x03\x10\x04J\x04\x08\x0b\x10\x0cJ\x04\x08\x0c\x10\rR\x07sessionR\x05roundR\x05\x62lockR\tcompute_sR\ntrain_loss\"d\n\x0cUploadHeader\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x04\x12\r\n\x05\x62lock\x18\x03 \x01(\r\x12\x11\n\tcompute_s\x18\x04 \x01(\x01\x12\x12\n\ntrain_loss\x18\x05 \x01(\x01\"f\n\x0cGradientPart\x12\'\n\x06header\x18\x01 \x01(\x0b\x32\x15.deft.v1.UploadHeaderH\x00\x12%\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x14.deft.v1.TensorChunkH\x00\x42\x06\n\x04part\"T\n\tUploadAck\x12\r\n\x05round\x18\x01 \x01(\x04\x12\r\n\x05\x62lock\x18\x02 \x01(\r\x12\x16\n\x0ereceived_bytes\x18\x03 \x01(\x04\x12\x11\n\tduplicate\x18\x04 \x01(\x08\"l\n\x08\x42ulkOpen\x12\'\n\x06upload\x18\x01 \x01(\x0b\x32\x15.deft.v1.UploadHeaderH\x00\x12+\n\x08\x64ownload\x18\x02 \x01(\x0b\x32\x17.deft.v1.WeightsRequestH\x00\x42\n\n\x08transfer\"L\n\nBulkStatus\x12\x0c\n\x04\x63ode\x18\x01 \x01(\r\x12\x0f\n\x07\x64\x65tails\x18\x02 \x01(\t\x12\x1f\n\x03\x61\x63k\x18\x03 \x01(\x0b\x32\x12.deft.v1.UploadAck2\xd4\x02\n\x0b\x43oordinator\x12?\n\x08Register\x12\x18.deft.v1.RegisterRequest\x1a\x19.deft.v1.RegisterResponse\x12:\n\rSendHeartbeat\x12\x12.deft.v1.Heartbeat\x1a\x15.deft.v1.HeartbeatAck\x12\x45\n\x0fReportResources\x12\x17.deft.v1.ResourceReport\x1a\x19.deft.v1.RoundInstruction\x12\x42\n\x0f\x44ownloadWeights\x12\x17.deft.v1.WeightsRequest\x1a\x14.deft.v1.TensorChunk0\x01\x12=\n\x0eUploadGradient\x12\x15.deft.v1.GradientPart\x1a\x12.deft.v1.UploadAck(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,33 +34,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REGISTERREQUEST']._serialized_start=55
   _globals['_REGISTERREQUEST']._serialized_end=181
   _globals['_REGISTERRESPONSE']._serialized_start=184
-  _globals['_REGISTERRESPONSE']._serialized_end=508
-  _globals['_HEARTBEAT']._serialized_start=510
-  _globals['_HEARTBEAT']._serialized_end=538
-  _globals['_HEARTBEATACK']._serialized_start=540
-  _globals['_HEARTBEATACK']._serialized_end=569
-  _globals['_BLOCKCOST']._serialized_start=571
-  _globals['_BLOCKCOST']._serialized_end=655
-  _globals['_CHANNELSTATE']._serialized_start=657
-  _globals['_CHANNELSTATE']._serialized_end=767
-  _globals['_RESOURCEREPORT']._serialized_start=770
-  _globals['_RESOURCEREPORT']._serialized_end=955
-  _globals['_ROUNDINSTRUCTION']._serialized_start=958
-  _globals['_ROUNDINSTRUCTION']._serialized_end=1144
-  _globals['_WEIGHTSREQUEST']._serialized_start=1146
-  _globals['_WEIGHTSREQUEST']._serialized_end=1194
-  _globals['_TENSORCHUNK']._serialized_start=1197
-  _globals['_TENSORCHUNK']._serialized_end=1396
-  _globals['_UPLOADHEADER']._serialized_start=1398
-  _globals['_UPLOADHEADER']._serialized_end=1498
-  _globals['_GRADIENTPART']._serialized_start=1500
-  _globals['_GRADIENTPART']._serialized_end=1602
-  _globals['_UPLOADACK']._serialized_start=1604
-  _globals['_UPLOADACK']._serialized_end=1688
-  _globals['_BULKOPEN']._serialized_start=1690
-  _globals['_BULKOPEN']._serialized_end=1798
-  _globals['_BULKSTATUS']._serialized_start=1800
-  _globals['_BULKSTATUS']._serialized_end=1876
-  _globals['_COORDINATOR']._serialized_start=1879
-  _globals['_COORDINATOR']._serialized_end=2219
+  _globals['_REGISTERRESPONSE']._serialized_end=524
+  _globals['_HEARTBEAT']._serialized_start=526
+  _globals['_HEARTBEAT']._serialized_end=554
+  _globals['_HEARTBEATACK']._serialized_start=556
+  _globals['_HEARTBEATACK']._serialized_end=585
+  _globals['_BLOCKCOST']._serialized_start=587
+  _globals['_BLOCKCOST']._serialized_end=671
+  _globals['_CHANNELSTATE']._serialized_start=673
+  _globals['_CHANNELSTATE']._serialized_end=783
+  _globals['_RESOURCEREPORT']._serialized_start=786
+  _globals['_RESOURCEREPORT']._serialized_end=971
+  _globals['_ROUNDINSTRUCTION']._serialized_start=974
+  _globals['_ROUNDINSTRUCTION']._serialized_end=1160
+  _globals['_WEIGHTSREQUEST']._serialized_start=1162
+  _globals['_WEIGHTSREQUEST']._serialized_end=1210
+  _globals['_TENSORCHUNK']._serialized_start=1213
+  _globals['_TENSORCHUNK']._serialized_end=1412
+  _globals['_UPLOADHEADER']._serialized_start=1414
+  _globals['_UPLOADHEADER']._serialized_end=1514
+  _globals['_GRADIENTPART']._serialized_start=1516
+  _globals['_GRADIENTPART']._serialized_end=1618
+  _globals['_UPLOADACK']._serialized_start=1620
+  _globals['_UPLOADACK']._serialized_end=1704
+  _globals['_BULKOPEN']._serialized_start=1706
+  _globals['_BULKOPEN']._serialized_end=1814
+  _globals['_BULKSTATUS']._serialized_start=1816
+  _globals['_BULKSTATUS']._serialized_end=1892
+  _globals['_COORDINATOR']._serialized_start=1895
+  _globals['_COORDINATOR']._serialized_end=2235
 # @@protoc_insertion_point(module_scope)

@@ -21,7 +21,7 @@ class RegisterRequest(_message.Message):
     def __init__(self, device_id: _Optional[str] = ..., hardware: _Optional[str] = ..., agent_version: _Optional[str] = ..., capabilities: _Optional[_Iterable[str]] = ..., model_fingerprint: _Optional[str] = ...) -> None: ...
 
 class RegisterResponse(_message.Message):
-    __slots__ = ("session", "heartbeat_interval_s", "model_name", "lora_rank", "lora_target_modules", "blocks", "lora_alpha", "task", "num_labels", "batch_size", "max_seq_length", "round", "agent_index", "upload_dtype", "data_port")
+    __slots__ = ("session", "heartbeat_interval_s", "model_name", "lora_rank", "lora_target_modules", "blocks", "lora_alpha", "task", "num_labels", "batch_size", "max_seq_length", "round", "agent_index", "upload_dtype", "data_port", "method")
     SESSION_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -37,6 +37,7 @@ class RegisterResponse(_message.Message):
     AGENT_INDEX_FIELD_NUMBER: _ClassVar[int]
     UPLOAD_DTYPE_FIELD_NUMBER: _ClassVar[int]
     DATA_PORT_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
     session: str
     heartbeat_interval_s: float
     model_name: str
@@ -52,7 +53,8 @@ class RegisterResponse(_message.Message):
     agent_index: int
     upload_dtype: str
     data_port: int
-    def __init__(self, session: _Optional[str] = ..., heartbeat_interval_s: _Optional[float] = ..., model_name: _Optional[str] = ..., lora_rank: _Optional[int] = ..., lora_target_modules: _Optional[_Iterable[str]] = ..., blocks: _Optional[int] = ..., lora_alpha: _Optional[float] = ..., task: _Optional[str] = ..., num_labels: _Optional[int] = ..., batch_size: _Optional[int] = ..., max_seq_length: _Optional[int] = ..., round: _Optional[int] = ..., agent_index: _Optional[int] = ..., upload_dtype: _Optional[str] = ..., data_port: _Optional[int] = ...) -> None: ...
+    method: str
+    def __init__(self, session: _Optional[str] = ..., heartbeat_interval_s: _Optional[float] = ..., model_name: _Optional[str] = ..., lora_rank: _Optional[int] = ..., lora_target_modules: _Optional[_Iterable[str]] = ..., blocks: _Optional[int] = ..., lora_alpha: _Optional[float] = ..., task: _Optional[str] = ..., num_labels: _Optional[int] = ..., batch_size: _Optional[int] = ..., max_seq_length: _Optional[int] = ..., round: _Optional[int] = ..., agent_index: _Optional[int] = ..., upload_dtype: _Optional[str] = ..., data_port: _Optional[int] = ..., method: _Optional[str] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
     __slots__ = ("session",)

@@ -1,0 +1,118 @@
+"""The coordinator's model side for `--method pac`: PAC+'s parallel adapters in the round engine.
+
+PAC+'s cached epochs are data parallelism: every device trains the whole side network on its
+own samples' cached states. In the engine's terms a round has `slots` blocks that are all the
+same: a block is a place for one device, and every upload carries every adapter tensor through
+the collector's head path, so the checks, the norm guard and the robust combiners (mean, median,
+trimmed mean over the devices' gradients) are the ones LoLa-DEFT's head already has. Each device
+reports its own memory need per slot (the backbone while its cache is cold, the side network
+alone once it is warm), so `independent_slots` tells the engine not to take the fleet's largest.
+
+The coordinator needs the backbone only for the dev sets' states: they are computed at the
+first evaluation, kept in memory, and the backbone is then released.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from lola_deft.ml.activation_cache import CacheKey
+from lola_deft.ml.batching import encode
+from lola_deft.ml.glue import TaskSpec, read_dev_sets
+from lola_deft.ml.model import content_digest
+from lola_deft.ml.pac_training import CachedStates
+from lola_deft.ml.parallel_adapters import AdapterShape, ParallelAdapters, load_backbone
+from lola_deft.server.centralized_pac import cached_split, evaluate_adapters
+from lola_deft.server.messages import Evaluation
+from lola_deft.server.model_card import Publication
+from lola_deft.server.trainer import CheckpointedTrainer
+from lola_deft.server.training_state import SideNetworkState
+
+log = logging.getLogger("deft.coordinator")
+
+
+def side_network(model_dir: Path, num_labels: int, seed: int) -> tuple[ParallelAdapters, int]:
+    """The side network for this encoder (initialised from `seed`) and the encoder's layers,
+    read from its config alone."""
+    from transformers import AutoConfig
+
+    from lola_deft.ml.model import require_model_dir
+
+    config = AutoConfig.from_pretrained(str(require_model_dir(model_dir)))
+    torch.manual_seed(seed)
+    shape = AdapterShape(int(config.hidden_size), int(config.num_hidden_layers), num_labels)
+    return ParallelAdapters(shape), shape.num_layers
+
+
+class SideNetworkTrainer(CheckpointedTrainer):
+    independent_slots = True
+
+    def __init__(
+        self,
+        state: SideNetworkState,
+        dev: dict[str, CachedStates],
+        spec: TaskSpec,
+        checkpoint_dir: Path,
+        slots: int,
+        publication: Publication | None = None,
+        wire_bits: int = 32,
+    ) -> None:
+        super().__init__(state, checkpoint_dir, publication)
+        self.adapters = state.adapters
+        self.dev = dev
+        self.spec = spec
+        self.blocks = slots
+        self.block_bits = 0.0  # a slot has no tensors of its own: everything is "head"
+        values = sum(parameter.numel() for parameter in state.params.values())
+        self.head_bits = float(values) * wire_bits
+        self.block_names: dict[int, list[str]] = {slot: [] for slot in range(1, slots + 1)}
+        self.head_names = list(state.params)
+
+    def evaluate(self) -> Evaluation:
+        result = evaluate_adapters(self.adapters, self.dev, self.spec)
+        for states in self.dev.values():  # every dev state is cached now
+            states.release_backbone()
+        return Evaluation.from_dict(result)
+
+
+def build_side_network_trainer(
+    model_dir: Path,
+    data_dir: Path,
+    spec: TaskSpec,
+    tokenizer: object,
+    max_seq_length: int,
+    learning_rate: float,
+    seed: int,
+    slots: int,
+    checkpoint_dir: Path,
+    publication: Publication | None,
+    wire_bits: int,
+) -> SideNetworkTrainer:
+    """The trainer with fresh adapters (a checkpoint is restored into its state by the caller)
+    and the dev sets, whose states are computed at the first evaluation. `slots`: devices a
+    round trains (0: as many as the encoder has layers, the fleet LoRA blocks would need)."""
+    adapters, layers = side_network(model_dir, spec.num_labels, seed)
+    backbone, _, _ = load_backbone(model_dir)
+    digest = content_digest(model_dir)
+    dev = {
+        name: cached_split(
+            backbone,
+            encode(tokenizer, split, max_seq_length),
+            CacheKey(digest, spec.name, name, max_seq_length, "float32"),
+            loader=lambda: load_backbone(model_dir)[0],
+        )
+        for name, split in read_dev_sets(data_dir, spec).items()
+    }
+    state = SideNetworkState(adapters, learning_rate)
+    return SideNetworkTrainer(
+        state,
+        dev,
+        spec,
+        checkpoint_dir,
+        slots or layers,
+        publication=publication,
+        wire_bits=wire_bits,
+    )

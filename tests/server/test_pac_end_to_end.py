@@ -1,0 +1,126 @@
+"""`--method pac` with real processes: scheduler, coordinator and 3 agents over loopback on a
+tiny random encoder. The side network trains, every upload carries all its tensors, each agent
+fills its activation cache (on disk here), releases its backbone once the cache is complete,
+the checkpoint's adapter folder loads with `load_adapters`, and an old-style agent (no "pac"
+capability) is refused at registration."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc
+import pytest
+import torch
+
+from lola_deft.ml.glue import EMBEDDED_TASK_DIR
+from lola_deft.ml.model import model_fingerprint
+from lola_deft.ml.parallel_adapters import WEIGHTS_FILE, load_adapters
+from lola_deft.protos.deft.v1 import coordinator_pb2, coordinator_pb2_grpc
+from lola_deft.server.export import read_history
+from lola_deft.server.pac_trainer import side_network
+from lola_deft.server.training_state import read_checkpoint
+from tests.helpers import LocalCluster
+from tests.server.one_round import one_round_coordinator
+
+ROUNDS = 3
+SAMPLES = 48  # 16 per agent: one round of 2 mini-batches of 8 sees every local sample
+
+
+def small_task(folder: Path, samples: int = SAMPLES) -> Path:
+    """The embedded task cut to `samples` training rows (and its dev split)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = (EMBEDDED_TASK_DIR / "train.tsv").read_text().splitlines()
+    (folder / "train.tsv").write_text("\n".join(lines[: samples + 1]) + "\n")
+    dev = (EMBEDDED_TASK_DIR / "dev.tsv").read_text().splitlines()
+    (folder / "dev.tsv").write_text("\n".join(dev[:65]) + "\n")
+    return folder
+
+
+def test_pac_trains_the_side_network_across_devices(tiny_model_dir: Path, tmp_path: Path) -> None:
+    data = small_task(tmp_path / "task")
+    caches = tmp_path / "activations"
+    training = ("--method", "pac", "--data", str(data), "--batch-size", "8")
+    with LocalCluster(tiny_model_dir, tmp_path) as cluster:
+        cluster.start_scheduler()
+        coordinator, _ = cluster.start_coordinator(
+            *training, "--rounds", str(ROUNDS), "--report-wait", "0.3"
+        )
+        agents = [
+            cluster.start_agent(
+                f"dev{i}",
+                "--data",
+                str(data),
+                "--shard",
+                f"{i}/3",
+                "--activation-cache",
+                str(caches),
+                "--cache-memory",
+                "0",  # every state goes to disk: the folder shows what was cached
+            )
+            for i in range(3)
+        ]
+        assert coordinator.wait(timeout=300) == 0
+        for agent in agents:
+            assert agent.wait(timeout=60) == 0
+        [run] = cluster.run_dirs()
+        logs = {path.name: path.read_text() for path in (tmp_path / "logs").glob("*.log")}
+
+    records = read_history(tmp_path / "history.json").rounds
+    assert [r.round for r in records] == list(range(1, ROUNDS + 1))
+    for record in records:
+        assert record.blocks_updated == [1, 2, 3]  # three slots, three devices' gradients
+        assert {a.device for a in record.assignment} == {"dev0", "dev1", "dev2"}
+        assert record.eval is not None
+    # Each agent cached its own 16 samples on disk, under one key folder of its own.
+    folders = [path for path in caches.iterdir() if path.is_dir()]
+    assert len(folders) == 3
+    for folder in folders:
+        assert len(list(folder.glob("s*.safetensors"))) == SAMPLES // 3
+        assert not list(folder.glob("*.tmp"))
+    agent_logs = [text for name, text in logs.items() if name.startswith("dev")]
+    assert all("the backbone is released" in text for text in agent_logs), agent_logs
+    # The checkpoint's adapter folder is the export, and it trained.
+    final = read_checkpoint(run / "checkpoints" / f"round-{ROUNDS:06d}")
+    exported = load_adapters(run / "checkpoints" / f"round-{ROUNDS:06d}" / "adapter")
+    fresh, _ = side_network(tiny_model_dir, 2, seed=0)
+    fresh_state = fresh.state_dict()
+    for name, value in exported.state_dict().items():
+        assert torch.equal(value, final["trainable"][name]), name
+    assert any(
+        not torch.equal(fresh_state[name], value) for name, value in exported.state_dict().items()
+    )
+    assert (run / "checkpoints" / f"round-{ROUNDS:06d}" / "adapter" / WEIGHTS_FILE).is_file()
+    card = (run / "checkpoints" / f"round-{ROUNDS:06d}" / "adapter" / "README.md").read_text()
+    assert "Parallel adapters (PAC+)" in card
+    # The card's usage code runs as written (the base model's name pointed at its folder).
+    adapter = run / "checkpoints" / f"round-{ROUNDS:06d}" / "adapter"
+    code = card.split("```python\n", 1)[1].split("```", 1)[0]
+    code = code.replace(f'"{tiny_model_dir.name}"', f'"{tiny_model_dir}"')
+    code = code.replace('Path(".")', f"Path({str(adapter)!r})")
+    printed = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    ).stdout.strip()
+    assert printed in {"negative", "positive"}, printed
+
+
+def test_a_pac_run_refuses_an_agent_that_cannot_train_it(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    with (
+        one_round_coordinator(tiny_model_dir, tmp_path, method="pac") as running,
+        grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel,
+    ):
+        stub = coordinator_pb2_grpc.CoordinatorStub(channel)
+        request = coordinator_pb2.RegisterRequest(
+            device_id="old", model_fingerprint=model_fingerprint(tiny_model_dir)
+        )
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.Register(request, timeout=10)
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "'pac'" in (refused.value.details() or "")
+        request.capabilities.append("pac")
+        welcome = stub.Register(request, timeout=10)
+        assert welcome.method == "pac" and welcome.blocks == 3  # slots: the encoder's layers
+        assert running.engine.registry.live_count() == 1  # the refusal registered nothing
