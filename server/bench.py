@@ -288,7 +288,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from lola_deft.server.pac_bench import bench_pac, print_pac
 
         log("(9) PAC+ against LoRA")
-        results["pac"] = bench_pac(args.quick)
+        results["pac"] = bench_pac(args.quick, args.out)
         print_pac(results["pac"])
     verdicts = targets(results)
     print("\ntargets:")

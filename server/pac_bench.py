@@ -133,14 +133,19 @@ def _seconds_to(records: list[dict[str, Any]], target: float) -> float | None:
     return None
 
 
-def bench_pac(quick: bool) -> dict[str, Any]:
+def bench_pac(quick: bool, out: Path) -> dict[str, Any]:
+    from lola_deft.server.pac_fleet_bench import bench_fleet
+
     with tempfile.TemporaryDirectory() as folder:
         models = [("all-MiniLM-L6-v2", default_model_dir(), 16, 48)]
         if not quick:
             base = make_random_encoder(Path(folder) / "base", "base")
             models.append(("random roberta-base-size", base, 8, 128))
         costs = [pac_costs(n, p, b, t, 1 if quick else 3) for n, p, b, t in models]
-    return {"costs": costs, "accuracy": pac_accuracy(5 if quick else 20)}
+    accuracy = pac_accuracy(5 if quick else 20)
+    with tempfile.TemporaryDirectory(dir=out) as folder:  # fresh: PAC's caches start cold
+        fleet = bench_fleet(Path(folder), quick)
+    return {"costs": costs, "accuracy": accuracy, "fleet": fleet}
 
 
 def print_pac(result: dict[str, Any]) -> None:
@@ -172,6 +177,10 @@ def print_pac(result: dict[str, Any]) -> None:
         f"of LoRA's metric: LoRA {when(a['lora_seconds_to_90'])}, PAC "
         f"{when(a['pac_seconds_to_90'])}"
     )
+    if "fleet" in result:
+        from lola_deft.server.pac_fleet_bench import format_fleet
+
+        print(format_fleet(result["fleet"]))
 
 
 def pac_targets(result: dict[str, Any]) -> list[str]:

@@ -16,3 +16,33 @@ def test_a_warm_cache_step_is_measured_against_lora(tiny_model_dir: Path) -> Non
     accuracy = {"pac_metric_equal_steps": 0.5, "lora_metric": 1.0}
     lines = pac_targets({"costs": [costs], "accuracy": accuracy})
     assert len(lines) == 3 and lines[-1].startswith("FAIL PAC reaches 0.500x")
+
+
+def test_time_to_the_target_sums_rounds_until_the_first_that_reaches_it() -> None:
+    from types import SimpleNamespace
+
+    from lola_deft.server.pac_fleet_bench import format_fleet, time_to
+
+    def record(number: int, wall: float, metric: float | None) -> SimpleNamespace:
+        evaluation = None if metric is None else SimpleNamespace(metric=metric)
+        return SimpleNamespace(round=number, measured_wall_s=wall, eval=evaluation)
+
+    rounds = [record(1, 2.0, 0.5), record(2, 1.5, None), record(3, 0.5, 0.91), record(4, 9.0, 1)]
+    assert time_to(rounds, 0.9, "measured_wall_s") == (4.0, 3)
+    assert time_to(rounds, 1.1, "measured_wall_s") == (None, None)
+    run = {
+        "rounds": 4, "metric_after": 0.95, "reached_in_round": 3, "measured_s_to_90": 4.0,
+        "modelled_s_to_90": None, "measured_s_per_round_first": 2.0,
+        "measured_s_per_round_last": 0.5, "modelled_s_per_round_median": 7.0,
+    }  # fmt: skip
+    text = format_fleet(
+        {
+            "target": 0.9,
+            "centralized_metric": 1.0,
+            "one_device": {"reached_in_step": None, "measured_s_to_90": None},
+            "lola": {**run, "method": "lola"},
+            "pac": {**run, "method": "pac"},
+        }
+    )
+    assert "LoLa-DEFT measured 4.0 s, modelled radio never (round 3 of 4" in text
+    assert "one device (centralized LoRA) measured never (step -)" in text

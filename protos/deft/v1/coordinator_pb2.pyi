@@ -91,23 +91,37 @@ class ChannelState(_message.Message):
     def __init__(self, channel_gain: _Optional[float] = ..., snr_db: _Optional[float] = ..., spectral_efficiency: _Optional[float] = ..., measured_uplink_bps: _Optional[float] = ...) -> None: ...
 
 class ResourceReport(_message.Message):
-    __slots__ = ("session", "round", "available_memory_bytes", "compute_factor", "channel", "block_costs")
+    __slots__ = ("session", "round", "available_memory_bytes", "compute_factor", "channel", "block_costs", "pac")
     SESSION_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     AVAILABLE_MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
     COMPUTE_FACTOR_FIELD_NUMBER: _ClassVar[int]
     CHANNEL_FIELD_NUMBER: _ClassVar[int]
     BLOCK_COSTS_FIELD_NUMBER: _ClassVar[int]
+    PAC_FIELD_NUMBER: _ClassVar[int]
     session: str
     round: int
     available_memory_bytes: float
     compute_factor: float
     channel: ChannelState
     block_costs: _containers.RepeatedCompositeFieldContainer[BlockCost]
-    def __init__(self, session: _Optional[str] = ..., round: _Optional[int] = ..., available_memory_bytes: _Optional[float] = ..., compute_factor: _Optional[float] = ..., channel: _Optional[_Union[ChannelState, _Mapping]] = ..., block_costs: _Optional[_Iterable[_Union[BlockCost, _Mapping]]] = ...) -> None: ...
+    pac: PacState
+    def __init__(self, session: _Optional[str] = ..., round: _Optional[int] = ..., available_memory_bytes: _Optional[float] = ..., compute_factor: _Optional[float] = ..., channel: _Optional[_Union[ChannelState, _Mapping]] = ..., block_costs: _Optional[_Iterable[_Union[BlockCost, _Mapping]]] = ..., pac: _Optional[_Union[PacState, _Mapping]] = ...) -> None: ...
+
+class PacState(_message.Message):
+    __slots__ = ("samples", "cached_samples", "step_seconds", "needs_pipeline")
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    CACHED_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    STEP_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    NEEDS_PIPELINE_FIELD_NUMBER: _ClassVar[int]
+    samples: int
+    cached_samples: int
+    step_seconds: float
+    needs_pipeline: bool
+    def __init__(self, samples: _Optional[int] = ..., cached_samples: _Optional[int] = ..., step_seconds: _Optional[float] = ..., needs_pipeline: _Optional[bool] = ...) -> None: ...
 
 class RoundInstruction(_message.Message):
-    __slots__ = ("round", "block", "bandwidth_hz", "local_iterations", "deadline_unix_s", "finished", "modelled_latency_s", "skip_head")
+    __slots__ = ("round", "block", "bandwidth_hz", "local_iterations", "deadline_unix_s", "finished", "modelled_latency_s", "skip_head", "pipeline")
     ROUND_FIELD_NUMBER: _ClassVar[int]
     BLOCK_FIELD_NUMBER: _ClassVar[int]
     BANDWIDTH_HZ_FIELD_NUMBER: _ClassVar[int]
@@ -116,6 +130,7 @@ class RoundInstruction(_message.Message):
     FINISHED_FIELD_NUMBER: _ClassVar[int]
     MODELLED_LATENCY_S_FIELD_NUMBER: _ClassVar[int]
     SKIP_HEAD_FIELD_NUMBER: _ClassVar[int]
+    PIPELINE_FIELD_NUMBER: _ClassVar[int]
     round: int
     block: int
     bandwidth_hz: float
@@ -124,7 +139,32 @@ class RoundInstruction(_message.Message):
     finished: bool
     modelled_latency_s: float
     skip_head: bool
-    def __init__(self, round: _Optional[int] = ..., block: _Optional[int] = ..., bandwidth_hz: _Optional[float] = ..., local_iterations: _Optional[int] = ..., deadline_unix_s: _Optional[float] = ..., finished: _Optional[bool] = ..., modelled_latency_s: _Optional[float] = ..., skip_head: _Optional[bool] = ...) -> None: ...
+    pipeline: PipelineTask
+    def __init__(self, round: _Optional[int] = ..., block: _Optional[int] = ..., bandwidth_hz: _Optional[float] = ..., local_iterations: _Optional[int] = ..., deadline_unix_s: _Optional[float] = ..., finished: _Optional[bool] = ..., modelled_latency_s: _Optional[float] = ..., skip_head: _Optional[bool] = ..., pipeline: _Optional[_Union[PipelineTask, _Mapping]] = ...) -> None: ...
+
+class PipelineTask(_message.Message):
+    __slots__ = ("job", "owner", "first_unit", "last_unit", "units", "micro_batches", "micro_batch_size", "max_length", "dtype", "deadline_unix_s")
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    FIRST_UNIT_FIELD_NUMBER: _ClassVar[int]
+    LAST_UNIT_FIELD_NUMBER: _ClassVar[int]
+    UNITS_FIELD_NUMBER: _ClassVar[int]
+    MICRO_BATCHES_FIELD_NUMBER: _ClassVar[int]
+    MICRO_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    MAX_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_UNIX_S_FIELD_NUMBER: _ClassVar[int]
+    job: str
+    owner: bool
+    first_unit: int
+    last_unit: int
+    units: int
+    micro_batches: int
+    micro_batch_size: int
+    max_length: int
+    dtype: str
+    deadline_unix_s: float
+    def __init__(self, job: _Optional[str] = ..., owner: _Optional[bool] = ..., first_unit: _Optional[int] = ..., last_unit: _Optional[int] = ..., units: _Optional[int] = ..., micro_batches: _Optional[int] = ..., micro_batch_size: _Optional[int] = ..., max_length: _Optional[int] = ..., dtype: _Optional[str] = ..., deadline_unix_s: _Optional[float] = ...) -> None: ...
 
 class WeightsRequest(_message.Message):
     __slots__ = ("session", "round")
@@ -173,6 +213,44 @@ class GradientPart(_message.Message):
     header: UploadHeader
     chunk: TensorChunk
     def __init__(self, header: _Optional[_Union[UploadHeader, _Mapping]] = ..., chunk: _Optional[_Union[TensorChunk, _Mapping]] = ...) -> None: ...
+
+class StatesHeader(_message.Message):
+    __slots__ = ("session", "job", "micro_batch")
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    MICRO_BATCH_FIELD_NUMBER: _ClassVar[int]
+    session: str
+    job: str
+    micro_batch: int
+    def __init__(self, session: _Optional[str] = ..., job: _Optional[str] = ..., micro_batch: _Optional[int] = ...) -> None: ...
+
+class StatesPart(_message.Message):
+    __slots__ = ("header", "chunk")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    header: StatesHeader
+    chunk: TensorChunk
+    def __init__(self, header: _Optional[_Union[StatesHeader, _Mapping]] = ..., chunk: _Optional[_Union[TensorChunk, _Mapping]] = ...) -> None: ...
+
+class StatesAck(_message.Message):
+    __slots__ = ("job", "micro_batch", "received_bytes")
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    MICRO_BATCH_FIELD_NUMBER: _ClassVar[int]
+    RECEIVED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    job: str
+    micro_batch: int
+    received_bytes: int
+    def __init__(self, job: _Optional[str] = ..., micro_batch: _Optional[int] = ..., received_bytes: _Optional[int] = ...) -> None: ...
+
+class StatesRequest(_message.Message):
+    __slots__ = ("session", "job", "micro_batch")
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    MICRO_BATCH_FIELD_NUMBER: _ClassVar[int]
+    session: str
+    job: str
+    micro_batch: int
+    def __init__(self, session: _Optional[str] = ..., job: _Optional[str] = ..., micro_batch: _Optional[int] = ...) -> None: ...
 
 class UploadAck(_message.Message):
     __slots__ = ("round", "block", "received_bytes", "duplicate")

@@ -64,6 +64,16 @@ class CoordinatorStub(object):
                 request_serializer=lola__deft_dot_protos_dot_deft_dot_v1_dot_coordinator__pb2.GradientPart.SerializeToString,
                 response_deserializer=lola__deft_dot_protos_dot_deft_dot_v1_dot_coordinator__pb2.UploadAck.FromString,
                 _registered_method=True)
+        self.UploadStates = channel.stream_unary(
+                '/deft.v1.Coordinator/UploadStates',
+                request_serializer=lola__deft_dot_protos_dot_deft_dot_v1_dot_coordinator__pb2.StatesPart.SerializeToString,
+                response_deserializer=lola__deft_dot_protos_dot_deft_dot_v1_dot_coordinator__pb2.StatesAck.FromString,
+                _registered_method=True)
+        self.DownloadStates = channel.unary_stream(
+                '/deft.v1.Coordinator/DownloadStates',
+                request_serializer=lola__deft_dot_protos_dot_deft_dot_v1_dot_coordinator__pb2.StatesRequest.SerializeToString,
+                response_deserializer=lola__deft_dot_protos_dot_deft_dot_v1_dot_coordinator__pb2.TensorChunk.FromString,
+                _registered_method=True)
 
 
 class CoordinatorServicer(object):
@@ -99,6 +109,19 @@ class CoordinatorServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UploadStates(self, request_iterator, context):
+        """--method pac pipelines (see PipelineTask).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DownloadStates(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoordinatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -126,6 +149,16 @@ def add_CoordinatorServicer_to_server(servicer, server):
                     servicer.UploadGradient,
                     request_deserializer=lola__deft_dot_protos_dot_deft_dot_v1_dot_coordinator__pb2.GradientPart.FromString,
                     response_serializer=lola__deft_dot_protos_dot_deft_dot_v1_dot_coordinator__pb2.UploadAck.SerializeToString,
+            ),
+            'UploadStates': grpc.stream_unary_rpc_method_handler(
+                    servicer.UploadStates,
+                    request_deserializer=lola__deft_dot_protos_dot_deft_dot_v1_dot_coordinator__pb2.StatesPart.FromString,
+                    response_serializer=lola__deft_dot_protos_dot_deft_dot_v1_dot_coordinator__pb2.StatesAck.SerializeToString,
+            ),
+            'DownloadStates': grpc.unary_stream_rpc_method_handler(
+                    servicer.DownloadStates,
+                    request_deserializer=lola__deft_dot_protos_dot_deft_dot_v1_dot_coordinator__pb2.StatesRequest.FromString,
+                    response_serializer=lola__deft_dot_protos_dot_deft_dot_v1_dot_coordinator__pb2.TensorChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -263,6 +296,60 @@ class Coordinator(object):
             '/deft.v1.Coordinator/UploadGradient',
             lola__deft_dot_protos_dot_deft_dot_v1_dot_coordinator__pb2.GradientPart.SerializeToString,
             lola__deft_dot_protos_dot_deft_dot_v1_dot_coordinator__pb2.UploadAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UploadStates(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/deft.v1.Coordinator/UploadStates',
+            lola__deft_dot_protos_dot_deft_dot_v1_dot_coordinator__pb2.StatesPart.SerializeToString,
+            lola__deft_dot_protos_dot_deft_dot_v1_dot_coordinator__pb2.StatesAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DownloadStates(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/deft.v1.Coordinator/DownloadStates',
+            lola__deft_dot_protos_dot_deft_dot_v1_dot_coordinator__pb2.StatesRequest.SerializeToString,
+            lola__deft_dot_protos_dot_deft_dot_v1_dot_coordinator__pb2.TensorChunk.FromString,
             options,
             channel_credentials,
             insecure,
