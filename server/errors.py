@@ -20,6 +20,7 @@ __all__ = [
     "NonFiniteStep",
     "NotAssigned",
     "NotNow",
+    "PipelineAborted",
     "TooLarge",
     "Unauthenticated",
     "UnknownSession",
@@ -57,6 +58,10 @@ class NotAssigned(CoordinatorError):
 
 class DeadlinePassed(CoordinatorError):
     """The round's upload deadline has passed."""
+
+
+class PipelineAborted(CoordinatorError):
+    """A cache-filling pipeline stopped (a stage's device died, its deadline passed)."""
 
 
 class TooLarge(CoordinatorError):

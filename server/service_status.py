@@ -16,6 +16,7 @@ from lola_deft.server.errors import (
     InvalidRequest,
     NotAssigned,
     NotNow,
+    PipelineAborted,
     TooLarge,
     Unauthenticated,
     UnknownSession,
@@ -32,6 +33,7 @@ STATUS_OF: dict[type[CoordinatorError], grpc.StatusCode] = {
     Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     Forbidden: grpc.StatusCode.PERMISSION_DENIED,
     AlreadyRegistered: grpc.StatusCode.ALREADY_EXISTS,
+    PipelineAborted: grpc.StatusCode.ABORTED,
 }
 
 
