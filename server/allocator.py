@@ -10,11 +10,13 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from lola_deft.server.messages import Allocation, AllocationRequest
 
 if TYPE_CHECKING:
+    import grpc
+
     from lola_deft.protos.credentials import TlsFiles
     from lola_deft.protos.deft.v1 import scheduler_pb2
 
@@ -36,6 +38,11 @@ class Allocator(Protocol):
         """Raises AllocationFailed saying why."""
         ...
 
+    def plan_pipeline(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """PAC+'s pipeline plan for the scheduler's pipeline document (its JSON answer:
+        stages, bottleneck_s, solve_seconds); raises AllocationFailed saying why."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -53,6 +60,15 @@ class InProcessAllocator:
         except SchedulerError as error:
             raise AllocationFailed(f"scheduler: {error}") from error
         return Allocation.from_json(allocation.to_json())
+
+    def plan_pipeline(self, doc: dict[str, Any]) -> dict[str, Any]:
+        from lola_deft.scheduler.errors import SchedulerError
+        from lola_deft.scheduler.pac_convert import response_json, solve_pipeline
+
+        try:
+            return response_json(solve_pipeline(doc))
+        except SchedulerError as error:
+            raise AllocationFailed(f"scheduler: {error}") from error
 
     def close(self) -> None:
         pass
@@ -78,15 +94,33 @@ class GrpcAllocator:
                 allocate_request(request), wait_for_ready=wait_for_ready
             )
         except grpc.RpcError as error:
-            answered = error.code() in (
-                grpc.StatusCode.INVALID_ARGUMENT,
-                grpc.StatusCode.FAILED_PRECONDITION,
-            )
-            kind = AllocationFailed if answered else SchedulerUnavailable
-            raise kind(
-                f"scheduler at {self.client.address}: {error.code().name}: {error.details()}"
-            ) from error
+            raise self._failure(error) from error
         return Allocation.from_json(response_to_json(response))
+
+    def plan_pipeline(self, doc: dict[str, Any], *, wait_for_ready: bool = True) -> dict[str, Any]:
+        import grpc
+        from google.protobuf import json_format
+
+        from lola_deft.protos.deft.v1 import scheduler_pb2
+        from lola_deft.scheduler.pac_convert import response_json
+
+        request = json_format.ParseDict(doc, scheduler_pb2.PlanPipelineRequest())
+        try:
+            response = self.client.plan_pipeline(request, wait_for_ready=wait_for_ready)
+        except grpc.RpcError as error:
+            raise self._failure(error) from error
+        return response_json(response)
+
+    def _failure(self, error: grpc.RpcError) -> AllocationFailed:
+        """A refusal (bad request, infeasible) is an answer; anything else: unavailable."""
+        import grpc
+
+        answered = error.code() in (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            grpc.StatusCode.FAILED_PRECONDITION,
+        )
+        kind = AllocationFailed if answered else SchedulerUnavailable
+        return kind(f"scheduler at {self.client.address}: {error.code().name}: {error.details()}")
 
     def close(self) -> None:
         self.client.close()
@@ -137,6 +171,15 @@ class FallbackAllocator:
                 return allocation
         self.fallback_rounds += 1
         return dataclasses.replace(self.fallback.allocate(request), source="fallback")
+
+    def plan_pipeline(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """The service's plan, or the same planner in-process while it is down."""
+        if self.available:
+            try:
+                return self.service.plan_pipeline(doc, wait_for_ready=True)
+            except SchedulerUnavailable as error:
+                log.warning("%s; planning the pipeline in-process", error)
+        return self.fallback.plan_pipeline(doc)
 
     def close(self) -> None:
         self.service.close()

@@ -23,8 +23,16 @@ from lola_deft.server.messages import (
     UploadPlan,
     Welcome,
 )
+from lola_deft.server.pipeline import PipelineJob
 from lola_deft.server.registry import AgentRegistry
-from lola_deft.server.validation import validate_header, validate_registration
+from lola_deft.server.validation import (
+    MAX_JOB,
+    check_text,
+    validate_header,
+    validate_registration,
+)
+
+STATES_WAIT_S = 30.0  # a states download waits this long for its micro-batch, then "ask again"
 
 PAC_CAPABILITY = "pac"  # an agent that can train PAC+'s parallel adapters says so
 
@@ -114,6 +122,33 @@ class Coordinator:
         device_id = self.authenticate(header.session, peer)
         validate_header(header)
         return self.engine.plan_upload(device_id, header)
+
+    # -- PAC+ cache-filling pipelines (server/pipeline.py) -------------------------------------
+    def pipeline_stage(
+        self, session: str, job: str, peer: Peer = PLAINTEXT_PEER
+    ) -> tuple[str, PipelineJob]:
+        """The caller's device and the pipeline `job` it has a stage in (who it is first)."""
+        device_id = self.authenticate(session, peer)
+        check_text(job, "job", MAX_JOB, required=True)
+        pipeline = self.engine.pipeline(job)
+        pipeline.stage_of(device_id)
+        return device_id, pipeline
+
+    def open_states_upload(
+        self, session: str, job: str, micro_batch: int, peer: Peer = PLAINTEXT_PEER
+    ) -> tuple[str, PipelineJob, dict[str, tuple[int, ...]]]:
+        """Checks a states upload's header; returns the tensors its stream must carry."""
+        device_id, pipeline = self.pipeline_stage(session, job, peer)
+        return device_id, pipeline, pipeline.upload_shapes(device_id, micro_batch)
+
+    async def download_states(
+        self, session: str, job: str, micro_batch: int, peer: Peer = PLAINTEXT_PEER
+    ) -> tuple[dict[str, np.ndarray], float]:
+        """The states this device's stage needs for `micro_batch`, and the time.monotonic()
+        value by which the transfer must be done."""
+        device_id, pipeline = self.pipeline_stage(session, job, peer)
+        states = await pipeline.download(device_id, micro_batch, STATES_WAIT_S)
+        return states, pipeline.deadline
 
     def abandon_upload(
         self, plan: UploadPlan, header: UploadHeader, kind: str, reason: str

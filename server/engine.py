@@ -32,7 +32,7 @@ import numpy as np
 from lola_deft.server.aggregation import RoundCollector
 from lola_deft.server.allocator import AllocationFailed, Allocator
 from lola_deft.server.config import CoordinatorConfig
-from lola_deft.server.errors import InvalidRequest, NonFiniteStep, NotAssigned, NotNow
+from lola_deft.server.errors import InvalidRequest, NonFiniteStep, NotAssigned, NotNow, quote
 from lola_deft.server.gradient_guard import GradientGuard
 from lola_deft.server.head_training import HeadPolicy
 from lola_deft.server.messages import (
@@ -52,6 +52,8 @@ from lola_deft.server.messages import (
     UploadHeader,
     UploadPlan,
 )
+from lola_deft.server.pipeline import PipelineJob
+from lola_deft.server.pipeline_planning import BackboneCosts, pipeline_document, pipeline_job
 from lola_deft.server.registry import AgentRegistry
 from lola_deft.server.validation import validate_report
 
@@ -150,8 +152,12 @@ class RoundEngine:
         *,
         completed: int = 0,
         history: RunHistory | None = None,
+        pipeline_costs: Callable[[], BackboneCosts] | None = None,
     ) -> None:
+        """`pipeline_costs` (PAC+): the backbone's reference costs, for planning pipelines that
+        fill the caches of devices the backbone does not fit (None: no pipelines)."""
         self.config = config
+        self.pipeline_costs = pipeline_costs
         self.trainer = trainer
         self.registry = registry
         self.allocator = allocator
@@ -170,6 +176,7 @@ class RoundEngine:
         self.head = HeadPolicy(config.head_training, config.head_warmup_rounds)
         self.rounds_dispatched = 0  # by this process
         self.last_trained: dict[int, int] = {}  # block -> last round that updated it
+        self.pipelines: dict[str, PipelineJob] = {}  # PAC+'s cache-filling pipelines, by job
         for record in self.history.rounds:
             for block in record.blocks_updated:
                 self.last_trained[block] = record.round
@@ -251,6 +258,12 @@ class RoundEngine:
             )
             raise
 
+    def pipeline(self, job: str) -> PipelineJob:
+        found = self.pipelines.get(job)
+        if found is None:
+            raise NotNow(f"pipeline {quote(job)} is not running")
+        return found
+
     def _running(self, round_number: int) -> RunningRound:
         running = self.current
         if running is None or running.number != round_number:
@@ -266,6 +279,7 @@ class RoundEngine:
     # -- the loop ------------------------------------------------------------------------------
     async def run(self) -> None:
         """Run rounds until done; an unexpected error ends training and is kept in `error`."""
+        watcher = asyncio.create_task(self._watch_pipelines())
         try:
             if self.completed == 0 and self.history.baseline is None:
                 self.history.baseline = await asyncio.to_thread(self.trainer.evaluate)
@@ -277,6 +291,9 @@ class RoundEngine:
             log.exception("round engine failed in round %d", self.next_round)
             self.error = error
         finally:
+            watcher.cancel()
+            for job in self.pipelines.values():
+                job.fail("training is over")
             self.finished.set()
             self._release_all(finished=True)
 
@@ -293,6 +310,7 @@ class RoundEngine:
     async def run_round(self, number: int) -> None:
         phases: dict[str, float] = {}
         reports = await self.collect_reports()
+        reports = await self.start_pipelines(reports, number)
         if not reports:
             return
         blocks = self.choose_blocks(len(reports))
@@ -341,6 +359,74 @@ class RoundEngine:
     def _due_for_evaluation(self, number: int) -> bool:
         final = number == self.config.rounds  # the final adapters are always evaluated
         return final or bool(self.config.eval_every and number % self.config.eval_every == 0)
+
+    # -- PAC+ pipelines ------------------------------------------------------------------------
+    async def start_pipelines(
+        self, reports: list[ResourceReport], number: int
+    ) -> list[ResourceReport]:
+        """PAC+: a device whose backbone does not fit, with samples not cached yet, gets a
+        pipeline of reporting devices that fills its cache (planned by the scheduler); those
+        devices leave this round's slots to the others. Returns the reports left for slots."""
+        if self.pipeline_costs is None:
+            return reports
+        busy = {device for job in self.pipelines.values() for device in job.devices}
+        owners = [
+            report
+            for report in reports
+            if report.pac is not None
+            and report.pac.needs_pipeline
+            and report.pac.cold
+            and report.device_id not in busy
+        ]
+        if not owners:
+            return reports
+        owner = owners[0]
+        assert owner.pac is not None
+        candidates = [report for report in reports if report.device_id not in busy]
+        try:
+            costs = await asyncio.to_thread(self.pipeline_costs)
+            document = pipeline_document(
+                costs, candidates, owner.device_id, self.config.bandwidth_hz
+            )
+            plan = await asyncio.to_thread(self.allocator.plan_pipeline, document)
+        except AllocationFailed as error:
+            log.warning(
+                "round %d: no pipeline can fill %s's cache: %s", number, owner.device_id, error
+            )
+            return reports
+        uncached = owner.pac.samples - owner.pac.cached_samples
+        job, tasks = pipeline_job(plan, costs, uncached, self.config.round_timeout_s)
+        if any(device not in self._pending for device in tasks):
+            return reports  # one of them stopped waiting meanwhile: plan again next round
+        self.pipelines[job.job] = job
+        for device, task in tasks.items():
+            self._settle(self._pending.pop(device), Instruction(round=number, pipeline=task))
+        log.info(
+            "round %d: pipeline %s fills %s's cache (%d samples): %s",
+            number,
+            job.job,
+            owner.device_id,
+            uncached,
+            " ".join(f"{s.device}:{s.first_unit}-{s.last_unit}" for s in job.stages),
+        )
+        return [report for report in reports if report.device_id not in tasks]
+
+    async def _watch_pipelines(self) -> None:
+        """Abort pipelines whose devices die or whose deadline passes; forget ended ones."""
+        while True:
+            await asyncio.sleep(1.0)
+            now = time.monotonic()
+            for name, job in list(self.pipelines.items()):
+                if job.finished() or job.failure is not None:
+                    if now > job.deadline:  # kept till then: late calls get a clear answer
+                        del self.pipelines[name]
+                    continue
+                dead = [device for device in job.devices if not self.registry.is_live(device)]
+                if dead:
+                    job.fail(f"{dead[0]} stopped responding")
+                    log.warning("pipeline %s aborted: %s stopped responding", name, dead[0])
+                elif now > job.deadline:
+                    job.fail("its deadline passed")
 
     # -- phases --------------------------------------------------------------------------------
     def _needed_agents(self) -> int:

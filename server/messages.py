@@ -36,6 +36,22 @@ class ResourceReport:
     measured_uplink_bps: float
     block_seconds: tuple[float, ...]
     block_memory_bytes: tuple[float, ...]
+    pac: PacReport | None = None  # --method pac: the device's samples and cache
+
+
+@dataclass(frozen=True)
+class PacReport:
+    """A PAC+ device's samples, how many have cached states, its side network's step time,
+    and whether the backbone fits it (if not, only a pipeline can fill its cache)."""
+
+    samples: int
+    cached_samples: int
+    step_seconds: float
+    needs_pipeline: bool
+
+    @property
+    def cold(self) -> bool:
+        return self.cached_samples < self.samples
 
 
 @dataclass(frozen=True)
@@ -50,6 +66,23 @@ class Instruction:
     finished: bool = False
     modelled_latency_s: float = 0.0
     skip_head: bool = False  # compute and upload the block's gradient only (head_training)
+    pipeline: PipelineTask | None = None  # PAC+: a stage of a cache-filling pipeline instead
+
+
+@dataclass(frozen=True)
+class PipelineTask:
+    """One device's stage in a pipeline that fills an owner's activation cache."""
+
+    job: str
+    owner: bool
+    first_unit: int
+    last_unit: int
+    units: int
+    micro_batches: int
+    micro_batch_size: int
+    max_length: int
+    dtype: str
+    deadline_unix_s: float
 
 
 @dataclass(frozen=True)

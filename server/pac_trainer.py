@@ -25,9 +25,11 @@ from lola_deft.ml.glue import TaskSpec, read_dev_sets
 from lola_deft.ml.model import content_digest
 from lola_deft.ml.pac_training import CachedStates
 from lola_deft.ml.parallel_adapters import AdapterShape, ParallelAdapters, load_backbone
+from lola_deft.server.allocator import AllocationFailed
 from lola_deft.server.centralized_pac import cached_split, evaluate_adapters
 from lola_deft.server.messages import Evaluation
 from lola_deft.server.model_card import Publication
+from lola_deft.server.pipeline_planning import BackboneCosts, measure_backbone
 from lola_deft.server.trainer import CheckpointedTrainer
 from lola_deft.server.training_state import SideNetworkState
 
@@ -59,8 +61,14 @@ class SideNetworkTrainer(CheckpointedTrainer):
         slots: int,
         publication: Publication | None = None,
         wire_bits: int = 32,
+        model_dir: Path | None = None,
+        micro_batch: tuple[int, int] = (16, 32),
     ) -> None:
+        """`model_dir` and `micro_batch` (samples, tokens): what pipelines are planned for."""
         super().__init__(state, checkpoint_dir, publication)
+        self.model_dir = model_dir
+        self.micro_batch = micro_batch
+        self._costs: BackboneCosts | None = None
         self.adapters = state.adapters
         self.dev = dev
         self.spec = spec
@@ -70,6 +78,14 @@ class SideNetworkTrainer(CheckpointedTrainer):
         self.head_bits = float(values) * wire_bits
         self.block_names: dict[int, list[str]] = {slot: [] for slot in range(1, slots + 1)}
         self.head_names = list(state.params)
+
+    def backbone_costs(self) -> BackboneCosts:
+        """The backbone's reference costs for pipeline plans, measured once (on first need)."""
+        if self._costs is None:
+            if self.model_dir is None:
+                raise AllocationFailed("no model folder to measure pipeline stages on")
+            self._costs = measure_backbone(self.model_dir, *self.micro_batch)
+        return self._costs
 
     def evaluate(self) -> Evaluation:
         result = evaluate_adapters(self.adapters, self.dev, self.spec)
@@ -87,6 +103,7 @@ def build_side_network_trainer(
     learning_rate: float,
     seed: int,
     slots: int,
+    batch_size: int,
     checkpoint_dir: Path,
     publication: Publication | None,
     wire_bits: int,
@@ -115,4 +132,6 @@ def build_side_network_trainer(
         slots or layers,
         publication=publication,
         wire_bits=wire_bits,
+        model_dir=model_dir,
+        micro_batch=(batch_size, max_seq_length),
     )

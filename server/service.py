@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn, TypeVar
 
 import grpc
+import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -124,13 +125,7 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
             )
         except CoordinatorError as error:
             await self._refuse(context, error)
-        for chunk in to_chunks(weights):
-            remaining = deadline - time.monotonic()
-            try:
-                await asyncio.wait_for(context.write(chunk), timeout=max(remaining, 0.0))
-            except asyncio.TimeoutError:
-                await self._refuse(context, DeadlinePassed("the round's deadline passed"))
-            self.metrics.bytes.labels("down").inc(len(chunk.data))
+        await self._stream(context, weights, deadline, "the round's deadline passed")
 
     async def UploadGradient(
         self,
@@ -145,6 +140,48 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
         if not ack.duplicate:
             self.metrics.bytes.labels("up").inc(ack.received_bytes)
         return wire.ack_message(ack)
+
+    async def UploadStates(
+        self,
+        request_iterator: AsyncIterator[coordinator_pb2.StatesPart],
+        context: grpc.aio.ServicerContext,
+    ) -> coordinator_pb2.StatesAck:
+        try:
+            ack = await wire.receive_states(request_iterator, self.coordinator, caller(context))
+        except CoordinatorError as error:
+            self.metrics.rejected.labels(reason(error)).inc()
+            await self._refuse(context, error)
+        self.metrics.bytes.labels("up").inc(ack.received_bytes)
+        return ack
+
+    async def DownloadStates(
+        self, request: coordinator_pb2.StatesRequest, context: grpc.aio.ServicerContext
+    ) -> None:
+        """A stage's input, or the helpers' states for the owner: waits (bounded) until they
+        are there, then streams them within the pipeline's deadline."""
+        try:
+            states, deadline = await self.coordinator.download_states(
+                request.session, request.job, request.micro_batch, caller(context)
+            )
+        except CoordinatorError as error:
+            await self._refuse(context, error)
+        await self._stream(context, states, deadline, "the pipeline's deadline passed")
+
+    async def _stream(
+        self,
+        context: grpc.aio.ServicerContext,
+        tensors: dict[str, np.ndarray],
+        deadline: float,
+        late: str,
+    ) -> None:
+        """Tensors as chunks; a client that stops reading is cut off at `deadline`."""
+        for chunk in to_chunks(tensors):
+            remaining = deadline - time.monotonic()
+            try:
+                await asyncio.wait_for(context.write(chunk), timeout=max(remaining, 0.0))
+            except asyncio.TimeoutError:
+                await self._refuse(context, DeadlinePassed(late))
+            self.metrics.bytes.labels("down").inc(len(chunk.data))
 
 
 @dataclass
@@ -314,6 +351,7 @@ def start_coordinator(
         hooks,
         completed=trainer.state.round,
         history=trainer.restored_history(),
+        pipeline_costs=trainer.backbone_costs if isinstance(trainer, SideNetworkTrainer) else None,
     )
     coordinator = Coordinator(
         config,

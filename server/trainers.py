@@ -46,6 +46,7 @@ def build_trainer(config: CoordinatorConfig) -> AdapterTrainer | SideNetworkTrai
             config.learning_rate,
             config.seed,
             slots=config.min_agents,
+            batch_size=config.batch_size,
             checkpoint_dir=config.checkpoint_dir,
             publication=Publication.prepare(tokenizer, spec, origin, tokenizer_folder),
             wire_bits=wire_bits,

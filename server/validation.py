@@ -14,6 +14,7 @@ MAX_VERSION = 64
 MAX_CAPABILITIES = 16
 MAX_CAPABILITY = 32
 MAX_FINGERPRINT = 512
+MAX_JOB = 64  # a pipeline's id
 
 
 def check_text(value: str, field: str, limit: int, *, required: bool = False) -> None:
@@ -49,6 +50,10 @@ def validate_report(report: ResourceReport, blocks: int) -> None:
         _non_negative(getattr(report, name), f"channel.{name}")
     if not math.isfinite(report.snr_db):
         raise InvalidRequest("channel.snr_db", "must be finite")
+    if report.pac is not None:
+        _non_negative(report.pac.step_seconds, "pac.step_seconds")
+        if report.pac.cached_samples > report.pac.samples:
+            raise InvalidRequest("pac.cached_samples", "more than pac.samples")
     if len(report.block_seconds) != blocks:
         raise InvalidRequest("block_costs", f"need one entry for each block 1..{blocks}")
     for block, seconds in enumerate(report.block_seconds, start=1):

@@ -8,6 +8,7 @@ stream is then held to exactly the tensors, shapes and bytes of the expected blo
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import AsyncIterator
 
@@ -18,6 +19,8 @@ from lola_deft.server.coordinator import Coordinator
 from lola_deft.server.errors import CoordinatorError, DeadlinePassed, InvalidRequest, TooLarge
 from lola_deft.server.messages import (
     Instruction,
+    PacReport,
+    PipelineTask,
     Registration,
     ResourceReport,
     UploadAck,
@@ -72,6 +75,14 @@ def resource_report(request: pb.ResourceReport, device_id: str) -> ResourceRepor
         measured_uplink_bps=channel.measured_uplink_bps,
         block_seconds=tuple(cost.seconds_per_iteration for cost in costs),
         block_memory_bytes=tuple(cost.peak_memory_bytes for cost in costs),
+        pac=PacReport(
+            samples=request.pac.samples,
+            cached_samples=request.pac.cached_samples,
+            step_seconds=request.pac.step_seconds,
+            needs_pipeline=request.pac.needs_pipeline,
+        )
+        if request.HasField("pac")
+        else None,
     )
 
 
@@ -85,6 +96,24 @@ def instruction_message(instruction: Instruction) -> pb.RoundInstruction:
         finished=instruction.finished,
         modelled_latency_s=instruction.modelled_latency_s,
         skip_head=instruction.skip_head,
+        pipeline=_pipeline_message(instruction.pipeline),
+    )
+
+
+def _pipeline_message(task: PipelineTask | None) -> pb.PipelineTask | None:
+    if task is None:
+        return None
+    return pb.PipelineTask(
+        job=task.job,
+        owner=task.owner,
+        first_unit=task.first_unit,
+        last_unit=task.last_unit,
+        units=task.units,
+        micro_batches=task.micro_batches,
+        micro_batch_size=task.micro_batch_size,
+        max_length=task.max_length,
+        dtype=task.dtype,
+        deadline_unix_s=task.deadline_unix_s,
     )
 
 
@@ -168,3 +197,39 @@ def stream_refusal(error: TensorStreamError, block: int) -> CoordinatorError:
     if isinstance(error, StreamTooLarge):
         return TooLarge(f"gradient stream: {error} (what block {block} weighs)")
     return InvalidRequest("gradient stream", str(error))
+
+
+async def receive_states(
+    parts: AsyncIterator[pb.StatesPart], coordinator: Coordinator, peer: Peer = PLAINTEXT_PEER
+) -> pb.StatesAck:
+    """Read one pipeline states upload: header, checks, then the bounded chunk stream (held to
+    exactly the stage's tensors), within the pipeline's deadline."""
+    try:
+        first = await parts.__anext__()
+    except StopAsyncIteration:
+        raise InvalidRequest("upload", "empty stream") from None
+    if first.WhichOneof("part") != "header":
+        raise InvalidRequest("upload", "the stream must open with a StatesHeader")
+    header = first.header
+    device_id, pipeline, shapes = coordinator.open_states_upload(
+        header.session, header.job, header.micro_batch, peer
+    )
+    assembler = TensorAssembler(shapes, 4 * sum(math.prod(shape) for shape in shapes.values()))
+
+    async def read_chunks() -> None:
+        async for part in parts:
+            if part.WhichOneof("part") != "chunk":
+                raise InvalidRequest("upload", "only one StatesHeader per stream")
+            assembler.feed(part.chunk)
+
+    try:
+        await asyncio.wait_for(read_chunks(), timeout=max(pipeline.deadline - time.monotonic(), 0))
+        tensors = assembler.finish()
+    except asyncio.TimeoutError:
+        raise DeadlinePassed(f"pipeline {header.job}'s deadline passed during the upload") from None
+    except StreamTooLarge as error:
+        raise TooLarge(f"states stream: {error}") from None
+    except TensorStreamError as error:
+        raise InvalidRequest("states", str(error)) from None
+    received = pipeline.accept(device_id, header.micro_batch, tensors)
+    return pb.StatesAck(job=header.job, micro_batch=header.micro_batch, received_bytes=received)
