@@ -20,10 +20,12 @@ from lola_deft.device_agent.connection import (
     ROUND_LEVEL,
     Backoff,
     CoordinatorConnection,
+    PipelineTimeout,
     SessionLost,
 )
 from lola_deft.device_agent.metrics import AgentMetrics
 from lola_deft.device_agent.pac_worker import SideNetworkWorker
+from lola_deft.device_agent.pipeline_work import run_pipeline_task
 from lola_deft.device_agent.settings import AgentConfig
 from lola_deft.device_agent.worker import (
     BlockWorker,
@@ -137,6 +139,9 @@ class DeviceAgent:
             if instruction.finished:
                 return True
             round_number = self.next_round = instruction.round
+            if instruction.pipeline.job:
+                self.pipeline_stage(instruction.pipeline)
+                continue
             if instruction.block == 0:
                 self.metrics.block.labels(self.config.device_id).set(0)
                 continue
@@ -156,6 +161,26 @@ class DeviceAgent:
                 )
             round_number = self.next_round = round_number + 1
         return False
+
+    def pipeline_stage(self, task: coordinator_pb2.PipelineTask) -> None:
+        """This device's stage of a PAC+ pipeline; a pipeline that fails costs only itself
+        (the owner keeps what it cached, and the coordinator plans again)."""
+        if not isinstance(self.worker, SideNetworkWorker):
+            raise SetupError("a pipeline stage in a run that does not train PAC+")
+        try:
+            run_pipeline_task(task, self.worker, self.connection)
+        except PipelineTimeout as error:
+            log.warning("%s: pipeline %s: %s", self.config.device_id, task.job, error)
+        except grpc.RpcError as error:
+            if error.code() not in ROUND_LEVEL | {grpc.StatusCode.ABORTED}:
+                raise
+            log.warning(
+                "%s: pipeline %s stopped: %s: %s",
+                self.config.device_id,
+                task.job,
+                error.code().name,
+                error.details(),
+            )
 
     def train_round(self, instruction: coordinator_pb2.RoundInstruction) -> None:
         weights = self.connection.download(instruction.round)

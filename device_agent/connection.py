@@ -7,7 +7,8 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from typing import TypeVar
 
 import grpc
 import numpy as np
@@ -16,7 +17,7 @@ from lola_deft.device_agent.data_link import DataLink, DataPortUnreachable, spli
 from lola_deft.protos.credentials import TlsFiles, open_channel
 from lola_deft.protos.deft.v1 import coordinator_pb2, coordinator_pb2_grpc
 from lola_deft.protos.grpc_options import message_size_options, unreachable_reason
-from lola_deft.protos.tensor_stream import from_chunks, upload_parts
+from lola_deft.protos.tensor_stream import from_chunks, to_chunks, upload_parts
 
 # Refusals that concern one round only; the agent carries on with the next round.
 ROUND_LEVEL = {
@@ -39,11 +40,16 @@ RETRYABLE = {
 
 
 log = logging.getLogger("deft.agent")
+T = TypeVar("T")
 
 
 class CoordinatorUnreachable(ConnectionError):
     """No answer from the coordinator's address in the attempts allowed: a wrong address, a
     closed port, a firewall, or certificates the two sides do not share."""
+
+
+class PipelineTimeout(Exception):
+    """A pipeline stage ran out of time waiting for the coordinator."""
 
 
 class SessionLost(Exception):
@@ -151,6 +157,50 @@ class CoordinatorConnection:
             except DataPortUnreachable as error:
                 self._fall_back(error)
         return self.stub.UploadGradient(upload_parts(header, gradients, dtype), timeout=timeout_s)
+
+    # -- PAC+ pipelines: states over gRPC (the coordinator relays them between stages) ---------
+    def upload_states(
+        self, job: str, micro_batch: int, tensors: Mapping[str, np.ndarray], deadline_unix: float
+    ) -> coordinator_pb2.StatesAck:
+        """One micro-batch's states, as float16; retried while the coordinator says the
+        pipeline is not there yet (UNAVAILABLE), until the job's deadline."""
+        header = coordinator_pb2.StatesHeader(
+            session=self.session, job=job, micro_batch=micro_batch
+        )
+
+        def parts() -> Iterator[coordinator_pb2.StatesPart]:
+            yield coordinator_pb2.StatesPart(header=header)
+            for chunk in to_chunks(tensors, dtype="float16"):
+                yield coordinator_pb2.StatesPart(chunk=chunk)
+
+        return self._until(
+            deadline_unix, lambda left: self.stub.UploadStates(parts(), timeout=left)
+        )
+
+    def download_states(
+        self, job: str, micro_batch: int, deadline_unix: float
+    ) -> dict[str, np.ndarray]:
+        """A stage's input, or the helpers' states for the owner; asks again while they are
+        not ready, until the job's deadline."""
+        request = coordinator_pb2.StatesRequest(
+            session=self.session, job=job, micro_batch=micro_batch
+        )
+        return self._until(
+            deadline_unix, lambda left: from_chunks(self.stub.DownloadStates(request, timeout=left))
+        )
+
+    def _until(self, deadline_unix: float, call: Callable[[float], T]) -> T:
+        """`call(seconds left)`, again after UNAVAILABLE (not ready, a blip) till the deadline."""
+        while True:
+            left = deadline_unix - time.time()
+            if left <= 0:
+                raise PipelineTimeout("the pipeline's deadline passed")
+            try:
+                return call(left)
+            except grpc.RpcError as error:
+                if error.code() != grpc.StatusCode.UNAVAILABLE or self.stop.is_set():
+                    raise
+            self.stop.wait(0.2)
 
     def forget_session(self) -> None:
         """The coordinator no longer knows our session: stop its heartbeats."""

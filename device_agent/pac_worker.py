@@ -12,6 +12,7 @@ need and seconds per iteration drop), so the scheduler sees a warm device as it 
 from __future__ import annotations
 
 import gc
+import json
 import logging
 import os
 import statistics
@@ -54,6 +55,33 @@ def parameter_bytes(module: torch.nn.Module) -> int:
     return sum(p.numel() * p.element_size() for p in module.parameters())
 
 
+def backbone_shape(model_dir: Path) -> tuple[int, int]:
+    """Hidden size and layers, from the config alone (the backbone may not fit here)."""
+    config = json.loads((model_dir / "config.json").read_text())
+    return int(config["hidden_size"]), int(config["num_hidden_layers"])
+
+
+def backbone_file_bytes(model_dir: Path) -> float:
+    """The backbone's weights as its files hold them: what loading it would take."""
+    files = list(model_dir.glob("*.safetensors")) or list(model_dir.glob("pytorch_model*.bin"))
+    return float(sum(path.stat().st_size for path in files))
+
+
+def synthetic_states(
+    states: CachedStates, indices: list[int], shape: AdapterShape, length: int
+) -> CachedStates:
+    """Random states of the real size for `indices`, in a throw-away cache: what a step costs
+    is measured before any real state exists."""
+    generator = np.random.default_rng(0)
+    cache = ActivationCache(CacheKey("synthetic", "", "", length, "float32"), None, 1 << 40, 0)
+    for index in indices:
+        tokens = int(states.lengths[index])
+        cache.put(
+            index, generator.standard_normal((shape.num_layers + 1, tokens, shape.hidden_size))
+        )
+    return CachedStates(None, states.data, cache)
+
+
 class SideNetworkWorker:
     def __init__(
         self,
@@ -79,6 +107,8 @@ class SideNetworkWorker:
         self._modelled_s = 0.0  # the last round's modelled seconds per iteration
         self._exported = CacheStats()
         self.setup_key: tuple[object, ...] | None = None
+        self.needs_pipeline = False  # the backbone does not fit: states come from pipelines
+        self.max_length = 0
 
     @property
     def factor(self) -> float:
@@ -97,8 +127,25 @@ class SideNetworkWorker:
         log.info("%s: loading the backbone and data for %s (PAC+)", config.device_id, setup.task)
         from transformers import AutoTokenizer
 
-        backbone, hidden, layers = load_backbone(config.model_dir)
-        backbone.to(self.device)
+        hidden, layers = backbone_shape(config.model_dir)
+        self.max_length = setup.max_seq_length
+        # A cold step holds the backbone and one mini-batch's states of every layer.
+        state_bytes = 4.0 * setup.batch_size * (layers + 1) * setup.max_seq_length * hidden
+        self.backbone_bytes = backbone_file_bytes(config.model_dir) + 2.0 * state_bytes
+        room = available_memory(self.device, config.memory_limit_bytes)
+        self.needs_pipeline = self.backbone_bytes > room
+        backbone = None
+        if self.needs_pipeline:
+            log.info(
+                "%s: the backbone (%d MiB with a mini-batch) does not fit in %d MiB: its "
+                "states will come from a pipeline the coordinator plans",
+                config.device_id,
+                int(self.backbone_bytes) >> 20,
+                int(room) >> 20,
+            )
+        else:
+            backbone, _, _ = load_backbone(config.model_dir)
+            backbone.to(self.device)
         tokenizer = AutoTokenizer.from_pretrained(str(config.model_dir))
         torch.manual_seed(config.seed)
         self.adapters = ParallelAdapters(AdapterShape(hidden, layers, setup.num_labels))
@@ -125,9 +172,8 @@ class SideNetworkWorker:
             data,
             cache,
             batch_size=self.sampler.batch_size,
-            loader=self._load_backbone,
+            loader=None if self.needs_pipeline else self._load_backbone,
         )
-        self.backbone_bytes = float(parameter_bytes(backbone))
         self._profile()
         self.ratios.clear()
         self._release_if_warm()
@@ -157,14 +203,18 @@ class SideNetworkWorker:
         states, adapters = self.states, self.adapters
         indices = list(range(self.sampler.batch_size))
         missing = [index for index in indices if index not in states.cache]
-        started = time.perf_counter()
-        states.fill(missing)
-        fill_s = (time.perf_counter() - started) / max(len(missing), 1) * len(indices)
-        if not missing:  # cached before a restart: the forward's cost is not measured here
-            fill_s = 0.0
-        hidden, _ = states.batch(indices)
+        fill_s = 0.0  # unknown when cached before a restart, or without the backbone
+        if states.backbone is not None and missing:
+            started = time.perf_counter()
+            states.fill(missing)
+            fill_s = (time.perf_counter() - started) / len(missing) * len(indices)
+        if all(index in states.cache for index in indices):
+            source: CachedStates = states
+        else:  # no backbone here: the step's cost on states of the right size, made up
+            source = synthetic_states(states, indices, adapters.shape, self.max_length)
+        hidden, _ = source.batch(indices)
         state_bytes = float(hidden.numel() * hidden.element_size())
-        step = lambda: adapter_gradient(adapters, states, [indices])  # noqa: E731
+        step = lambda: adapter_gradient(adapters, source, [indices])  # noqa: E731
         step()  # warm-up: allocator, kernels
         timings = []
         for _ in range(2):
@@ -177,8 +227,6 @@ class SideNetworkWorker:
         activations = float(saved_bytes(step))
         # Parameters and gradients, a step's saved activations, its batch of states.
         self.warm_bytes = 2.0 * parameter_bytes(adapters) + activations + state_bytes
-        # A cold step adds the backbone and its forward's output (every layer's states).
-        self.backbone_bytes = self.backbone_bytes + 2.0 * state_bytes
 
     def modelled_seconds(self) -> float:
         """Seconds per mini-batch now: warm, plus the backbone for the uncached share."""
@@ -210,6 +258,12 @@ class SideNetworkWorker:
                 )
                 for slot in range(1, self.slots + 1)
             ],
+            pac=coordinator_pb2.PacState(
+                samples=len(self.states.data),
+                cached_samples=self.states.cached_count(),
+                step_seconds=self.warm_s,
+                needs_pipeline=self.needs_pipeline and not self.states.complete(),
+            ),
         )
 
     def train(
@@ -221,9 +275,7 @@ class SideNetworkWorker:
         self.adapters.load_trainable_state(
             {name: torch.from_numpy(v) for name, v in weights.items()}
         )
-        batches = [
-            self.sampler.next_indices().tolist() for _ in range(instruction.local_iterations)
-        ]
+        batches = [self._batch() for _ in range(instruction.local_iterations)]
         result = adapter_gradient(
             self.adapters, self.states, batches, slowdown=self.config.slowdown
         )
@@ -236,6 +288,21 @@ class SideNetworkWorker:
             result.loss,
             result.iterations,
         )
+
+    def _batch(self) -> list[int]:
+        """The next mini-batch; without a backbone to run, of cached samples only (a state
+        lost since, say a damaged file, waits for the next pipeline)."""
+        assert self.sampler is not None and self.states is not None
+        indices = self.sampler.next_indices().tolist()
+        if self.states.backbone is not None or self.states.loader is not None:
+            return indices
+        cached = [index for index in indices if index in self.states.cache]
+        return cached or [next(i for i in range(len(self.states.data)) if i in self.states.cache)]
+
+    def cache_updated(self) -> None:
+        """States arrived from elsewhere (a pipeline): metrics, and the backbone if unneeded."""
+        self._release_if_warm()
+        self._export_cache()
 
     def _release_if_warm(self) -> None:
         assert self.states is not None

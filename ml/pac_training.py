@@ -57,9 +57,12 @@ class CachedStates:
         """Every sample's states are cached: training needs no backbone any more."""
         return all(index in self.cache for index in range(len(self.data)))
 
+    def cached_count(self) -> int:
+        return sum(index in self.cache for index in range(len(self.data)))
+
     def cached_fraction(self) -> float:
         total = len(self.data)
-        return sum(index in self.cache for index in range(total)) / total if total else 1.0
+        return self.cached_count() / total if total else 1.0
 
     def release_backbone(self) -> bool:
         """Drop the backbone once every sample is cached (and a loader can bring it back);

@@ -20,6 +20,7 @@ __all__ = [
     "NonFiniteStep",
     "NotAssigned",
     "NotNow",
+    "NotReady",
     "PipelineAborted",
     "TooLarge",
     "Unauthenticated",
@@ -58,6 +59,10 @@ class NotAssigned(CoordinatorError):
 
 class DeadlinePassed(CoordinatorError):
     """The round's upload deadline has passed."""
+
+
+class NotReady(CoordinatorError):
+    """Not yet: what was asked for is still on its way (a pipeline's states); ask again."""
 
 
 class PipelineAborted(CoordinatorError):

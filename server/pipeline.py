@@ -32,6 +32,7 @@ from lola_deft.server.errors import (
     GradientRefused,
     NotAssigned,
     NotNow,
+    NotReady,
     PipelineAborted,
 )
 
@@ -121,7 +122,7 @@ class PipelineJob:
         if stage == 0:
             oldest = min(set(range(self.micro_batches)) - self._collected, default=0)
             if micro_batch >= oldest + self.window:
-                raise NotNow(
+                raise NotReady(
                     f"micro-batch {micro_batch} is ahead of the pipeline (at most "
                     f"{self.window} in flight from {oldest}); collect earlier ones first"
                 )
@@ -193,7 +194,7 @@ class PipelineJob:
                 raise NotNow(f"micro-batch {micro_batch} was already downloaded and used")
             left = min(limit - time.monotonic(), self.deadline - self.clock())
             if left <= 0:
-                raise NotNow(f"micro-batch {micro_batch} is not ready yet; ask again")
+                raise NotReady(f"micro-batch {micro_batch} is not ready yet; ask again")
             self._changed.clear()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), timeout=min(left, 1.0))

@@ -16,6 +16,7 @@ from lola_deft.server.errors import (
     InvalidRequest,
     NotAssigned,
     NotNow,
+    NotReady,
     PipelineAborted,
     TooLarge,
     Unauthenticated,
@@ -34,6 +35,7 @@ STATUS_OF: dict[type[CoordinatorError], grpc.StatusCode] = {
     Forbidden: grpc.StatusCode.PERMISSION_DENIED,
     AlreadyRegistered: grpc.StatusCode.ALREADY_EXISTS,
     PipelineAborted: grpc.StatusCode.ABORTED,
+    NotReady: grpc.StatusCode.UNAVAILABLE,  # agents ask again after UNAVAILABLE
 }
 
 

@@ -6,6 +6,7 @@ capability) is refused at registration."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -124,3 +125,47 @@ def test_a_pac_run_refuses_an_agent_that_cannot_train_it(
         welcome = stub.Register(request, timeout=10)
         assert welcome.method == "pac" and welcome.blocks == 3  # slots: the encoder's layers
         assert running.engine.registry.live_count() == 1  # the refusal registered nothing
+
+
+def test_a_device_the_backbone_does_not_fit_fills_its_cache_through_a_pipeline(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """dev2's memory holds the embeddings and two layers, not the backbone: the coordinator
+    plans a pipeline (dev2 runs the first units on its own samples, a helper the rest), dev2's
+    cache fills from it, and dev2 then trains like the others."""
+    data = small_task(tmp_path / "task")
+    caches = tmp_path / "activations"
+    training = ("--method", "pac", "--data", str(data), "--batch-size", "8")
+    rounds = 5
+    with LocalCluster(tiny_model_dir, tmp_path) as cluster:
+        cluster.start_scheduler()
+        coordinator, _ = cluster.start_coordinator(
+            *training, "--rounds", str(rounds), "--report-wait", "0.3"
+        )
+        agents = [
+            cluster.start_agent(
+                f"dev{i}",
+                "--data",
+                str(data),
+                "--shard",
+                f"{i}/3",
+                "--activation-cache",
+                str(caches / f"dev{i}"),
+                *(["--memory-limit", "4250000", "--cache-memory", "0"] if i == 2 else []),
+            )
+            for i in range(3)
+        ]
+        assert coordinator.wait(timeout=300) == 0
+        for agent in agents:
+            assert agent.wait(timeout=60) == 0
+        logs = {path.stem: path.read_text() for path in (tmp_path / "logs").glob("*.log")}
+
+    owner_log = logs["dev2"]
+    assert "does not fit" in owner_log
+    assert re.search(r"pipeline \w+, units 0-\d \(owner\): 16 samples cached", owner_log), owner_log
+    assert "micro-batches relayed" in logs["dev0"] + logs["dev1"]
+    assert re.search(r"pipeline \w+ fills dev2's cache \(16 samples\)", logs["coordinator"])
+    assert len(list((caches / "dev2").rglob("s*.safetensors"))) == 16  # its own samples only
+    records = read_history(tmp_path / "history.json").rounds
+    assert any("dev2" in {a.device for a in r.assignment} for r in records)  # then it trains
+    assert all(r.blocks_updated for r in records if r.assignment)

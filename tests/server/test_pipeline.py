@@ -13,6 +13,7 @@ from lola_deft.server.errors import (
     GradientRefused,
     NotAssigned,
     NotNow,
+    NotReady,
     PipelineAborted,
 )
 from lola_deft.server.pipeline import PipelineJob, StagePlan
@@ -78,7 +79,7 @@ def test_a_download_waits_for_its_input_and_a_repeat_gets_the_same() -> None:
         relay.accept("a", 0, states(2, 1))
         with pytest.raises(NotNow, match="already downloaded"):
             await relay.download("a", 0, wait_s=1)
-        with pytest.raises(NotNow, match="not ready yet"):
+        with pytest.raises(NotReady, match="not ready yet"):
             await relay.download("b", 1, wait_s=0.05)
 
     asyncio.run(flow())
@@ -115,7 +116,7 @@ def test_who_may_send_what_and_when() -> None:
         relay.upload_shapes("owner", 3)
     relay.accept("owner", 0, owner_upload())
     relay.accept("owner", 1, owner_upload())
-    with pytest.raises(NotNow, match="ahead of the pipeline"):
+    with pytest.raises(NotReady, match="ahead of the pipeline"):
         relay.upload_shapes("owner", 2)  # the window: two in flight, none collected
     with pytest.raises(NotNow, match="already received"):
         relay.accept("owner", 0, owner_upload())
