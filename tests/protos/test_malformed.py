@@ -148,6 +148,8 @@ def test_random_bytes_and_fields_on_every_rpc_change_nothing(
                 }
                 download = channel.unary_stream("/deft.v1.Coordinator/DownloadWeights")
                 upload = channel.stream_unary("/deft.v1.Coordinator/UploadGradient")
+                download_states = channel.unary_stream("/deft.v1.Coordinator/DownloadStates")
+                upload_states = channel.stream_unary("/deft.v1.Coordinator/UploadStates")
                 sent = 0
                 for _ in range(ROUNDS):
                     for _variant in range(2):
@@ -161,12 +163,19 @@ def test_random_bytes_and_fields_on_every_rpc_change_nothing(
                             for _ in range(rng.randrange(1, 4))
                         ]
                         expect_precise(lambda: upload(iter(parts), timeout=5))  # noqa: B023
+                        data = payload(coordinator_pb2.StatesRequest, rng, session)
+                        expect_precise(lambda: download_states(data, timeout=5))  # noqa: B023
+                        states = [
+                            payload(coordinator_pb2.StatesPart, rng, session)
+                            for _ in range(rng.randrange(1, 4))
+                        ]
+                        expect_precise(lambda: upload_states(iter(states), timeout=5))  # noqa: B023
                         request = payload(scheduler_pb2.AllocateRequest, rng, session)
                         expect_precise(lambda: allocate(request, timeout=10))  # noqa: B023
                         for plan, kind in plans.items():
                             request = payload(kind, rng, session)
                             expect_precise(lambda: plan(request, timeout=10))  # noqa: B023
-                        sent += 7 + len(parts)
+                        sent += 8 + len(parts) + len(states)
         assert sent >= 5000
         assert {"INVALID_ARGUMENT", "NOT_FOUND", "FAILED_PRECONDITION", "OK"} <= set(CODES)
         # Nothing changed, and both servers still answer properly.
