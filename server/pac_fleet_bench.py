@@ -172,8 +172,8 @@ def format_fleet(result: dict[str, Any]) -> str:
     if "samples" in pipe:
         lines.append(
             f"    PAC+ pipeline: a device capped at 80 MiB (the backbone needs ~97) filled its "
-            f"cache of {pipe['samples']} samples in {pipe['seconds']:.1f} s ({pipe['samples_per_s']:.0f} "
-            f"samples/s; stages {pipe['plan']})"
+            f"cache of {pipe['samples']} samples in {pipe['seconds']:.1f} s "
+            f"({pipe['samples_per_s']:.0f} samples/s; stages {pipe['plan']})"
         )
     elif pipe:
         lines.append(f"    PAC+ pipeline: {pipe['error']}")
