@@ -177,6 +177,9 @@ def side_by_side(results: dict[str, Any]) -> tuple[list[str], list[str]]:
     return rows, notes
 
 
+PAC_NAME = "PAC+ (ours: parallel adapters, JBBA slots, {rounds} rounds)"
+
+
 def table_i(results: dict[str, Any]) -> list[str]:
     lines = []
     for task in results["tasks"]:
@@ -190,7 +193,7 @@ def table_i(results: dict[str, Any]) -> list[str]:
             "ours: measured wall s | ours: final metric | mean modelled round s |",
             "|---|---|---|---|---|---|",
         ]
-        for scheme in SCHEMES:
+        for scheme in [*SCHEMES, *(["pac"] if "pac" in task["schemes"] else [])]:
             row = task["schemes"][scheme]
             reached = row["reached"]
             ours = (
@@ -199,9 +202,14 @@ def table_i(results: dict[str, Any]) -> list[str]:
                 else "not reached"
             )
             measured = f"{reached['measured_s']:.0f}" if reached else "-"
-            theirs = paper.table_i_minutes(scheme, task["task"])
+            theirs = None if scheme == "pac" else paper.table_i_minutes(scheme, task["task"])
+            name = (
+                PAC_NAME.format(rounds=task.get("pac_rounds"))
+                if scheme == "pac"
+                else (paper.SCHEME_NAMES[scheme])
+            )
             lines.append(
-                f"| {paper.SCHEME_NAMES[scheme]} | {_fmt(theirs)} | {ours} | {measured} | "
+                f"| {name} | {_fmt(theirs)} | {ours} | {measured} | "
                 f"{_fmt(row['final_metric'], 4)} | {row['mean_modelled_latency_s']:.1f} |"
             )
         lines.append("")

@@ -47,7 +47,7 @@ def test_a_small_reproduction_writes_every_figure_and_the_report(
         assert (out / f"{stem}.png").read_bytes().startswith(b"\x89PNG"), stem
         assert (out / f"{stem}.pdf").read_bytes().startswith(b"%PDF"), stem
     [task] = results["tasks"]
-    assert set(task["schemes"]) == set(SCHEMES)
+    assert set(task["schemes"]) == {*SCHEMES, "pac"}
     assert task["threshold"] == pytest.approx(0.9 * task["centralized_metric"])
     for scheme in SCHEMES:  # each scheme really trained with its own policy
         [path] = (out / "runs" / f"sst2-{scheme}").glob("runs/*/history.json")
@@ -61,6 +61,10 @@ def test_a_small_reproduction_writes_every_figure_and_the_report(
     assert "**synthetic**" in report
     for name in ("Comm-aware DEFT", "BA for DEFT", "JBBA for DEFT"):
         assert f"| {name} | " in report
+    # PAC+'s row: its own run, 6x the rounds, no paper number.
+    [path] = (out / "runs" / "sst2-pac").glob("runs/*/history.json")
+    assert len(json.loads(path.read_text())["rounds"]) == 12
+    assert "| PAC+ (ours: parallel adapters, JBBA slots, 12 rounds) | n/a | " in report
     assert json.loads((out / "results.json").read_text())["sweep_rounds"] == 2
 
 
