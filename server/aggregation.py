@@ -42,6 +42,9 @@ class RoundCollector:
     head_combiner: str = "mean"
     # The blocks whose uploads carry the head's gradient (head_training); None: every block.
     head_blocks: set[int] | None = None
+    # Per block, how much its upload counts in the head's mean (PAC+: its device's mini-batches
+    # when the round's work was shared by speed); None: equally.
+    weights: dict[int, float] | None = None
     clock: Callable[[], float] = time.monotonic
 
     def __post_init__(self) -> None:
@@ -168,11 +171,19 @@ class RoundCollector:
         for upload in uploads.values():
             for name in self.block_names[upload.block]:
                 gradients[name] = upload.tensors[name]
-        carriers = [u for block, u in uploads.items() if block in self.carriers]
-        if carriers:  # none: the head does not move this round (frozen, or its carrier failed)
+        blocks = [block for block in uploads if block in self.carriers]
+        if blocks:  # none: the head does not move this round (frozen, or its carrier failed)
+            weights = None
+            if self.weights is not None and self.head_combiner == "mean":
+                weights = np.asarray([self.weights.get(block, 1.0) for block in blocks])
             for name in self.head_names:
-                stacked = np.stack([u.tensors[name] for u in carriers]).astype(np.float64)
-                gradients[name] = combine(stacked, self.head_combiner).astype(np.float32)
+                stacked = np.stack([uploads[b].tensors[name] for b in blocks]).astype(np.float64)
+                combined = (
+                    combine(stacked, self.head_combiner)
+                    if weights is None
+                    else np.tensordot(weights / weights.sum(), stacked, axes=1)
+                )
+                gradients[name] = combined.astype(np.float32)
         return gradients
 
     def accepted_norms(self) -> None:

@@ -43,6 +43,10 @@ class Allocator(Protocol):
         stages, bottleneck_s, solve_seconds); raises AllocationFailed saying why."""
         ...
 
+    def plan_shares(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """PAC+'s samples per device for a round (JSON: shares, makespan_s, solve_seconds)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -67,6 +71,15 @@ class InProcessAllocator:
 
         try:
             return response_json(solve_pipeline(doc))
+        except SchedulerError as error:
+            raise AllocationFailed(f"scheduler: {error}") from error
+
+    def plan_shares(self, doc: dict[str, Any]) -> dict[str, Any]:
+        from lola_deft.scheduler.errors import SchedulerError
+        from lola_deft.scheduler.pac_convert import response_json, solve_shares
+
+        try:
+            return response_json(solve_shares(doc))
         except SchedulerError as error:
             raise AllocationFailed(f"scheduler: {error}") from error
 
@@ -98,15 +111,30 @@ class GrpcAllocator:
         return Allocation.from_json(response_to_json(response))
 
     def plan_pipeline(self, doc: dict[str, Any], *, wait_for_ready: bool = True) -> dict[str, Any]:
+        from lola_deft.protos.deft.v1 import scheduler_pb2
+
+        return self._plan(doc, scheduler_pb2.PlanPipelineRequest(), wait_for_ready)
+
+    def plan_shares(self, doc: dict[str, Any], *, wait_for_ready: bool = True) -> dict[str, Any]:
+        from lola_deft.protos.deft.v1 import scheduler_pb2
+
+        return self._plan(doc, scheduler_pb2.PlanSharesRequest(), wait_for_ready)
+
+    def _plan(self, doc: dict[str, Any], request: Any, wait_for_ready: bool) -> dict[str, Any]:
         import grpc
         from google.protobuf import json_format
 
         from lola_deft.protos.deft.v1 import scheduler_pb2
         from lola_deft.scheduler.pac_convert import response_json
 
-        request = json_format.ParseDict(doc, scheduler_pb2.PlanPipelineRequest())
+        json_format.ParseDict(doc, request)
+        call = (
+            self.client.plan_pipeline
+            if isinstance(request, scheduler_pb2.PlanPipelineRequest)
+            else self.client.plan_shares
+        )
         try:
-            response = self.client.plan_pipeline(request, wait_for_ready=wait_for_ready)
+            response = call(request, wait_for_ready=wait_for_ready)
         except grpc.RpcError as error:
             raise self._failure(error) from error
         return response_json(response)
@@ -180,6 +208,14 @@ class FallbackAllocator:
             except SchedulerUnavailable as error:
                 log.warning("%s; planning the pipeline in-process", error)
         return self.fallback.plan_pipeline(doc)
+
+    def plan_shares(self, doc: dict[str, Any]) -> dict[str, Any]:
+        if self.available:
+            try:
+                return self.service.plan_shares(doc, wait_for_ready=True)
+            except SchedulerUnavailable as error:
+                log.warning("%s; planning the shares in-process", error)
+        return self.fallback.plan_shares(doc)
 
     def close(self) -> None:
         self.service.close()

@@ -322,6 +322,9 @@ class RoundEngine:
             allocation = self.head.adjust(
                 allocation, number, self.trainer.block_bits, self.trainer.head_bits
             )
+        iterations: dict[str, int] = {}
+        if allocation is not None and self.trainer.independent_slots:
+            allocation, iterations = await self.share_work(request, allocation, number)
         if allocation is None:
             await self._answer(reports, lambda report: Instruction(round=number))
             await asyncio.sleep(1.0)
@@ -330,7 +333,7 @@ class RoundEngine:
             rates = self.allotted_rates(request, allocation)
             await self._timed(phases, "shape", asyncio.to_thread(self.hooks.on_allocation, rates))
         running = await self._timed(
-            phases, "dispatch", self.dispatch(number, reports, request, allocation)
+            phases, "dispatch", self.dispatch(number, reports, request, allocation, iterations)
         )
         self.rounds_dispatched += 1
         await self.collect_uploads(running)
@@ -359,6 +362,53 @@ class RoundEngine:
     def _due_for_evaluation(self, number: int) -> bool:
         final = number == self.config.rounds  # the final adapters are always evaluated
         return final or bool(self.config.eval_every and number % self.config.eval_every == 0)
+
+    # -- PAC+ ----------------------------------------------------------------------------------
+    async def share_work(
+        self, request: AllocationRequest, allocation: Allocation, number: int
+    ) -> tuple[Allocation, dict[str, int]]:
+        """PAC+'s data-parallel shares: the round's mini-batches (M per slot) split over the
+        slots' devices by the scheduler's PlanShares, so that the fast do more and all finish
+        together (each device's fixed cost is its modelled upload); every device does at
+        least one. The allocation's modelled compute follows. Returns mini-batches per device
+        (empty: M each, when there is one device or the plan fails)."""
+        entries = allocation.assignment
+        if len(entries) < 2:
+            return allocation, {}
+        batch = self.config.batch_size
+        total = self.config.local_iterations * batch * len(entries)
+        seconds = {device.id: device.block_seconds[0] for device in request.devices}
+        document = {
+            "total_samples": total,
+            "devices": [
+                {
+                    "id": entry.device,
+                    "seconds_per_sample": seconds[entry.device] / batch,
+                    "fixed_seconds": entry.upload_s,
+                    "samples": total,
+                }
+                for entry in entries
+            ],
+        }
+        try:
+            plan = await asyncio.to_thread(self.allocator.plan_shares, document)
+        except AllocationFailed as error:
+            log.warning("round %d: no shares (%s); M mini-batches each", number, error)
+            return allocation, {}
+        iterations = {
+            share["device"]: max(1, round(int(share["samples"]) / batch))
+            for share in plan["shares"]
+        }
+        assignment = tuple(
+            dataclasses.replace(
+                entry,
+                compute_s=(compute := iterations[entry.device] * seconds[entry.device]),
+                latency_s=compute + entry.upload_s,
+            )
+            for entry in entries
+        )
+        latency = max(entry.latency_s for entry in assignment)
+        return dataclasses.replace(allocation, assignment=assignment, latency_s=latency), iterations
 
     # -- PAC+ pipelines ------------------------------------------------------------------------
     async def start_pipelines(
@@ -552,9 +602,12 @@ class RoundEngine:
         reports: list[ResourceReport],
         request: AllocationRequest,
         allocation: Allocation,
+        iterations: dict[str, int] | None = None,
     ) -> RunningRound:
-        """Open the round (weights to serve, collector) and answer every waiting report."""
+        """Open the round (weights to serve, collector) and answer every waiting report.
+        `iterations`: mini-batches per device where the work was shared by speed (PAC+)."""
         started = time.monotonic()
+        iterations = iterations or {}
         by_device = {entry.device: entry for entry in allocation.assignment}
         collector = RoundCollector(
             number,
@@ -566,6 +619,9 @@ class RoundEngine:
             guard=self.guard,
             head_combiner=self.config.head_aggregation,
             head_blocks=self.head.carriers(number, [e.block for e in allocation.assignment]),
+            weights={e.block: float(iterations[e.device]) for e in allocation.assignment}
+            if iterations
+            else None,
         )
         memory = np.max([report.block_memory_bytes for report in reports], axis=0)
         running = RunningRound(
@@ -585,7 +641,13 @@ class RoundEngine:
             entry = by_device.get(report.device_id)
             if entry is None:
                 return Instruction(round=number, local_iterations=self.config.local_iterations)
-            return self._instruction(number, entry, deadline_unix, collector.carriers)
+            return self._instruction(
+                number,
+                entry,
+                deadline_unix,
+                collector.carriers,
+                iterations.get(report.device_id, self.config.local_iterations),
+            )
 
         await self._answer(reports, instruction)
         log.info(
@@ -596,13 +658,18 @@ class RoundEngine:
         return running
 
     def _instruction(
-        self, number: int, entry: Assignment, deadline_unix: float, head_blocks: set[int]
+        self,
+        number: int,
+        entry: Assignment,
+        deadline_unix: float,
+        head_blocks: set[int],
+        iterations: int | None = None,
     ) -> Instruction:
         return Instruction(
             round=number,
             block=entry.block,
             bandwidth_hz=entry.bandwidth_hz,
-            local_iterations=self.config.local_iterations,
+            local_iterations=iterations or self.config.local_iterations,
             deadline_unix_s=deadline_unix,
             modelled_latency_s=entry.latency_s,
             skip_head=entry.block not in head_blocks,
@@ -655,6 +722,8 @@ class RoundEngine:
             pending = self._pending.pop(device)
             deadline = time.monotonic() + self.config.round_timeout_s
             collector.reassign(block, device, deadline)
+            if collector.weights is not None:  # the new device trains the round's default M
+                collector.weights[block] = float(self.config.local_iterations)
             entry = running.entry_of(block)
             running.reassignments.append(
                 Reassignment(

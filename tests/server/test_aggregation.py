@@ -178,3 +178,20 @@ def test_robust_head_combiners_ignore_one_outlier() -> None:
     assert combine(stacked, "trimmed-mean")[0] == 2.5  # drops 1.0 and 1e30
     with pytest.raises(ValueError, match="unknown head combiner"):
         combine(stacked, "max")
+
+
+def test_weights_make_the_mean_count_each_upload_by_its_work() -> None:
+    """PAC+: a device that trained four mini-batches counts four times one that trained one."""
+    import numpy as np
+
+    from lola_deft.server.aggregation import RoundCollector
+    from lola_deft.server.messages import Upload
+
+    collector = RoundCollector(
+        1, {"a": 1, "b": 2}, {"w": (2,)}, {1: [], 2: []}, ["w"], deadline=1e18,
+        weights={1: 4.0, 2: 1.0},
+    )  # fmt: skip
+    for device, block, value in (("a", 1, 1.0), ("b", 2, 6.0)):
+        tensors = {"w": np.full(2, value, np.float32)}
+        collector.uploads[block] = Upload(device, block, tensors, 0.1, 0.1, 8, 0.5)
+    assert collector.aggregate()["w"].tolist() == [2.0, 2.0]  # (4 x 1 + 1 x 6) / 5

@@ -94,3 +94,48 @@ def test_no_plan_means_no_pipeline_and_every_report_stays(tmp_path: Path) -> Non
         assert await engine.start_pipelines(reports, 1) == reports
 
     asyncio.run(flow())
+
+
+def test_a_pac_round_shares_its_mini_batches_by_speed(tmp_path: Path) -> None:
+    """Slots of equal work: the scheduler's PlanShares gives the fast device more mini-batches,
+    the instructions carry them, the record models them, and the mean weighs uploads by them."""
+
+    async def flow() -> None:
+        engine, trainer, allocator, _ = make_engine(tmp_path, local_iterations=2)
+        trainer.independent_slots = True  # type: ignore[misc]
+        documents: list[dict[str, Any]] = []
+
+        def plan_shares(doc: dict[str, Any]) -> dict[str, Any]:
+            documents.append(doc)
+            counts = {"dev0": 16 * 4, "dev1": 16 * 1, "dev2": 16 * 1}  # 6 = 2 x 3 slots
+            return {
+                "shares": [{"device": d["id"], "samples": counts[d["id"]]} for d in doc["devices"]]
+            }
+
+        allocator.plan_shares = plan_shares  # type: ignore[attr-defined]
+        devices = [f"dev{i}" for i in range(BLOCKS)]
+        for device in devices:
+            join(engine, device)
+        reports = [report(device) for device in devices]
+        request = engine.build_request(reports, 1)
+        allocation = allocator.allocate(request)
+        shared, iterations = await engine.share_work(request, allocation, 1)
+        assert iterations == {"dev0": 4, "dev1": 1, "dev2": 1}
+        [document] = documents
+        assert document["total_samples"] == 2 * 16 * BLOCKS
+        by_device = {entry.device: entry for entry in shared.assignment}
+        assert by_device["dev0"].compute_s == 4 * 0.1  # 4 mini-batches at 0.1 s
+        assert shared.latency_s == max(entry.latency_s for entry in shared.assignment)
+        waiting = [asyncio.create_task(engine.submit_report(r)) for r in reports]
+        await asyncio.sleep(0.05)
+        running = await engine.dispatch(1, reports, request, shared, iterations)
+        given = {
+            device: (await task).local_iterations
+            for device, task in zip(devices, waiting, strict=True)
+        }
+        assert given == iterations
+        assert running.collector.weights == {
+            entry.block: float(iterations[entry.device]) for entry in shared.assignment
+        }
+
+    asyncio.run(flow())
