@@ -101,6 +101,14 @@ class AgentMetrics:
             registry=r,
         )
 
+        # Exported from the start (as 0), so dashboards find them before a PAC+ run fills them.
+        self.cache_hits.labels(device_id)
+        self.cache_misses.labels(device_id)
+        for where in ("memory", "disk"):
+            self.cache_bytes.labels(device_id, where)
+            self.cache_samples.labels(device_id, where)
+        self.cache_fraction.labels(device_id)
+
     def contact(self) -> None:
         """The coordinator just answered: `deft health --agent` reads how long ago."""
         self.last_contact.labels(self.device_id).set_to_current_time()

@@ -13,9 +13,10 @@ def test_a_warm_cache_step_is_measured_against_lora(tiny_model_dir: Path) -> Non
     # A warm PAC device holds no backbone: less than LoRA's weights alone.
     assert 0 < costs["pac_device_bytes"] < costs["single_device_bytes"]
     assert costs["pac_cache_bytes_per_sample"] > 0 and costs["adapter_parameters"] > 0
-    accuracy = {"pac_metric_equal_steps": 0.5, "lora_metric": 1.0}
+    accuracy = {"pac_metric_equal_steps": 0.5, "lora_metric": 1.0, "epochs": 2}
     lines = pac_targets({"costs": [costs], "accuracy": accuracy})
     assert len(lines) == 3 and lines[-1].startswith("FAIL PAC reaches 0.500x")
+    assert "after 2 equal epochs" in lines[-1]
 
 
 def test_time_to_the_target_sums_rounds_until_the_first_that_reaches_it() -> None:

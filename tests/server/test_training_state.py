@@ -182,3 +182,39 @@ def test_a_checkpoint_of_the_previous_format_still_resumes(
     assert restored.round == 2 and restored.history == [{"round": 1}]
     before, after = state.snapshot(), restored.snapshot()
     assert all(np.array_equal(before[n], after[n]) for n in before)
+
+
+def test_the_side_network_checkpoints_and_resumes_like_lora(tmp_path: Path) -> None:
+    """PAC+: Adam's state, the round and the parameters come back exactly; the adapter folder
+    is the export; a LoRA checkpoint is refused."""
+    from lola_deft.ml.parallel_adapters import AdapterShape, ParallelAdapters, load_adapters
+    from lola_deft.server.training_state import CheckpointError, SideNetworkState, adapter_digest
+
+    shape = AdapterShape(hidden_size=16, num_layers=2, num_labels=2)
+    torch.manual_seed(0)
+    state = SideNetworkState(ParallelAdapters(shape), 1e-3)
+    rng = np.random.default_rng(0)
+    for _ in range(2):
+        state.apply(
+            {n: rng.normal(size=p.shape).astype(np.float32) for n, p in state.params.items()}
+        )
+    state.round = 2
+    folder = tmp_path / "ck"
+    saved = state.save(folder)
+    exported = load_adapters(saved / "adapter")
+    assert adapter_digest({k: v.numpy() for k, v in exported.state_dict().items()}) == (
+        adapter_digest(state.snapshot())
+    )
+    torch.manual_seed(1)
+    resumed = SideNetworkState(ParallelAdapters(shape), 1e-3)
+    resumed.load(folder)
+    assert resumed.round == 2 and adapter_digest(resumed.snapshot()) == adapter_digest(
+        state.snapshot()
+    )
+    step = {n: np.ones(p.shape, np.float32) for n, p in state.params.items()}
+    state.apply(step)
+    resumed.apply(step)  # the same Adam moments: the same next step
+    assert adapter_digest(resumed.snapshot()) == adapter_digest(state.snapshot())
+    other = SideNetworkState(ParallelAdapters(AdapterShape(16, 3, 2)), 1e-3)
+    with pytest.raises(CheckpointError, match="different model"):
+        other.load(folder)
