@@ -37,7 +37,7 @@ from lola_deft.protos.grpc_options import (
 )
 from lola_deft.protos.identity import Peer, peer_of
 from lola_deft.protos.malformed import RejectMalformedAio
-from lola_deft.protos.tensor_stream import to_chunks
+from lola_deft.protos.tensor_stream import ALLOWED_DTYPES, to_chunks
 from lola_deft.server import wire
 from lola_deft.server.allocator import (
     Allocator,
@@ -313,7 +313,7 @@ def start_coordinator(
 
     `data_port`: where weights and gradients travel as raw bytes (0: any free port; None: no data
     port, every transfer over gRPC)."""
-    trainer = build_trainer(config)
+    trainer = build_trainer(config, wire_bits=8 * ALLOWED_DTYPES[config.upload_dtype])
     origin = provenance(config)  # what history, checkpoints and the adapter card record
     metrics = CoordinatorMetrics()
     registry = AgentRegistry(config.liveness_timeout_s, config.forget_after_s, config.max_devices)

@@ -9,7 +9,6 @@ from transformers import AutoTokenizer
 from lola_deft.ml.batching import encode
 from lola_deft.ml.glue import read_dev_sets, task_spec
 from lola_deft.ml.model import load_model, require_model_dir
-from lola_deft.protos.tensor_stream import ALLOWED_DTYPES
 from lola_deft.server.config import CoordinatorConfig
 from lola_deft.server.model_card import TOKENIZER_FOLDER, Publication
 from lola_deft.server.pac_trainer import SideNetworkTrainer, build_side_network_trainer
@@ -24,15 +23,17 @@ from lola_deft.server.training_state import (
 log = logging.getLogger("deft.coordinator")
 
 
-def build_trainer(config: CoordinatorConfig) -> AdapterTrainer | SideNetworkTrainer:
+def build_trainer(
+    config: CoordinatorConfig, wire_bits: int = 32
+) -> AdapterTrainer | SideNetworkTrainer:
     """The method's trainer, its checkpoint restored when resuming (printed with the adapter's
-    digest, so a resumed run can be checked against the one that stopped)."""
+    digest, so a resumed run can be checked against the one that stopped). `wire_bits`: bits
+    per value an upload carries (16 for float16/bfloat16 uploads), for the payload S."""
     spec = task_spec(config.task)
     if config.checkpoint_dir.is_dir():  # half-written checkpoints of a killed run
         for stale in remove_stale_temporaries(config.checkpoint_dir):
             log.warning("removed %s, a checkpoint a killed process left half-written", stale)
     origin = provenance(config)  # what history, checkpoints and the adapter card record
-    wire_bits = 8 * ALLOWED_DTYPES[config.upload_dtype]
     tokenizer_folder = config.checkpoint_dir / TOKENIZER_FOLDER
     trainer: AdapterTrainer | SideNetworkTrainer
     if config.method == "pac":
