@@ -33,14 +33,22 @@ EVAL_BATCH = 64
 PAC_LEARNING_RATE = LEARNING_RATES["pac"]
 
 
+# States kept in memory per split, in the key's storage: a GLUE-size split (MNLI's 393k training
+# samples, its 10k dev samples at roberta-base size) would not fit; beyond this budget samples
+# run the backbone each time they are needed (said once in the log).
+SPLIT_CACHE_BYTES = 4 * 2**30
+
+
 def cached_split(
     backbone: torch.nn.Module,
     data: EncodedSplit,
     key: CacheKey,
     loader: Callable[[], torch.nn.Module] | None = None,
+    budget_bytes: int = SPLIT_CACHE_BYTES,
 ) -> CachedStates:
-    """States kept in memory as they are computed (one device, no budget to share)."""
-    return CachedStates(backbone, data, ActivationCache(key, None, 1 << 62, 0), loader=loader)
+    """States kept in memory as they are computed, up to `budget_bytes`."""
+    cache = ActivationCache(key, None, budget_bytes, 0)
+    return CachedStates(backbone, data, cache, loader=loader)
 
 
 def evaluate_adapters(

@@ -9,7 +9,8 @@ reports its own memory need per slot (the backbone while its cache is cold, the 
 alone once it is warm), so `independent_slots` tells the engine not to take the fleet's largest.
 
 The coordinator needs the backbone only for the dev sets' states: they are computed at the
-first evaluation, kept in memory, and the backbone is then released.
+first evaluation and kept in memory (float16, up to DEV_CACHE_BYTES), and once all of them are
+the backbone is released; a dev set too large for the budget keeps it for the rest.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ from lola_deft.server.trainer import CheckpointedTrainer
 from lola_deft.server.training_state import SideNetworkState
 
 log = logging.getLogger("deft.coordinator")
+# The dev sets' states on the coordinator (float16); beyond it, evaluations run the backbone
+# for the rest, and the backbone stays loaded.
+DEV_CACHE_BYTES = 2 * 2**30
 
 
 def side_network(model_dir: Path, num_labels: int, seed: int) -> tuple[ParallelAdapters, int]:
@@ -118,8 +122,9 @@ def build_side_network_trainer(
         name: cached_split(
             backbone,
             encode(tokenizer, split, max_seq_length),
-            CacheKey(digest, spec.name, name, max_seq_length, "float32"),
+            CacheKey(digest, spec.name, name, max_seq_length, "float16"),
             loader=lambda: load_backbone(model_dir)[0],
+            budget_bytes=DEV_CACHE_BYTES,
         )
         for name, split in read_dev_sets(data_dir, spec).items()
     }

@@ -49,3 +49,33 @@ def test_the_cli_runs_pac_and_records_the_method(tiny_model_dir: Path, tmp_path:
     assert "never backward" in result.stdout
     document = json.loads(out.read_text())
     assert document["method"] == "pac" and len(document["steps"]) == 3
+
+
+def test_a_split_over_its_budget_keeps_the_backbone_and_evaluates_the_same(
+    tiny_model_dir: Path,
+) -> None:
+    """A dev set too large to cache (MNLI's, at roberta-base size) is recomputed instead: the
+    same evaluation, and the backbone is never released."""
+    from transformers import AutoTokenizer
+
+    from lola_deft.ml.activation_cache import CacheKey
+    from lola_deft.ml.batching import encode
+    from lola_deft.ml.glue import read_split, task_spec
+    from lola_deft.ml.parallel_adapters import AdapterShape, ParallelAdapters, load_backbone
+    from lola_deft.server.centralized_pac import cached_split, evaluate_adapters
+
+    spec = task_spec("sst2")
+    backbone, hidden, layers = load_backbone(tiny_model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    data = encode(tokenizer, read_split(EMBEDDED_TASK_DIR, spec, "dev").subset(range(40)), 16)
+    key = CacheKey("m", "sst2", "dev", 16, "float32")
+    loader = lambda: backbone  # noqa: E731
+    roomy = cached_split(backbone, data, key, loader=loader)
+    starved = cached_split(backbone, data, key, loader=loader, budget_bytes=0)
+    adapters = ParallelAdapters(AdapterShape(hidden, layers, 2))
+    first = evaluate_adapters(adapters, {"dev": roomy}, spec)
+    second = evaluate_adapters(adapters, {"dev": starved}, spec)
+    assert first["loss"] == second["loss"] and first["metric"] == second["metric"]
+    assert roomy.release_backbone() and roomy.backbone is None
+    assert not starved.release_backbone() and starved.backbone is backbone
+    assert starved.cache.stats.memory_samples == 0
