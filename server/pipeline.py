@@ -70,6 +70,7 @@ class PipelineJob:
     _masks: dict[int, np.ndarray] = field(default_factory=dict)
     _pieces: dict[int, dict[int, np.ndarray]] = field(default_factory=dict)
     _collected: set[int] = field(default_factory=set)
+    _oldest: int = 0
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -88,6 +89,13 @@ class PipelineJob:
             if stage.device == device:
                 return index
         raise NotAssigned(f"this device has no stage in pipeline {self.job}")
+
+    def _oldest_uncollected(self) -> int:
+        """The first micro-batch the owner has not collected (constant time per call, amortised:
+        the scan only moves forward)."""
+        while self._oldest in self._collected:
+            self._oldest += 1
+        return self._oldest
 
     def fail(self, reason: str) -> None:
         if self.failure is None and not self.finished():
@@ -120,7 +128,7 @@ class PipelineJob:
             raise NotNow(f"micro-batch {micro_batch} of this stage was already received")
         batch, tokens = self.micro_batch_size, self.max_length
         if stage == 0:
-            oldest = min(set(range(self.micro_batches)) - self._collected, default=0)
+            oldest = self._oldest_uncollected()
             if micro_batch >= oldest + self.window:
                 raise NotReady(
                     f"micro-batch {micro_batch} is ahead of the pipeline (at most "

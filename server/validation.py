@@ -15,6 +15,7 @@ MAX_CAPABILITIES = 16
 MAX_CAPABILITY = 32
 MAX_FINGERPRINT = 512
 MAX_JOB = 64  # a pipeline's id
+MAX_SAMPLES = 10_000_000  # a PAC+ device's local samples (a pipeline's size follows from it)
 
 
 def check_text(value: str, field: str, limit: int, *, required: bool = False) -> None:
@@ -52,6 +53,8 @@ def validate_report(report: ResourceReport, blocks: int) -> None:
         raise InvalidRequest("channel.snr_db", "must be finite")
     if report.pac is not None:
         _non_negative(report.pac.step_seconds, "pac.step_seconds")
+        if report.pac.samples > MAX_SAMPLES:
+            raise InvalidRequest("pac.samples", f"at most {MAX_SAMPLES:,}")
         if report.pac.cached_samples > report.pac.samples:
             raise InvalidRequest("pac.cached_samples", "more than pac.samples")
     if len(report.block_seconds) != blocks:

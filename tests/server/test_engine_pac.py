@@ -8,7 +8,10 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from lola_deft.server.allocator import AllocationFailed
+from lola_deft.server.errors import InvalidRequest
 from lola_deft.server.messages import PacReport
 from lola_deft.server.pipeline_planning import BackboneCosts
 from tests.server.test_engine import BLOCKS, join, make_engine, report
@@ -137,5 +140,25 @@ def test_a_pac_round_shares_its_mini_batches_by_speed(tmp_path: Path) -> None:
         assert running.collector.weights == {
             entry.block: float(iterations[entry.device]) for entry in shared.assignment
         }
+
+    asyncio.run(flow())
+
+
+@pytest.mark.parametrize(
+    ("state", "field"),
+    [
+        (PacReport(10**9, 0, 0.01, True), "pac.samples"),  # a pipeline of 60M micro-batches
+        (PacReport(10, 11, 0.01, False), "pac.cached_samples"),
+        (PacReport(10, 0, float("nan"), True), "pac.step_seconds"),
+    ],
+)
+def test_an_absurd_pac_report_is_refused(tmp_path: Path, state: PacReport, field: str) -> None:
+    engine, _, _, _ = make_engine(tmp_path)
+    join(engine, "dev0")
+
+    async def flow() -> None:
+        with pytest.raises(InvalidRequest, match=field.replace(".", r"\.")):
+            await engine.submit_report(dataclasses.replace(report("dev0"), pac=state))
+        assert engine.waiting_reports() == 0
 
     asyncio.run(flow())
