@@ -13,6 +13,29 @@ from lola_deft.ml.glue import TaskSpec, compute_metrics
 from lola_deft.ml.model import LoadedModel
 
 
+def scores(spec: TaskSpec, labels: np.ndarray, logits: np.ndarray, loss: float) -> dict[str, Any]:
+    """The task's GLUE metrics, the loss, and `metric` / `metric_name`: the headline one."""
+    metrics = compute_metrics(spec, labels, logits)
+    metrics["loss"] = loss
+    metric_name = "score" if spec.is_regression else spec.metric
+    metrics["metric"] = metrics[metric_name]
+    return {**metrics, "metric_name": metric_name}
+
+
+def by_set(results: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
+    """Each set's `scores` as one record: "dev" carries the headline metric, every other set
+    its numbers under its name (MNLI: `mismatched_accuracy`, `mismatched_loss`)."""
+    result = dict(results["dev"])
+    for name, other in results.items():
+        if name != "dev":
+            result |= {
+                f"{name}_{key}": value
+                for key, value in other.items()
+                if key not in ("metric", "metric_name")
+            }
+    return result
+
+
 def evaluate(
     loaded: LoadedModel, data: EncodedSplit, spec: TaskSpec, batch_size: int = 64
 ) -> dict[str, Any]:
@@ -26,26 +49,11 @@ def evaluate(
             result = model(**batch)
             losses.append(float(result.loss) * len(batch["labels"]))
             outputs.append(result.logits.float().cpu().numpy())
-    metrics = compute_metrics(spec, data.labels.numpy(), np.concatenate(outputs))
-    metrics["loss"] = sum(losses) / len(data)
-    metric_name = "score" if spec.is_regression else spec.metric
-    metrics["metric"] = metrics[metric_name]
-    return {**metrics, "metric_name": metric_name}
+    return scores(spec, data.labels.numpy(), np.concatenate(outputs), sum(losses) / len(data))
 
 
 def evaluate_sets(
     loaded: LoadedModel, sets: Mapping[str, EncodedSplit], spec: TaskSpec
 ) -> dict[str, Any]:
-    """`evaluate` on "dev" (the headline metric), plus every other set's numbers under its name:
-    MNLI reports `accuracy` (matched) and `mismatched_accuracy`, `mismatched_loss`."""
-    result = evaluate(loaded, sets["dev"], spec)
-    for name, data in sets.items():
-        if name == "dev":
-            continue
-        other = evaluate(loaded, data, spec)
-        result |= {
-            f"{name}_{key}": value
-            for key, value in other.items()
-            if key not in ("metric", "metric_name")
-        }
-    return result
+    """`evaluate` on every set, as `by_set` records them."""
+    return by_set({name: evaluate(loaded, data, spec) for name, data in sets.items()})

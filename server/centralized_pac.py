@@ -20,7 +20,8 @@ from transformers import AutoTokenizer
 
 from lola_deft.ml.activation_cache import ActivationCache, CacheKey
 from lola_deft.ml.batching import BatchSampler, EncodedSplit, encode
-from lola_deft.ml.glue import TaskSpec, compute_metrics, read_dev_sets, read_split, task_spec
+from lola_deft.ml.evaluation import by_set, scores
+from lola_deft.ml.glue import TaskSpec, read_dev_sets, read_split, task_spec
 from lola_deft.ml.model import content_digest
 from lola_deft.ml.pac_training import CachedStates, adapter_gradient, task_loss
 from lola_deft.ml.parallel_adapters import AdapterShape, ParallelAdapters, load_backbone
@@ -54,27 +55,23 @@ def cached_split(
 def evaluate_adapters(
     adapters: ParallelAdapters, sets: Mapping[str, CachedStates], spec: TaskSpec
 ) -> dict[str, Any]:
-    """Dev loss and the task's metrics, as `ml.evaluation.evaluate_sets` reports them."""
+    """Dev loss and the task's metrics, recorded as LoRA's evaluation records them."""
     adapters.eval()
-    result: dict[str, Any] = {}
+    device = next(adapters.parameters()).device
+    results = {}
     for name, states in sets.items():
         logits, losses = [], []
         with torch.no_grad():
             for start in range(0, len(states.data), EVAL_BATCH):
                 indices = list(range(start, min(start + EVAL_BATCH, len(states.data))))
                 hidden, mask = states.batch(indices)
-                output = adapters(hidden, mask)
+                output = adapters(hidden.to(device), mask.to(device)).float().cpu()
                 labels = states.data.labels[start : start + len(indices)]
                 losses.append(float(task_loss(output, labels)) * len(indices))
                 logits.append(output.numpy())
-        metrics = compute_metrics(spec, states.data.labels.numpy(), np.concatenate(logits))
-        metrics["loss"] = sum(losses) / len(states.data)
-        if name == "dev":
-            metric_name = "score" if spec.is_regression else spec.metric
-            result |= {**metrics, "metric": metrics[metric_name], "metric_name": metric_name}
-        else:
-            result |= {f"{name}_{key}": value for key, value in metrics.items()}
-    return result
+        loss = sum(losses) / len(states.data)
+        results[name] = scores(spec, states.data.labels.numpy(), np.concatenate(logits), loss)
+    return by_set(results)
 
 
 def train_centralized_pac(
