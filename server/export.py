@@ -43,7 +43,9 @@ def export_metrics(
     if record.eval is not None:
         m.eval_loss.set(record.eval.loss)
         for key, value in record.eval.scores.items():
-            if not key.endswith("loss"):  # a further set's loss (MNLI mismatched) is no metric
+            if key.endswith("_loss"):  # a further set's loss (MNLI's "mismatched_loss")
+                m.eval_set_loss.labels(key.removesuffix("_loss")).set(value)
+            else:
                 m.eval_metric.labels(key).set(value)
 
 

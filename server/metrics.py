@@ -69,6 +69,12 @@ class CoordinatorMetrics:
             "deft_eval_metric", "Evaluation metric on the dev split", ["metric"], registry=r
         )
         self.eval_loss = Gauge("deft_eval_loss", "Evaluation loss on the dev split", registry=r)
+        self.eval_set_loss = Gauge(
+            "deft_eval_set_loss",
+            "Evaluation loss on the task's further evaluation sets (MNLI: mismatched)",
+            ["set"],
+            registry=r,
+        )
         self.solve = Gauge(
             "deft_scheduler_solve_seconds", "Scheduler's solve time this round", registry=r
         )
