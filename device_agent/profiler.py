@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import platform
 import time
@@ -35,6 +36,9 @@ class BlockProfile:
     seconds_per_iteration: list[float]  # index 0 is block 1
     peak_memory_bytes: list[float]
     hardware: str
+
+
+log = logging.getLogger("deft.agent")
 
 
 def hardware_name(device: torch.device) -> str:
@@ -100,11 +104,15 @@ def measure(
     return BlockProfile(seconds, memory, hardware_name(device))
 
 
+PROFILING_WAIT_S = 600.0  # longer than any profile: a holder past it is stuck, not busy
+
+
 @contextlib.contextmanager
-def profiling_lock(folder: Path) -> Iterator[None]:
+def profiling_lock(folder: Path, wait_s: float = PROFILING_WAIT_S) -> Iterator[None]:
     """Held while an agent profiles: one profile at a time per machine (per cache folder).
     Advisory (flock), released by the kernel if the holder is killed; no lock where the
-    platform has no fcntl."""
+    platform has no fcntl. A holder that is alive but stuck is waited for `wait_s` at most:
+    then this agent profiles anyway (its numbers may carry the contention), and says so."""
     try:
         import fcntl
     except ImportError:  # Windows laptops: profiles may overlap there
@@ -112,11 +120,28 @@ def profiling_lock(folder: Path) -> Iterator[None]:
         return
     folder.mkdir(parents=True, exist_ok=True)
     with (folder / ".profiling.lock").open("a") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                held = True
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    log.warning(
+                        "another agent has held the profiling lock in %s for over %.0f s; "
+                        "profiling anyway (times may include its contention)",
+                        folder,
+                        wait_s,
+                    )
+                    held = False
+                    break
+                time.sleep(0.2)
         try:
             yield
         finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+            if held:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def _read_cached(path: Path, blocks: int) -> BlockProfile | None:

@@ -147,3 +147,22 @@ def test_agents_on_one_machine_profile_one_at_a_time(tiny_model_dir: Path, tmp_p
             made.replace(tmp_path / made.name)
     waiting.join()
     assert results == [True]  # ... which the waiting agent takes instead of measuring again
+
+
+def test_a_stuck_holder_of_the_profiling_lock_is_waited_for_only_so_long(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The kernel frees the lock of a killed agent; one that is alive but stuck would hold it
+    forever, so the next agent waits at most its bound, then profiles and says why."""
+    entered = threading.Event()
+    with profiling_lock(tmp_path):
+        waiting = threading.Thread(target=lambda: _enter(tmp_path, entered))
+        waiting.start()
+        waiting.join(timeout=30)
+    assert entered.is_set()
+    assert "profiling anyway" in caplog.text
+
+
+def _enter(folder: Path, entered: threading.Event) -> None:
+    with profiling_lock(folder, wait_s=0.3):
+        entered.set()
