@@ -12,9 +12,9 @@ need and seconds per iteration drop), so the scheduler sees a warm device as it 
 from __future__ import annotations
 
 import gc
+import hashlib
 import json
 import logging
-import os
 import statistics
 import time
 from collections import deque
@@ -25,7 +25,7 @@ import torch
 
 from lola_deft.device_agent.channel import EmulatedChannel, MeasuredChannel
 from lola_deft.device_agent.metrics import AgentMetrics
-from lola_deft.device_agent.profiler import saved_bytes
+from lola_deft.device_agent.profiler import default_cache_dir, saved_bytes
 from lola_deft.device_agent.settings import AgentConfig
 from lola_deft.device_agent.worker import (
     TrainedBlock,
@@ -37,28 +37,31 @@ from lola_deft.device_agent.worker import (
 )
 from lola_deft.ml.activation_cache import ActivationCache, CacheKey, CacheStats
 from lola_deft.ml.batching import BatchSampler, encode
-from lola_deft.ml.model import content_digest
+from lola_deft.ml.glue import Split
+from lola_deft.ml.model import content_digest, encoder_size
 from lola_deft.ml.pac_training import CachedStates, adapter_gradient
-from lola_deft.ml.parallel_adapters import AdapterShape, ParallelAdapters, load_backbone
+from lola_deft.ml.parallel_adapters import (
+    AdapterShape,
+    ParallelAdapters,
+    load_backbone,
+    side_network,
+)
 from lola_deft.protos.deft.v1 import coordinator_pb2
 
 log = logging.getLogger("deft.agent")
 RECENT = 3  # measured rounds the compute correction is the median of
 
 
-def default_activation_cache() -> Path:
-    root = os.environ.get("LOLA_DEFT_CACHE") or os.path.join(Path.home(), ".cache", "lola-deft")
-    return Path(root) / "activations"
-
-
 def parameter_bytes(module: torch.nn.Module) -> int:
     return sum(p.numel() * p.element_size() for p in module.parameters())
 
 
-def backbone_shape(model_dir: Path) -> tuple[int, int]:
-    """Hidden size and layers, from the config alone (the backbone may not fit here)."""
-    config = json.loads((model_dir / "config.json").read_text())
-    return int(config["hidden_size"]), int(config["num_hidden_layers"])
+def split_digest(split: Split) -> str:
+    """The samples' texts, in order: what the cached states of index i were computed from."""
+    digest = hashlib.sha256()
+    for texts in split.texts:
+        digest.update(json.dumps(texts).encode())
+    return digest.hexdigest()[:16]
 
 
 def backbone_file_bytes(model_dir: Path) -> float:
@@ -127,7 +130,7 @@ class SideNetworkWorker:
         log.info("%s: loading the backbone and data for %s (PAC+)", config.device_id, setup.task)
         from transformers import AutoTokenizer
 
-        hidden, layers = backbone_shape(config.model_dir)
+        hidden, layers = encoder_size(config.model_dir)
         self.max_length = setup.max_seq_length
         # A cold step holds the backbone and one mini-batch's states of every layer.
         state_bytes = 4.0 * setup.batch_size * (layers + 1) * setup.max_seq_length * hidden
@@ -147,8 +150,7 @@ class SideNetworkWorker:
             backbone, _, _ = load_backbone(config.model_dir)
             backbone.to(self.device)
         tokenizer = AutoTokenizer.from_pretrained(str(config.model_dir))
-        torch.manual_seed(config.seed)
-        self.adapters = ParallelAdapters(AdapterShape(hidden, layers, setup.num_labels))
+        self.adapters = side_network(config.model_dir, setup.num_labels, config.seed)
         self.adapters.to(self.device)
         mine = local_split(config, setup.task, shard)
         data = encode(tokenizer, mine, setup.max_seq_length)
@@ -156,13 +158,14 @@ class SideNetworkWorker:
         cache_key = CacheKey(
             content_digest(config.model_dir),
             setup.task,
-            f"{shard}/{config.num_shards}/{config.shard_mode}",
+            # Which samples, by content: an edited train.tsv must not meet the old states.
+            f"{shard}/{config.num_shards}/{config.shard_mode}/{split_digest(mine)}",
             setup.max_seq_length,
             config.cache_storage,
         )
         cache = ActivationCache(
             cache_key,
-            config.activation_cache or default_activation_cache(),
+            config.activation_cache or default_cache_dir("activations"),
             int(config.cache_memory_bytes),
             int(config.cache_disk_bytes),
         )
@@ -172,7 +175,7 @@ class SideNetworkWorker:
             data,
             cache,
             batch_size=self.sampler.batch_size,
-            loader=None if self.needs_pipeline else self._load_backbone,
+            loader=self._load_backbone,
         )
         self._profile()
         self.ratios.clear()
@@ -290,14 +293,15 @@ class SideNetworkWorker:
         )
 
     def _batch(self) -> list[int]:
-        """The next mini-batch; without a backbone to run, of cached samples only (a state
-        lost since, say a damaged file, waits for the next pipeline)."""
+        """The next mini-batch. A device the backbone does not fit trains on the cached samples
+        in it (a state lost since, say to a damaged file, waits for the next pipeline); when it
+        has none, the scheduler gave it the backbone's memory (its report asked for it), and
+        the backbone is loaded for them."""
         assert self.sampler is not None and self.states is not None
         indices = self.sampler.next_indices().tolist()
-        if self.states.backbone is not None or self.states.loader is not None:
+        if not self.needs_pipeline:
             return indices
-        cached = [index for index in indices if index in self.states.cache]
-        return cached or [next(i for i in range(len(self.states.data)) if i in self.states.cache)]
+        return [index for index in indices if index in self.states.cache] or indices
 
     def cache_updated(self) -> None:
         """States arrived from elsewhere (a pipeline): metrics, and the backbone if unneeded."""

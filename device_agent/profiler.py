@@ -47,9 +47,11 @@ def hardware_name(device: torch.device) -> str:
     return f"cpu:{platform.processor() or platform.machine()}x{os.cpu_count()}"
 
 
-def default_cache_dir() -> Path:
+def default_cache_dir(kind: str = "profiles") -> Path:
+    """The agent's cache folder for `kind` (profiles, activations): $LOLA_DEFT_CACHE/kind, else
+    ~/.cache/lola-deft/kind."""
     root = os.environ.get("LOLA_DEFT_CACHE") or os.path.join(Path.home(), ".cache", "lola-deft")
-    return Path(root) / "profiles"
+    return Path(root) / kind
 
 
 def cache_key(identity: Mapping[str, object]) -> str:

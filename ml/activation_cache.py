@@ -124,6 +124,10 @@ class ActivationCache:
     def __contains__(self, index: int) -> bool:
         return index in self._memory or index in self._disk
 
+    def __len__(self) -> int:
+        """Samples cached now (a sample lives in memory or on disk, never both)."""
+        return len(self._memory) + len(self._disk)
+
     def get(self, index: int) -> np.ndarray | None:
         """The sample's states as float32, or None (a miss)."""
         stored = self._memory.get(index)

@@ -148,6 +148,13 @@ def model_fingerprint(model_dir: Path | str) -> str:
     return f"{identity['model_type']}-L{layers}-H{hidden}-{digest}"
 
 
+def encoder_size(model_dir: Path | str) -> tuple[int, int]:
+    """Hidden size and layer count from the model's config alone (no weights are read: a device
+    may not have room for them)."""
+    config = AutoConfig.from_pretrained(str(require_model_dir(model_dir)), local_files_only=True)
+    return int(config.hidden_size), int(config.num_hidden_layers)
+
+
 def content_digest(model_dir: Path | str) -> str:
     """Which files the model folder holds, by name, size and modification time: cheap to compute
     at start-up, and different whenever weights or tokenizer were replaced (the activation cache

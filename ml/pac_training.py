@@ -55,10 +55,12 @@ class CachedStates:
 
     def complete(self) -> bool:
         """Every sample's states are cached: training needs no backbone any more."""
-        return all(index in self.cache for index in range(len(self.data)))
+        return self.cached_count() >= len(self.data)
 
     def cached_count(self) -> int:
-        return sum(index in self.cache for index in range(len(self.data)))
+        """Samples cached (the cache holds this split's indices only): constant time, as
+        reports and metrics ask every round."""
+        return len(self.cache)
 
     def cached_fraction(self) -> float:
         total = len(self.data)

@@ -80,6 +80,16 @@ class ParallelAdapters(nn.Module):
         self.load_state_dict({name: torch.as_tensor(v) for name, v in state.items()}, strict=True)
 
 
+def side_network(model_dir: Path, num_labels: int, seed: int) -> ParallelAdapters:
+    """The side network for this encoder, initialised from `seed`: the coordinator's and every
+    agent's are the same network (the encoder's size comes from its config alone)."""
+    from lola_deft.ml.model import encoder_size
+
+    hidden, layers = encoder_size(model_dir)
+    torch.manual_seed(seed)
+    return ParallelAdapters(AdapterShape(hidden, layers, num_labels))
+
+
 def load_backbone(model_dir: Path) -> tuple[torch.nn.Module, int, int]:
     """The frozen encoder (no head, no gradients) and its hidden size and layer count."""
     from transformers import AutoModel

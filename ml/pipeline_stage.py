@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from lola_deft.ml.model import ModelError, require_model_dir
+from lola_deft.ml.model import ModelError, encoder_size, require_model_dir
 
 EMBEDDING_KEY = "embeddings.word_embeddings.weight"
 
@@ -30,8 +30,7 @@ class StageError(ModelError):
 
 def backbone_units(model_dir: Path) -> int:
     """Units of the encoder: the embeddings and every layer."""
-    config = json.loads((require_model_dir(model_dir) / "config.json").read_text())
-    return int(config["num_hidden_layers"]) + 1
+    return encoder_size(model_dir)[1] + 1
 
 
 def _weight_files(model_dir: Path) -> list[Path]:

@@ -18,14 +18,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import torch
-
 from lola_deft.ml.activation_cache import CacheKey
 from lola_deft.ml.batching import encode
 from lola_deft.ml.glue import TaskSpec, read_dev_sets
 from lola_deft.ml.model import content_digest
 from lola_deft.ml.pac_training import CachedStates
-from lola_deft.ml.parallel_adapters import AdapterShape, ParallelAdapters, load_backbone
+from lola_deft.ml.parallel_adapters import load_backbone, side_network
 from lola_deft.server.allocator import AllocationFailed
 from lola_deft.server.centralized_pac import cached_split, evaluate_adapters
 from lola_deft.server.messages import Evaluation
@@ -38,19 +36,6 @@ log = logging.getLogger("deft.coordinator")
 # The dev sets' states on the coordinator (float16); beyond it, evaluations run the backbone
 # for the rest, and the backbone stays loaded.
 DEV_CACHE_BYTES = 2 * 2**30
-
-
-def side_network(model_dir: Path, num_labels: int, seed: int) -> tuple[ParallelAdapters, int]:
-    """The side network for this encoder (initialised from `seed`) and the encoder's layers,
-    read from its config alone."""
-    from transformers import AutoConfig
-
-    from lola_deft.ml.model import require_model_dir
-
-    config = AutoConfig.from_pretrained(str(require_model_dir(model_dir)))
-    torch.manual_seed(seed)
-    shape = AdapterShape(int(config.hidden_size), int(config.num_hidden_layers), num_labels)
-    return ParallelAdapters(shape), shape.num_layers
 
 
 class SideNetworkTrainer(CheckpointedTrainer):
@@ -115,7 +100,8 @@ def build_side_network_trainer(
     """The trainer with fresh adapters (a checkpoint is restored into its state by the caller)
     and the dev sets, whose states are computed at the first evaluation. `slots`: devices a
     round trains (0: as many as the encoder has layers, the fleet LoRA blocks would need)."""
-    adapters, layers = side_network(model_dir, spec.num_labels, seed)
+    adapters = side_network(model_dir, spec.num_labels, seed)
+    layers = adapters.shape.num_layers
     backbone, _, _ = load_backbone(model_dir)
     digest = content_digest(model_dir)
     dev = {

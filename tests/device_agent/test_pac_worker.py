@@ -149,3 +149,17 @@ def test_its_gradient_is_the_side_network_gradient(tiny_model_dir: Path, task: P
     expected = {name: tuple(p.shape) for name, p in reference.named_parameters()}
     trained = agent.train(instruction(), {k: v.numpy() for k, v in reference.state_dict().items()})
     assert {name: g.shape for name, g in trained.gradients.items()} == expected
+
+
+def test_an_edited_training_file_does_not_meet_the_old_states(
+    tiny_model_dir: Path, task: Path, tmp_path: Path
+) -> None:
+    cache = tmp_path / "cache"
+    worker(tiny_model_dir, task, cache).prepare(setup())
+    lines = (task / "train.tsv").read_text().splitlines()
+    edited_lines = [lines[0], *(f"truly {line}" for line in lines[1:])]  # other words
+    (task / "train.tsv").write_text("\n".join(edited_lines) + "\n")
+    edited = worker(tiny_model_dir, task, cache)
+    edited.prepare(setup())
+    assert edited.states is not None and edited.states.cache.stats.misses == 8
+    assert len([path for path in cache.iterdir() if path.is_dir()]) == 2

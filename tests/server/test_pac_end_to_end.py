@@ -17,10 +17,9 @@ import torch
 
 from lola_deft.ml.glue import EMBEDDED_TASK_DIR
 from lola_deft.ml.model import model_fingerprint
-from lola_deft.ml.parallel_adapters import WEIGHTS_FILE, load_adapters
+from lola_deft.ml.parallel_adapters import WEIGHTS_FILE, load_adapters, side_network
 from lola_deft.protos.deft.v1 import coordinator_pb2, coordinator_pb2_grpc
 from lola_deft.server.export import read_history
-from lola_deft.server.pac_trainer import side_network
 from lola_deft.server.training_state import read_checkpoint
 from tests.helpers import LocalCluster
 from tests.server.one_round import one_round_coordinator
@@ -85,7 +84,7 @@ def test_pac_trains_the_side_network_across_devices(tiny_model_dir: Path, tmp_pa
     # The checkpoint's adapter folder is the export, and it trained.
     final = read_checkpoint(run / "checkpoints" / f"round-{ROUNDS:06d}")
     exported = load_adapters(run / "checkpoints" / f"round-{ROUNDS:06d}" / "adapter")
-    fresh, _ = side_network(tiny_model_dir, 2, seed=0)
+    fresh = side_network(tiny_model_dir, 2, seed=0)
     fresh_state = fresh.state_dict()
     for name, value in exported.state_dict().items():
         assert torch.equal(value, final["trainable"][name]), name
