@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import statistics
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -30,18 +29,9 @@ from lola_deft.ml.pac_training import backbone_states, task_loss
 from lola_deft.ml.parallel_adapters import AdapterShape, ParallelAdapters, load_backbone
 from lola_deft.ml.random_encoder import make_random_encoder
 from lola_deft.server.block_costs import log, timed
+from lola_deft.server.pipeline_planning import median_seconds
 
 MiB = 2**20
-
-
-def _median_seconds(action: Any, repeats: int) -> float:
-    action()  # warm-up
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        action()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
 
 
 def pac_costs(name: str, model_dir: Path, batch_size: int, length: int, repeats: int) -> dict:
@@ -62,7 +52,7 @@ def pac_costs(name: str, model_dir: Path, batch_size: int, length: int, repeats:
 
     log(f"  {name}: PAC cache fill and warm-cache step")
     backbone, hidden, layers = load_backbone(model_dir)
-    fill = _median_seconds(lambda: backbone_states(backbone, batch), repeats)
+    fill = median_seconds(lambda: backbone_states(backbone, batch), repeats)
     states = backbone_states(backbone, batch)
     mask, labels = batch["attention_mask"].bool(), batch["labels"]
     adapters = ParallelAdapters(AdapterShape(hidden, layers, spec.num_labels))
@@ -71,7 +61,7 @@ def pac_costs(name: str, model_dir: Path, batch_size: int, length: int, repeats:
         adapters.zero_grad(set_to_none=True)
         task_loss(adapters(states, mask), labels).backward()
 
-    warm = _median_seconds(step, max(repeats, 5))
+    warm = median_seconds(step, max(repeats, 5))
     saved = saved_bytes(step)
     parameters = 4 * sum(p.numel() for p in adapters.parameters())
     # Only a sample's real tokens are cached (float16 by default).
@@ -131,22 +121,23 @@ def pac_accuracy(epochs: int, evaluate_every: int = 5) -> dict[str, Any]:
         "pac_metric_2x_steps": float(pac[-1]["eval"]["metric"]),
         "lora_metric_early": float(lora[EARLY_STEPS]["eval"]["metric"]),
         "pac_metric_early": float(pac[EARLY_STEPS]["eval"]["metric"]),
-        "lora_seconds_to_90": _seconds_to(lora, target),
-        "pac_seconds_to_90": _seconds_to(pac, target),
+        "lora_seconds_to_90": reached(lora, target)[0],
+        "pac_seconds_to_90": reached(pac, target)[0],
         "pac_first_epoch_seconds_per_step": statistics.median(r["seconds"] for r in pac[1:6]),
         "lora_seconds_per_step": statistics.median(r["seconds"] for r in lora[1:]),
         "pac_seconds_per_step": statistics.median(r["seconds"] for r in pac[1:]),
     }
 
 
-def _seconds_to(records: list[dict[str, Any]], target: float) -> float | None:
-    """Training seconds until the first evaluation at or above `target`."""
+def reached(records: list[dict[str, Any]], target: float) -> tuple[float | None, int | None]:
+    """Training seconds until the first evaluation at or above `target`, and its step; (None,
+    None) when none reaches it."""
     elapsed = 0.0
     for record in records[1:]:
         elapsed += record["seconds"]
         if "eval" in record and record["eval"]["metric"] >= target:
-            return elapsed
-    return None
+            return elapsed, int(record["step"])
+    return None, None
 
 
 def bench_pac(quick: bool, out: Path) -> dict[str, Any]:

@@ -27,33 +27,23 @@ from lola_deft.ml.model import default_model_dir
 from lola_deft.server.block_costs import log
 
 
-def time_to(rounds: list[Any], target: float, field: str) -> tuple[float | None, int | None]:
-    """Summed `field` of the rounds up to the first whose evaluation reaches `target`, and
-    that round; (None, None) when none does."""
-    elapsed = 0.0
-    for record in rounds:
-        elapsed += getattr(record, field)
-        if record.eval is not None and record.eval.metric >= target:
-            return elapsed, record.round
-    return None, None
-
-
 def fleet_run(out: Path, method: str, rounds: int, target: float) -> dict[str, Any]:
     from lola_deft.server.demo_runner import run_demo
-    from lola_deft.server.export import read_history
+    from lola_deft.server.plots import read_run
+    from lola_deft.server.reproduce import time_to_reach
 
     log(f"  deft demo --method {method}, {rounds} rounds")
     summary, seconds = run_demo(out, "--method", method, "--rounds", str(rounds))
-    history = read_history(Path(summary["history"]))
-    measured, round_measured = time_to(history.rounds, target, "measured_wall_s")
-    modelled, _ = time_to(history.rounds, target, "modelled_latency_s")
+    curve = read_run(Path(summary["history"]))
+    history = curve.history
+    reached = time_to_reach(curve, target) or {}
     return {
         "method": method,
         "rounds": rounds,
         "metric_after": summary["metric_after"],
-        "reached_in_round": round_measured,
-        "measured_s_to_90": measured,
-        "modelled_s_to_90": modelled,
+        "reached_in_round": reached.get("round"),
+        "measured_s_to_90": reached.get("measured_s"),
+        "modelled_s_to_90": reached.get("modelled_s"),
         "measured_s_per_round_first": history.rounds[0].measured_wall_s,
         "measured_s_per_round_last": history.rounds[-1].measured_wall_s,
         "modelled_s_per_round_median": sorted(r.modelled_latency_s for r in history.rounds)[
@@ -121,14 +111,11 @@ def pipeline_run(out: Path) -> dict[str, Any]:
 
 def bench_fleet(out: Path, quick: bool) -> dict[str, Any]:
     """The three ways to 90% of centralized LoRA's metric after 20 steps."""
+    from lola_deft.server.pac_bench import reached
+
     central, records = one_device(20)
     target = 0.9 * central
-    elapsed, one_step = 0.0, None
-    for record in records[1:]:
-        elapsed += record["seconds"]
-        if record["eval"]["metric"] >= target:
-            one_step = record["step"]
-            break
+    elapsed, one_step = reached(records, target)
     lola = fleet_run(out / "fleet-lola", "lola", 8 if quick else 20, target)
     pac = fleet_run(out / "fleet-pac", "pac", 20 if quick else 120, target)
     return {
@@ -137,7 +124,7 @@ def bench_fleet(out: Path, quick: bool) -> dict[str, Any]:
         "target": target,
         "one_device": {
             "reached_in_step": one_step,
-            "measured_s_to_90": elapsed if one_step else None,
+            "measured_s_to_90": elapsed,
         },
         "lola": lola,
         "pac": pac,

@@ -47,7 +47,8 @@ class BackboneCosts:
         return float(6 * states)
 
 
-def _median_time(action: Any, repeats: int = 3) -> float:
+def median_seconds(action: Any, repeats: int = 3) -> float:
+    """Median wall seconds of `action` over `repeats` runs, after one to warm up."""
     action()
     times = []
     for _ in range(repeats):
@@ -76,11 +77,11 @@ def measure_backbone(model_dir: Path, micro_batch_size: int, max_length: int) ->
     mask = torch.ones(micro_batch_size, max_length, dtype=torch.long)
     with torch.no_grad():
         embedded = model.embeddings(input_ids=ids)
-        seconds = [_median_time(lambda: model.embeddings(input_ids=ids))]
+        seconds = [median_seconds(lambda: model.embeddings(input_ids=ids))]
         extended = additive_mask(mask, embedded.dtype)
         for layer in model.encoder.layer:
             seconds.append(
-                _median_time(lambda layer=layer: layer(embedded, attention_mask=extended))
+                median_seconds(lambda layer=layer: layer(embedded, attention_mask=extended))
             )
     unit_bytes = [sum(p.numel() * p.element_size() for p in model.embeddings.parameters())]
     unit_bytes += [
@@ -100,7 +101,7 @@ def measure_backbone(model_dir: Path, micro_batch_size: int, max_length: int) ->
         tuple(seconds),
         tuple(float(b) for b in unit_bytes),
         hidden,
-        _median_time(step),
+        median_seconds(step),
         micro_batch_size,
         max_length,
     )

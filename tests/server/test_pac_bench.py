@@ -20,17 +20,22 @@ def test_a_warm_cache_step_is_measured_against_lora(tiny_model_dir: Path) -> Non
 
 
 def test_time_to_the_target_sums_rounds_until_the_first_that_reaches_it() -> None:
-    from types import SimpleNamespace
+    from lola_deft.server.pac_bench import reached
+    from lola_deft.server.pac_fleet_bench import format_fleet
 
-    from lola_deft.server.pac_fleet_bench import format_fleet, time_to
+    def record(step: int, seconds: float, metric: float | None) -> dict[str, object]:
+        evaluation = {} if metric is None else {"eval": {"metric": metric}}
+        return {"step": step, "seconds": seconds, **evaluation}
 
-    def record(number: int, wall: float, metric: float | None) -> SimpleNamespace:
-        evaluation = None if metric is None else SimpleNamespace(metric=metric)
-        return SimpleNamespace(round=number, measured_wall_s=wall, eval=evaluation)
-
-    rounds = [record(1, 2.0, 0.5), record(2, 1.5, None), record(3, 0.5, 0.91), record(4, 9.0, 1)]
-    assert time_to(rounds, 0.9, "measured_wall_s") == (4.0, 3)
-    assert time_to(rounds, 1.1, "measured_wall_s") == (None, None)
+    records = [
+        {"step": 0},
+        record(1, 2.0, 0.5),
+        record(2, 1.5, None),
+        record(3, 0.5, 0.91),
+        record(4, 9.0, 1),
+    ]
+    assert reached(records, 0.9) == (4.0, 3)  # type: ignore[arg-type]
+    assert reached(records, 1.1) == (None, None)  # type: ignore[arg-type]
     run = {
         "rounds": 4, "metric_after": 0.95, "reached_in_round": 3, "measured_s_to_90": 4.0,
         "modelled_s_to_90": None, "measured_s_per_round_first": 2.0,
