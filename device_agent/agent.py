@@ -34,11 +34,11 @@ from lola_deft.device_agent.worker import (
     available_memory,
     resolve_device,
 )
+from lola_deft.protos import capabilities
 from lola_deft.protos.deft.v1 import coordinator_pb2
 
 __all__ = ["AgentConfig", "DeviceAgent", "DeviceUnavailable", "available_memory", "resolve_device"]
 log = logging.getLogger("deft.agent")
-PAC_CAPABILITY = "pac"  # this agent can train PAC+'s parallel adapters (server.coordinator's)
 
 
 class DeviceAgent:
@@ -105,7 +105,7 @@ class DeviceAgent:
                 device_id=self.config.device_id,
                 hardware=self.config.hardware,
                 agent_version=__version__,
-                capabilities=[*self.lora.capabilities, PAC_CAPABILITY],
+                capabilities=[*self.lora.capabilities, capabilities.PAC],
                 model_fingerprint=self.lora.fingerprint,
             )
         )

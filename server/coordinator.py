@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from lola_deft.protos import capabilities
 from lola_deft.protos.identity import PLAINTEXT_PEER, Peer
 from lola_deft.server.config import CoordinatorConfig
 from lola_deft.server.engine import RoundEngine
@@ -34,14 +35,6 @@ from lola_deft.server.validation import (
 
 STATES_WAIT_S = 30.0  # a states download waits this long for its micro-batch, then "ask again"
 
-PAC_CAPABILITY = "pac"  # an agent that can train PAC+'s parallel adapters says so
-
-
-def config_needs_pac(method: str, capabilities: tuple[str, ...]) -> bool:
-    """A --method pac run, and an agent that would train LoRA blocks in it (refused)."""
-    return method == "pac" and PAC_CAPABILITY not in capabilities
-
-
 class Coordinator:
     def __init__(
         self,
@@ -67,10 +60,10 @@ class Coordinator:
                 f"model_fingerprint: the agent loaded {quote(registration.model_fingerprint)}, "
                 "another base model than the coordinator trains; load the same model directory"
             )
-        if config_needs_pac(self.config.method, registration.capabilities):
+        if self.config.method == "pac" and capabilities.PAC not in registration.capabilities:
             raise Incompatible(
                 "capabilities: this run trains PAC+'s parallel adapters (--method pac) and the "
-                f"agent does not offer {PAC_CAPABILITY!r}; upgrade it"
+                f"agent does not offer {capabilities.PAC!r}; upgrade it"
             )
         identity = peer.certificate_sha256 if self.enrolment.require_identity else None
         record = self.registry.register(registration, identity)

@@ -279,7 +279,10 @@ class RoundEngine:
     # -- the loop ------------------------------------------------------------------------------
     async def run(self) -> None:
         """Run rounds until done; an unexpected error ends training and is kept in `error`."""
-        watcher = asyncio.create_task(self._watch_pipelines())
+        # PAC+ only: LoLa-DEFT runs have no pipelines to watch.
+        watcher = None
+        if self.pipeline_costs is not None:
+            watcher = asyncio.create_task(self._watch_pipelines())
         try:
             if self.completed == 0 and self.history.baseline is None:
                 self.history.baseline = await asyncio.to_thread(self.trainer.evaluate)
@@ -291,7 +294,8 @@ class RoundEngine:
             log.exception("round engine failed in round %d", self.next_round)
             self.error = error
         finally:
-            watcher.cancel()
+            if watcher is not None:
+                watcher.cancel()
             for job in self.pipelines.values():
                 job.fail("training is over")
             self.finished.set()
