@@ -35,6 +35,7 @@ from lola_deft.server.validation import (
 
 STATES_WAIT_S = 30.0  # a states download waits this long for its micro-batch, then "ask again"
 
+
 class Coordinator:
     def __init__(
         self,

@@ -11,6 +11,7 @@ import asyncio
 import math
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 from lola_deft.protos.deft.v1 import coordinator_pb2 as pb
 from lola_deft.protos.identity import PLAINTEXT_PEER, Peer
@@ -136,32 +137,45 @@ def ack_message(ack: UploadAck) -> pb.UploadAck:
     )
 
 
-async def receive_upload(
-    parts: AsyncIterator[pb.GradientPart], coordinator: Coordinator, peer: Peer = PLAINTEXT_PEER
-) -> UploadAck:
-    """Read one gradient upload: header, checks, then the bounded chunk stream."""
+async def _header(parts: AsyncIterator[Any], kind: str) -> Any:
+    """An upload stream's first part, which must be its header (`kind` names it in errors)."""
     try:
         first = await parts.__anext__()
     except StopAsyncIteration:
         raise InvalidRequest("upload", "empty stream") from None
     if first.WhichOneof("part") != "header":
-        raise InvalidRequest("upload", "the stream must open with an UploadHeader")
-    header = upload_header(first.header)
+        raise InvalidRequest("upload", f"the stream must open with {kind}")
+    return first.header
+
+
+async def _read_chunks(
+    parts: AsyncIterator[Any], assembler: TensorAssembler, kind: str, deadline: float
+) -> None:
+    """The rest of an upload stream into `assembler`, by `deadline` (a time.monotonic() value;
+    asyncio.TimeoutError after it)."""
+
+    async def read() -> None:
+        async for part in parts:
+            if part.WhichOneof("part") != "chunk":
+                raise InvalidRequest("upload", f"only one {kind} per stream")
+            assembler.feed(part.chunk)
+
+    await asyncio.wait_for(read(), timeout=max(deadline - time.monotonic(), 0))
+
+
+async def receive_upload(
+    parts: AsyncIterator[pb.GradientPart], coordinator: Coordinator, peer: Peer = PLAINTEXT_PEER
+) -> UploadAck:
+    """Read one gradient upload: header, checks, then the bounded chunk stream."""
+    header = upload_header(await _header(parts, "an UploadHeader"))
     plan = coordinator.open_upload(header, peer)
     if plan.duplicate:  # a retry of an upload already taken: acknowledged, nothing read
         return UploadAck(header.round, plan.block, plan.received_bytes, duplicate=True)
     started = time.perf_counter()
     assembler = TensorAssembler(plan.shapes, plan.max_bytes)
-
-    async def read_chunks() -> None:
-        async for part in parts:
-            if part.WhichOneof("part") != "chunk":
-                raise InvalidRequest("upload", "only one UploadHeader per stream")
-            assembler.feed(part.chunk)
-
     failure: tuple[str, str] | None = BROKEN
     try:
-        await asyncio.wait_for(read_chunks(), timeout=max(plan.deadline - time.monotonic(), 0))
+        await _read_chunks(parts, assembler, "UploadHeader", plan.deadline)
         tensors = assembler.finish()
         ack = coordinator.finish_upload(
             plan, header, tensors, time.perf_counter() - started, assembler.total_bytes
@@ -204,26 +218,13 @@ async def receive_states(
 ) -> pb.StatesAck:
     """Read one pipeline states upload: header, checks, then the bounded chunk stream (held to
     exactly the stage's tensors), within the pipeline's deadline."""
-    try:
-        first = await parts.__anext__()
-    except StopAsyncIteration:
-        raise InvalidRequest("upload", "empty stream") from None
-    if first.WhichOneof("part") != "header":
-        raise InvalidRequest("upload", "the stream must open with a StatesHeader")
-    header = first.header
+    header = await _header(parts, "a StatesHeader")
     device_id, pipeline, shapes = coordinator.open_states_upload(
         header.session, header.job, header.micro_batch, peer
     )
     assembler = TensorAssembler(shapes, 4 * sum(math.prod(shape) for shape in shapes.values()))
-
-    async def read_chunks() -> None:
-        async for part in parts:
-            if part.WhichOneof("part") != "chunk":
-                raise InvalidRequest("upload", "only one StatesHeader per stream")
-            assembler.feed(part.chunk)
-
     try:
-        await asyncio.wait_for(read_chunks(), timeout=max(pipeline.deadline - time.monotonic(), 0))
+        await _read_chunks(parts, assembler, "StatesHeader", pipeline.deadline)
         tensors = assembler.finish()
     except asyncio.TimeoutError:
         raise DeadlinePassed(f"pipeline {header.job}'s deadline passed during the upload") from None
