@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -38,34 +39,37 @@ def small_task(folder: Path, samples: int = SAMPLES) -> Path:
     return folder
 
 
-def test_pac_trains_the_side_network_across_devices(tiny_model_dir: Path, tmp_path: Path) -> None:
-    data = small_task(tmp_path / "task")
-    caches = tmp_path / "activations"
+def pac_run(
+    model: Path, work: Path, rounds: int, agent_flags: Callable[[int], list[str]]
+) -> tuple[list[Path], dict[str, str]]:
+    """A scheduler, a --method pac coordinator and agents dev0..dev2 (each with its own shard of
+    the small task, and `agent_flags(i)`) until training ends; the run folders and the logs by
+    process name."""
+    data = small_task(work / "task")
     training = ("--method", "pac", "--data", str(data), "--batch-size", "8")
-    with LocalCluster(tiny_model_dir, tmp_path) as cluster:
+    with LocalCluster(model, work) as cluster:
         cluster.start_scheduler()
         coordinator, _ = cluster.start_coordinator(
-            *training, "--rounds", str(ROUNDS), "--report-wait", "0.3"
+            *training, "--rounds", str(rounds), "--report-wait", "0.3"
         )
         agents = [
             cluster.start_agent(
-                f"dev{i}",
-                "--data",
-                str(data),
-                "--shard",
-                f"{i}/3",
-                "--activation-cache",
-                str(caches),
-                "--cache-memory",
-                "0",  # every state goes to disk: the folder shows what was cached
+                f"dev{i}", "--data", str(data), "--shard", f"{i}/3", *agent_flags(i)
             )
             for i in range(3)
         ]
         assert coordinator.wait(timeout=300) == 0
         for agent in agents:
             assert agent.wait(timeout=60) == 0
-        [run] = cluster.run_dirs()
-        logs = {path.name: path.read_text() for path in (tmp_path / "logs").glob("*.log")}
+        runs = cluster.run_dirs()
+    return runs, {path.stem: path.read_text() for path in (work / "logs").glob("*.log")}
+
+
+def test_pac_trains_the_side_network_across_devices(tiny_model_dir: Path, tmp_path: Path) -> None:
+    caches = tmp_path / "activations"
+    # Every state goes to disk: the folder shows what was cached.
+    flags = ["--activation-cache", str(caches), "--cache-memory", "0"]
+    [run], logs = pac_run(tiny_model_dir, tmp_path, ROUNDS, lambda i: flags)
 
     records = read_history(tmp_path / "history.json").rounds
     assert [r.round for r in records] == list(range(1, ROUNDS + 1))
@@ -132,32 +136,13 @@ def test_a_device_the_backbone_does_not_fit_fills_its_cache_through_a_pipeline(
     """dev2's memory holds the embeddings and two layers, not the backbone: the coordinator
     plans a pipeline (dev2 runs the first units on its own samples, a helper the rest), dev2's
     cache fills from it, and dev2 then trains like the others."""
-    data = small_task(tmp_path / "task")
     caches = tmp_path / "activations"
-    training = ("--method", "pac", "--data", str(data), "--batch-size", "8")
-    rounds = 5
-    with LocalCluster(tiny_model_dir, tmp_path) as cluster:
-        cluster.start_scheduler()
-        coordinator, _ = cluster.start_coordinator(
-            *training, "--rounds", str(rounds), "--report-wait", "0.3"
-        )
-        agents = [
-            cluster.start_agent(
-                f"dev{i}",
-                "--data",
-                str(data),
-                "--shard",
-                f"{i}/3",
-                "--activation-cache",
-                str(caches / f"dev{i}"),
-                *(["--memory-limit", "4250000", "--cache-memory", "0"] if i == 2 else []),
-            )
-            for i in range(3)
-        ]
-        assert coordinator.wait(timeout=300) == 0
-        for agent in agents:
-            assert agent.wait(timeout=60) == 0
-        logs = {path.stem: path.read_text() for path in (tmp_path / "logs").glob("*.log")}
+
+    def flags(index: int) -> list[str]:
+        own = ["--activation-cache", str(caches / f"dev{index}")]
+        return own + (["--memory-limit", "4250000", "--cache-memory", "0"] if index == 2 else [])
+
+    _, logs = pac_run(tiny_model_dir, tmp_path, 5, flags)
 
     owner_log = logs["dev2"]
     assert "does not fit" in owner_log
