@@ -53,7 +53,13 @@ from lola_deft.server.messages import (
     UploadPlan,
 )
 from lola_deft.server.pipeline import PipelineJob
-from lola_deft.server.pipeline_planning import BackboneCosts, pipeline_document, pipeline_job
+from lola_deft.server.pipeline_planning import (
+    BackboneCosts,
+    pipeline_document,
+    pipeline_job,
+    shared_allocation,
+    shares_document,
+)
 from lola_deft.server.registry import AgentRegistry
 from lola_deft.server.validation import validate_report
 
@@ -371,48 +377,20 @@ class RoundEngine:
     async def share_work(
         self, request: AllocationRequest, allocation: Allocation, number: int
     ) -> tuple[Allocation, dict[str, int]]:
-        """PAC+'s data-parallel shares: the round's mini-batches (M per slot) split over the
-        slots' devices by the scheduler's PlanShares, so that the fast do more and all finish
-        together (each device's fixed cost is its modelled upload); every device does at
-        least one. The allocation's modelled compute follows. Returns mini-batches per device
-        (empty: M each, when there is one device or the plan fails)."""
-        entries = allocation.assignment
-        if len(entries) < 2:
+        """PAC+'s data-parallel shares (pipeline_planning.shares_document): the round's
+        mini-batches split over the slots' devices by the scheduler's PlanShares. Returns the
+        allocation with its modelled compute following, and mini-batches per device (empty: M
+        each, when there is one device or the plan fails)."""
+        if len(allocation.assignment) < 2:
             return allocation, {}
-        batch = self.config.batch_size
-        total = self.config.local_iterations * batch * len(entries)
-        seconds = {device.id: device.block_seconds[0] for device in request.devices}
-        document = {
-            "total_samples": total,
-            "devices": [
-                {
-                    "id": entry.device,
-                    "seconds_per_sample": seconds[entry.device] / batch,
-                    "fixed_seconds": entry.upload_s,
-                    "samples": total,
-                }
-                for entry in entries
-            ],
-        }
+        batch, iterations = self.config.batch_size, self.config.local_iterations
+        document = shares_document(request, allocation, batch, iterations)
         try:
             plan = await asyncio.to_thread(self.allocator.plan_shares, document)
         except AllocationFailed as error:
             log.warning("round %d: no shares (%s); M mini-batches each", number, error)
             return allocation, {}
-        iterations = {
-            share["device"]: max(1, round(int(share["samples"]) / batch))
-            for share in plan["shares"]
-        }
-        assignment = tuple(
-            dataclasses.replace(
-                entry,
-                compute_s=(compute := iterations[entry.device] * seconds[entry.device]),
-                latency_s=compute + entry.upload_s,
-            )
-            for entry in entries
-        )
-        latency = max(entry.latency_s for entry in assignment)
-        return dataclasses.replace(allocation, assignment=assignment, latency_s=latency), iterations
+        return shared_allocation(request, allocation, plan, batch)
 
     # -- PAC+ pipelines ------------------------------------------------------------------------
     async def start_pipelines(

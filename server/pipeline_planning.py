@@ -1,5 +1,6 @@
-"""Which pipeline fills a PAC+ device's cache: the instance the scheduler's PlanPipeline solves,
-built from the devices' reports and the backbone's costs measured once on the coordinator.
+"""PAC+'s plans as the coordinator asks the scheduler for them: which pipeline fills a device's
+cache (PlanPipeline, from the devices' reports and the backbone's costs measured once on the
+coordinator), and how a round's mini-batches are shared by speed (PlanShares).
 
 Units are the embeddings (0) and the encoder's layers (1..L). The coordinator times each unit's
 forward pass over one micro-batch and a side-network step over the same states: its reference.
@@ -11,6 +12,7 @@ the band, the rate the latency model gives it.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import secrets
 import time
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lola_deft.server.messages import PipelineTask, ResourceReport
+from lola_deft.server.messages import Allocation, AllocationRequest, PipelineTask, ResourceReport
 from lola_deft.server.pipeline import PipelineJob, StagePlan
 
 STATE_BITS = 16  # states travel as float16
@@ -177,3 +179,46 @@ def pipeline_job(
         for index, stage in enumerate(stages)
     }
     return job, tasks
+
+
+def shares_document(
+    request: AllocationRequest, allocation: Allocation, batch_size: int, iterations: int
+) -> dict[str, Any]:
+    """PlanShares over the slots' devices: `iterations` mini-batches per slot in all, each
+    device's per-sample seconds from its report and its modelled upload as its fixed cost."""
+    seconds = {device.id: device.block_seconds[0] for device in request.devices}
+    total = iterations * batch_size * len(allocation.assignment)
+    return {
+        "total_samples": total,
+        "devices": [
+            {
+                "id": entry.device,
+                "seconds_per_sample": seconds[entry.device] / batch_size,
+                "fixed_seconds": entry.upload_s,
+                "samples": total,
+            }
+            for entry in allocation.assignment
+        ],
+    }
+
+
+def shared_allocation(
+    request: AllocationRequest, allocation: Allocation, plan: dict[str, Any], batch_size: int
+) -> tuple[Allocation, dict[str, int]]:
+    """Mini-batches per device from a PlanShares answer (at least one each), and the allocation
+    with each device's modelled compute and the round's latency following them."""
+    seconds = {device.id: device.block_seconds[0] for device in request.devices}
+    iterations = {
+        share["device"]: max(1, round(int(share["samples"]) / batch_size))
+        for share in plan["shares"]
+    }
+    assignment = tuple(
+        dataclasses.replace(
+            entry,
+            compute_s=(compute := iterations[entry.device] * seconds[entry.device]),
+            latency_s=compute + entry.upload_s,
+        )
+        for entry in allocation.assignment
+    )
+    latency = max(entry.latency_s for entry in assignment)
+    return dataclasses.replace(allocation, assignment=assignment, latency_s=latency), iterations
