@@ -16,6 +16,17 @@ from typing import Any
 
 import numpy as np
 
+from lola_deft.scheduler.bounds import (
+    BANDWIDTH_HZ,
+    COMPUTE_FACTOR,
+    MAX_BLOCKS,
+    MAX_LOCAL_ITERATIONS,
+    MEMORY_BYTES,
+    PAYLOAD_BITS,
+    SECONDS_PER_ITERATION,
+    SPECTRAL_EFFICIENCY,
+    Range,
+)
 from lola_deft.scheduler.errors import InstanceError
 
 TOP_LEVEL_FIELDS = {
@@ -108,64 +119,71 @@ class Instance:
 NON_FINITE_SPELLINGS = {"NaN", "Infinity", "-Infinity"}
 
 
-def _number(value: Any, field: str, *, minimum: float = 0.0, strict: bool = True) -> float:
+def _is_number(value: Any) -> bool:
+    """A JSON number, or a numpy float (float64 is a float): not a bool, str or None."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _number(value: Any, field: str, legal: Range) -> float:
     if isinstance(value, str) and value in NON_FINITE_SPELLINGS:
         raise InstanceError(field, f"must be finite, got {value}")
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if not _is_number(value):
         raise InstanceError(field, f"must be a number, got {type(value).__name__} {value!r}")
     try:
         number = float(value)
     except OverflowError:
         number = math.inf
-    if not math.isfinite(number):
-        raise InstanceError(field, f"must be finite, got {value!r}")
-    if strict and number <= minimum:
-        raise InstanceError(field, f"must be > {minimum:g}, got {value!r}")
-    if not strict and number < minimum:
-        raise InstanceError(field, f"must be >= {minimum:g}, got {value!r}")
+    problem = legal.problem(number) if math.isfinite(number) else f"must be finite, got {value!r}"
+    if problem is not None:
+        raise InstanceError(field, problem)
     return number
 
 
-def _integer(value: Any, field: str, *, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+def _integer(value: Any, field: str, *, minimum: int, maximum: int) -> int:
+    if not _is_number(value) or not math.isfinite(value) or value != int(value):
         raise InstanceError(field, f"must be an integer, got {value!r}")
     if value < minimum:
         raise InstanceError(field, f"must be >= {minimum}, got {value!r}")
+    if value > maximum:
+        raise InstanceError(field, f"must be at most {maximum:,}, got {value!r}")
     return int(value)
 
 
-def _vector(value: Any, field: str, length: int, *, strict: bool) -> np.ndarray:
+def _vector(value: Any, field: str, length: int, legal: Range) -> np.ndarray:
     if not isinstance(value, (Sequence, np.ndarray)) or isinstance(value, (str, bytes)):
         raise InstanceError(field, f"must be a list of {length} numbers")
     if len(value) != length:
         raise InstanceError(field, f"must have {length} entries (one per block), got {len(value)}")
-    array = _checked_array(value, strict=strict)
+    array = _checked_array(value, legal)
     if array is not None:
         return array
     # Something is wrong: find the first entry at fault, to name it.
     if isinstance(value, np.ndarray):
         value = value.tolist()  # messages show 0.0, not np.float64(0.0)
-    return np.array([_number(v, f"{field}[{i}]", strict=strict) for i, v in enumerate(value)])
+    numbers = [_number(v, f"{field}[{i}]", legal) for i, v in enumerate(value)]
+    return np.array(numbers)
 
 
 NUMBER_TYPES = {int, float}
 
 
-def _checked_array(values: Any, *, strict: bool) -> np.ndarray | None:
-    """`values` as a float array when every entry is a finite number in range (> 0 when strict,
-    else >= 0), in one vectorised pass; None when any is not (the caller names which)."""
+def _as_floats(values: Any) -> np.ndarray | None:
+    """`values` as a float array when every entry is a number (None when one is not)."""
     if isinstance(values, np.ndarray):
-        array = values.astype(float, copy=False)
-    else:
-        if not set(map(type, values)) <= NUMBER_TYPES:  # bool, str, None: not numbers
-            return None
-        try:
-            array = np.array(values, dtype=float)
-        except OverflowError:
-            return None
-    if array.size and not (
-        np.all(np.isfinite(array)) and np.all(array > 0 if strict else array >= 0)
-    ):
+        return values.astype(float, copy=False)
+    if not set(map(type, values)) <= NUMBER_TYPES and not all(map(_is_number, values)):
+        return None  # bool, str, None: not numbers
+    try:
+        return np.array(values, dtype=float)
+    except OverflowError:
+        return None
+
+
+def _checked_array(values: Any, legal: Range) -> np.ndarray | None:
+    """`values` as a float array when every entry is a number in its legal range, in one
+    vectorised pass; None when any is not (the caller names which)."""
+    array = _as_floats(values)
+    if array is None or (array.size and not legal.holds(array)):
         return None
     return array
 
@@ -173,14 +191,14 @@ def _checked_array(values: Any, *, strict: bool) -> np.ndarray | None:
 def _column(
     values: Sequence[Any],
     name: str,
+    legal: Range,
     *,
-    strict: bool,
     required: bool = True,
     indices: Sequence[int] | None = None,
 ) -> np.ndarray:
     """One numeric field of every device, validated in one pass (errors name the device by its
     position in the instance: `indices`, when these are some of its devices)."""
-    array = _checked_array(values, strict=strict) if None not in values else None
+    array = _checked_array(values, legal) if None not in values else None
     if array is not None:
         return array
     for position, value in enumerate(values):
@@ -190,7 +208,7 @@ def _column(
             if required:
                 raise InstanceError(field, "is required")
             continue
-        _number(value, field, strict=strict)
+        _number(value, field, legal)
     # Only optional entries are missing: NaN marks them.
     return np.array([np.nan if v is None else float(v) for v in values])
 
@@ -254,32 +272,32 @@ def parse_instance(doc: Any, devices: DeviceColumns | None = None) -> Instance:
     if not isinstance(doc, Mapping):
         raise InstanceError("instance", f"must be a JSON object, got {type(doc).__name__}")
     _reject_unknown(doc, TOP_LEVEL_FIELDS, "")
-    blocks = _integer(_require(doc, "blocks"), "blocks", minimum=1)
+    blocks = _integer(_require(doc, "blocks"), "blocks", minimum=1, maximum=MAX_BLOCKS)
     block_memory = _vector(
-        _require(doc, "block_memory_bytes"), "block_memory_bytes", blocks, strict=False
+        _require(doc, "block_memory_bytes"), "block_memory_bytes", blocks, MEMORY_BYTES
     )
-    iterations = _integer(_require(doc, "local_iterations"), "local_iterations", minimum=1)
-    payload_bits = _number(_require(doc, "payload_bits"), "payload_bits")
-    bandwidth_hz = _number(_require(doc, "bandwidth_hz"), "bandwidth_hz")
+    iterations = _integer(
+        _require(doc, "local_iterations"),
+        "local_iterations",
+        minimum=1,
+        maximum=MAX_LOCAL_ITERATIONS,
+    )
+    payload_bits = _number(_require(doc, "payload_bits"), "payload_bits", PAYLOAD_BITS)
+    bandwidth_hz = _number(_require(doc, "bandwidth_hz"), "bandwidth_hz", BANDWIDTH_HZ)
     reference_seconds = None
     if doc.get("block_seconds") is not None:
-        reference_seconds = _vector(doc["block_seconds"], "block_seconds", blocks, strict=True)
+        reference_seconds = _vector(
+            doc["block_seconds"], "block_seconds", blocks, SECONDS_PER_ITERATION
+        )
 
     if devices is None:
         devices = DeviceColumns.from_documents(_require(doc, "devices"))
     elif not devices.ids:
         raise InstanceError("devices", "must be a non-empty list of device objects")
     ids = _device_ids(devices.ids)
-    memory = _column(devices.memory_bytes, "memory_bytes", strict=False)
-    efficiency = _column(devices.spectral_efficiency, "spectral_efficiency", strict=True)
-    seconds = _device_seconds(devices, blocks, reference_seconds)
-    compute = iterations * seconds
-    overflowed = ~np.all(np.isfinite(compute), axis=1)
-    if overflowed.any():
-        index = int(np.argmax(overflowed))
-        raise InstanceError(
-            f"devices[{index}].compute_factor", "is too small: compute time overflows"
-        )
+    memory = _column(devices.memory_bytes, "memory_bytes", MEMORY_BYTES)
+    efficiency = _column(devices.spectral_efficiency, "spectral_efficiency", SPECTRAL_EFFICIENCY)
+    compute = iterations * _device_seconds(devices, blocks, reference_seconds)
 
     return Instance(
         device_ids=tuple(ids),
@@ -317,12 +335,7 @@ def _device_seconds(
     """(K, L) seconds per iteration: each device's own measurement, else the reference
     divided by its compute_factor."""
     matrix = devices.seconds_matrix
-    if (
-        matrix is not None
-        and matrix.shape[1] == blocks
-        and np.all(np.isfinite(matrix))
-        and np.all(matrix > 0)
-    ):
+    if matrix is not None and matrix.shape[1] == blocks and SECONDS_PER_ITERATION.holds(matrix):
         return np.array(matrix, dtype=float)
     own = devices.block_seconds
     seconds = np.empty((len(own), blocks))
@@ -333,7 +346,7 @@ def _device_seconds(
         if block is None:  # name the device and entry at fault
             for index, row in enumerate(own):
                 if row is not None:
-                    _vector(row, f"devices[{index}].block_seconds", blocks, strict=True)
+                    _vector(row, f"devices[{index}].block_seconds", blocks, SECONDS_PER_ITERATION)
             raise AssertionError("unreachable: some row failed the vectorised check")
         seconds[measured] = block
     if not measured.all():
@@ -347,28 +360,23 @@ def _device_seconds(
         factors = _column(
             [devices.compute_factor[i] for i in indices],
             "compute_factor",
-            strict=True,
+            COMPUTE_FACTOR,
             indices=indices,
         )
-        with np.errstate(over="ignore"):
-            seconds[missing] = reference[None, :] / factors[:, None]
+        seconds[missing] = reference[None, :] / factors[:, None]
     return seconds
 
 
 def _checked_matrix(rows: list[Any], blocks: int) -> np.ndarray | None:
-    """Rows of `blocks` numbers > 0 as one (R, L) array, checked in C-level passes; None when
+    """Rows of `blocks` legal seconds as one (R, L) array, checked in C-level passes; None when
     any row or entry is wrong (the caller then names it)."""
     if not all(isinstance(row, (np.ndarray, list)) and len(row) == blocks for row in rows):
         return None
     if all(isinstance(row, np.ndarray) for row in rows):
         matrix = np.stack(rows).astype(float, copy=False)
     else:
-        if not set(map(type, itertools.chain.from_iterable(rows))) <= NUMBER_TYPES:
+        flat = _as_floats(list(itertools.chain.from_iterable(rows)))
+        if flat is None:
             return None
-        try:
-            matrix = np.array(rows, dtype=float)
-        except OverflowError:
-            return None
-    if not (np.all(np.isfinite(matrix)) and np.all(matrix > 0)):
-        return None
-    return matrix
+        matrix = flat.reshape(len(rows), blocks)
+    return matrix if SECONDS_PER_ITERATION.holds(matrix) else None

@@ -75,7 +75,7 @@ def latency_for_assignment(instance: Instance, devices: np.ndarray, upper: float
     budget = instance.bandwidth_hz
 
     def excess(latency: float) -> float:
-        return float(np.sum(bits_per_hz / (latency - compute)) - budget)
+        return float(np.sum(_bandwidth_needed(bits_per_hz, latency - compute)) - budget)
 
     lower = float(np.max(compute + bits_per_hz / budget))
     if excess(upper) >= 0:
@@ -107,6 +107,16 @@ def jbba(instance: Instance) -> tuple[np.ndarray, np.ndarray, int]:
     return devices, _split_bandwidth(instance, devices, latency), steps
 
 
+def _bandwidth_needed(bits_per_hz: np.ndarray, slack: np.ndarray) -> np.ndarray:
+    """S / (r_k slack_k), infinite where the slack is gone.
+
+    When compute dwarfs the upload, T - J_k can round to exactly zero; that device then needs
+    unbounded bandwidth, which is the answer, not a division error.
+    """
+    safe = np.where(slack > 0, slack, 1.0)
+    return np.where(slack > 0, bits_per_hz / safe, np.inf)
+
+
 def _split_bandwidth(instance: Instance, devices: np.ndarray, latency: float) -> np.ndarray:
     """Bandwidth that lets each device finish exactly at `latency`, never above the budget.
 
@@ -118,7 +128,7 @@ def _split_bandwidth(instance: Instance, devices: np.ndarray, latency: float) ->
     compute = instance.compute_seconds[devices, blocks]
     bits_per_hz = instance.payload_bits / instance.spectral_efficiency[devices]
     for _ in range(64):
-        bandwidth = bits_per_hz / (latency - compute)
+        bandwidth = _bandwidth_needed(bits_per_hz, latency - compute)
         if bandwidth.sum() <= instance.bandwidth_hz:
             return bandwidth
         latency = float(np.nextafter(latency, np.inf))

@@ -97,6 +97,10 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         except InfeasibleError as error:
             self.metrics.requests.labels(label, "FAILED_PRECONDITION").inc()
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"infeasible: {error}")
+        except Exception as error:  # a solver bug: say so (INTERNAL, not UNKNOWN), keep serving
+            log.exception("%s failed", label)
+            self.metrics.requests.labels(label, "INTERNAL").inc()
+            context.abort(grpc.StatusCode.INTERNAL, f"solver failed: {type(error).__name__}")
         self.metrics.requests.labels(label, "OK").inc()
         return answer
 

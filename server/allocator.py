@@ -10,7 +10,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from lola_deft.server.messages import Allocation, AllocationRequest
 
@@ -50,38 +50,46 @@ class Allocator(Protocol):
     def close(self) -> None: ...
 
 
+T = TypeVar("T")
+
+
+def _answer_of(solve_it: Callable[[], T]) -> T:
+    """The solver's answer, or AllocationFailed: a refusal says why; anything else is a solver
+    bug, logged with its traceback, and must cost one round, never the coordinator."""
+    from lola_deft.scheduler.errors import SchedulerError
+
+    try:
+        return solve_it()
+    except SchedulerError as error:
+        raise AllocationFailed(f"scheduler: {error}") from error
+    except Exception as error:
+        log.exception("in-process scheduler failed")
+        raise AllocationFailed(f"scheduler failed: {type(error).__name__}: {error}") from error
+
+
 class InProcessAllocator:
     """The scheduler package called directly: no service to run (tests, small setups)."""
 
     def allocate(self, request: AllocationRequest) -> Allocation:
-        from lola_deft.scheduler.errors import SchedulerError
         from lola_deft.scheduler.instance import parse_instance
         from lola_deft.scheduler.policies import solve
 
-        try:
+        def solved() -> Allocation:
             instance = parse_instance(request.instance_doc())
             allocation = solve(instance, request.policy, seed=request.seed)
-        except SchedulerError as error:
-            raise AllocationFailed(f"scheduler: {error}") from error
-        return Allocation.from_json(allocation.to_json())
+            return Allocation.from_json(allocation.to_json())
+
+        return _answer_of(solved)
 
     def plan_pipeline(self, doc: dict[str, Any]) -> dict[str, Any]:
-        from lola_deft.scheduler.errors import SchedulerError
         from lola_deft.scheduler.pac_convert import response_json, solve_pipeline
 
-        try:
-            return response_json(solve_pipeline(doc))
-        except SchedulerError as error:
-            raise AllocationFailed(f"scheduler: {error}") from error
+        return _answer_of(lambda: response_json(solve_pipeline(doc)))
 
     def plan_shares(self, doc: dict[str, Any]) -> dict[str, Any]:
-        from lola_deft.scheduler.errors import SchedulerError
         from lola_deft.scheduler.pac_convert import response_json, solve_shares
 
-        try:
-            return response_json(solve_shares(doc))
-        except SchedulerError as error:
-            raise AllocationFailed(f"scheduler: {error}") from error
+        return _answer_of(lambda: response_json(solve_shares(doc)))
 
     def close(self) -> None:
         pass

@@ -29,6 +29,7 @@ from typing import Protocol, TypeVar
 
 import numpy as np
 
+from lola_deft.scheduler.bounds import SPECTRAL_EFFICIENCY
 from lola_deft.server.aggregation import RoundCollector
 from lola_deft.server.allocator import AllocationFailed, Allocator
 from lola_deft.server.config import CoordinatorConfig
@@ -127,7 +128,9 @@ def spectral_efficiency(report: ResourceReport, bandwidth_hz: float, blocks: int
     if report.spectral_efficiency > 0:
         return report.spectral_efficiency
     if report.measured_uplink_bps > 0:
-        return report.measured_uplink_bps / (bandwidth_hz / blocks)
+        # A rate over a narrow band can imply an r_k no radio has: keep it schedulable.
+        rate = report.measured_uplink_bps / (bandwidth_hz / blocks)
+        return float(np.clip(rate, SPECTRAL_EFFICIENCY.low * 2, SPECTRAL_EFFICIENCY.high))
     return 0.0
 
 
@@ -571,6 +574,9 @@ class RoundEngine:
             return await asyncio.to_thread(self.allocator.allocate, request)
         except AllocationFailed as error:
             log.warning("round %d: %s; waiting for the next reports", number, error)
+            return None
+        except Exception:  # an allocator bug must cost one round, not the run
+            log.exception("round %d: the allocator failed; waiting for the next reports", number)
             return None
 
     @staticmethod

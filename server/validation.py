@@ -5,6 +5,13 @@ from __future__ import annotations
 
 import math
 
+from lola_deft.scheduler.bounds import (
+    MEMORY_BYTES,
+    SECONDS_PER_ITERATION,
+    SPECTRAL_EFFICIENCY,
+    UPLINK_BPS,
+    Range,
+)
 from lola_deft.server.errors import InvalidRequest, quote
 from lola_deft.server.messages import Registration, ResourceReport, UploadHeader
 
@@ -45,14 +52,35 @@ def _non_negative(value: float, field: str) -> None:
         raise InvalidRequest(field, f"must be a finite number >= 0, got {value}")
 
 
+def _within(value: float, field: str, legal: Range, *, unknown_zero: bool = False) -> None:
+    """The scheduler's own legal range (one table for both): a report that passes here can
+    never make an instance the scheduler refuses. `unknown_zero`: 0 means "not measured"."""
+    if unknown_zero and value == 0:
+        return
+    problem = legal.problem(value)
+    if problem is not None:
+        raise InvalidRequest(field, problem)
+
+
 def validate_report(report: ResourceReport, blocks: int) -> None:
-    _non_negative(report.available_memory_bytes, "available_memory_bytes")
-    for name in ("channel_gain", "spectral_efficiency", "measured_uplink_bps"):
-        _non_negative(getattr(report, name), f"channel.{name}")
+    """Refuse a report the scheduler could not plan with; only its sender sits the round out."""
+    _within(report.available_memory_bytes, "available_memory_bytes", MEMORY_BYTES)
+    _non_negative(report.channel_gain, "channel.channel_gain")
+    _within(
+        report.spectral_efficiency,
+        "channel.spectral_efficiency",
+        SPECTRAL_EFFICIENCY,
+        unknown_zero=True,
+    )
+    _within(
+        report.measured_uplink_bps, "channel.measured_uplink_bps", UPLINK_BPS, unknown_zero=True
+    )
     if not math.isfinite(report.snr_db):
         raise InvalidRequest("channel.snr_db", "must be finite")
     if report.pac is not None:
-        _non_negative(report.pac.step_seconds, "pac.step_seconds")
+        _within(
+            report.pac.step_seconds, "pac.step_seconds", SECONDS_PER_ITERATION, unknown_zero=True
+        )
         if report.pac.samples > MAX_SAMPLES:
             raise InvalidRequest("pac.samples", f"at most {MAX_SAMPLES:,}")
         if report.pac.cached_samples > report.pac.samples:
@@ -60,12 +88,9 @@ def validate_report(report: ResourceReport, blocks: int) -> None:
     if len(report.block_seconds) != blocks:
         raise InvalidRequest("block_costs", f"need one entry for each block 1..{blocks}")
     for block, seconds in enumerate(report.block_seconds, start=1):
-        if not math.isfinite(seconds) or seconds <= 0:
-            raise InvalidRequest(
-                f"block_costs[{block}].seconds_per_iteration", "must be a finite number > 0"
-            )
+        _within(seconds, f"block_costs[{block}].seconds_per_iteration", SECONDS_PER_ITERATION)
     for block, memory in enumerate(report.block_memory_bytes, start=1):
-        _non_negative(memory, f"block_costs[{block}].peak_memory_bytes")
+        _within(memory, f"block_costs[{block}].peak_memory_bytes", MEMORY_BYTES)
 
 
 def validate_header(header: UploadHeader) -> None:

@@ -9,6 +9,16 @@ import numpy as np
 from hypothesis import strategies as st
 from scipy.optimize import brentq
 
+from lola_deft.scheduler.bounds import (
+    BANDWIDTH_HZ,
+    COMPUTE_FACTOR,
+    MAX_LOCAL_ITERATIONS,
+    MEMORY_BYTES,
+    PAYLOAD_BITS,
+    SECONDS_PER_ITERATION,
+    SPECTRAL_EFFICIENCY,
+    Range,
+)
 from lola_deft.scheduler.instance import Instance, parse_instance
 
 positive = st.floats(min_value=0.05, max_value=20.0, allow_nan=False, allow_infinity=False)
@@ -98,3 +108,49 @@ def brute_force_joint(instance: Instance) -> float:
         (best_split_latency(instance, devices) for devices in feasible_assignments(instance)),
         default=np.inf,
     )
+
+
+def _edge_values(legal: Range, *, typical: float) -> st.SearchStrategy[float]:
+    """Values at and next to the edges of a legal range, plus ordinary ones."""
+    low = legal.low if legal.low_closed else float(np.nextafter(legal.low, np.inf))
+    edges = [low, float(np.nextafter(low, np.inf)), legal.high, float(legal.high * (1 - 1e-12))]
+    return st.one_of(
+        st.sampled_from(edges),
+        st.floats(low, legal.high, allow_nan=False, allow_infinity=False),
+        st.floats(typical / 10, typical * 10),
+    )
+
+
+@st.composite
+def extreme_instance_docs(draw: st.DrawFn, *, max_devices: int = 5) -> dict[str, Any]:
+    """A legal document whose numbers sit anywhere in their ranges, the edges most of all:
+    what an insider's report or a flaky sensor can put in front of the solvers."""
+    seconds = _edge_values(SECONDS_PER_ITERATION, typical=1.0)
+    memory = st.sampled_from([0.0, 1.0, 1e9, MEMORY_BYTES.high])
+    num_blocks = draw(st.integers(1, 3))
+    num_devices = draw(st.integers(num_blocks, max(num_blocks, max_devices)))
+    devices = []
+    for k in range(num_devices):
+        device: dict[str, Any] = {
+            "id": f"d{k}",
+            "memory_bytes": draw(memory),
+            "spectral_efficiency": draw(_edge_values(SPECTRAL_EFFICIENCY, typical=3.0)),
+        }
+        if draw(st.booleans()):
+            device["block_seconds"] = draw(
+                st.lists(seconds, min_size=num_blocks, max_size=num_blocks)
+            )
+        else:
+            device["compute_factor"] = draw(_edge_values(COMPUTE_FACTOR, typical=1.0))
+        devices.append(device)
+    return {
+        "blocks": num_blocks,
+        "block_memory_bytes": sorted(
+            draw(st.lists(memory, min_size=num_blocks, max_size=num_blocks))
+        ),
+        "block_seconds": draw(st.lists(seconds, min_size=num_blocks, max_size=num_blocks)),
+        "local_iterations": draw(st.sampled_from([1, 10, 1000, MAX_LOCAL_ITERATIONS])),
+        "payload_bits": draw(_edge_values(PAYLOAD_BITS, typical=1e6)),
+        "bandwidth_hz": draw(_edge_values(BANDWIDTH_HZ, typical=1e7)),
+        "devices": devices,
+    }

@@ -48,7 +48,7 @@ def test_schedule_reads_standard_input_and_takes_a_policy() -> None:
     [
         ("{not json", "instance: invalid JSON at line 1 column 2"),
         ('{"blocks": 2}', "block_memory_bytes: is required"),
-        (json.dumps({**EXAMPLE, "payload_bits": -1}), "payload_bits: must be > 0"),
+        (json.dumps({**EXAMPLE, "payload_bits": -1}), "payload_bits: must be >= 1"),
         ("[]", "instance: must be a JSON object"),
     ],
 )

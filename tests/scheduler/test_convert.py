@@ -39,7 +39,7 @@ def test_valid_instances_come_out_the_same() -> None:
     [
         (0, "memory_bytes", -1.0, "devices[0].memory_bytes: must be >= 0"),
         (1, "spectral_efficiency", None, "devices[1].spectral_efficiency: is required"),
-        (1, "block_seconds", [1.0, 0.0], "devices[1].block_seconds[1]: must be > 0"),
+        (1, "block_seconds", [1.0, 0.0], "devices[1].block_seconds[1]: must be > 1e-09"),
         (1, "block_seconds", [1.0], "devices[1].block_seconds: must have 2 entries"),
         (0, "compute_factor", None, "devices[0].compute_factor: is required"),
         (1, "id", "a", "devices[1].id: duplicate device id 'a'"),

@@ -71,12 +71,14 @@ MALFORMED = [
     (("block_memory_bytes",), "big", "block_memory_bytes", "list"),
     (("block_memory_bytes", 1), -1.0, "block_memory_bytes[1]", ">= 0"),
     (("block_memory_bytes", 0), float("nan"), "block_memory_bytes[0]", "finite"),
-    (("block_seconds", 0), 0.0, "block_seconds[0]", "> 0"),
+    (("block_seconds", 0), 0.0, "block_seconds[0]", "> 1e-09"),
+    (("block_seconds", 0), 1.7e308, "block_seconds[0]", "at most 1e+06"),
     (("block_seconds", 1), float("inf"), "block_seconds[1]", "finite"),
     (("local_iterations",), -3, "local_iterations", ">= 1"),
-    (("payload_bits",), 0, "payload_bits", "> 0"),
+    (("payload_bits",), 0, "payload_bits", ">= 1"),
+    (("payload_bits",), 1e300, "payload_bits", "at most 1e+15"),
     (("payload_bits",), None, "payload_bits", "required"),
-    (("bandwidth_hz",), -1e6, "bandwidth_hz", "> 0"),
+    (("bandwidth_hz",), -1e6, "bandwidth_hz", ">= 1"),
     (("bandwidth_hz",), [1e6], "bandwidth_hz", "number"),
     (("devices",), [], "devices", "non-empty"),
     (("devices",), {"id": "a"}, "devices", "list"),
@@ -87,11 +89,15 @@ MALFORMED = [
     (("devices", 0, "memory_bytes"), DELETE, "devices[0].memory_bytes", "required"),
     (("devices", 0, "memory_bytes"), -5, "devices[0].memory_bytes", ">= 0"),
     (("devices", 0, "compute_factor"), DELETE, "devices[0].compute_factor", "required"),
-    (("devices", 0, "compute_factor"), 0, "devices[0].compute_factor", "> 0"),
-    (("devices", 0, "compute_factor"), 1e-320, "devices[0].compute_factor", "too small"),
-    (("devices", 0, "spectral_efficiency"), 0.0, "devices[0].spectral_efficiency", "> 0"),
+    (("devices", 0, "compute_factor"), 0, "devices[0].compute_factor", "> 1e-06"),
+    (("devices", 0, "compute_factor"), 1e-320, "devices[0].compute_factor", "> 1e-06"),
+    (("devices", 0, "spectral_efficiency"), 0.0, "devices[0].spectral_efficiency", "> 1e-09"),
+    (("devices", 0, "spectral_efficiency"), 5e-324, "devices[0].spectral_efficiency", "> 1e-09"),
+    (("devices", 0, "spectral_efficiency"), 1e6, "devices[0].spectral_efficiency", "at most"),
+    (("local_iterations",), 2**32 - 1, "local_iterations", "at most 1,000,000"),
+    (("blocks",), 10**9, "blocks", "at most 4,096"),
     (("devices", 1, "block_seconds"), [1.0], "devices[1].block_seconds", "2 entries"),
-    (("devices", 1, "block_seconds"), [1.0, -2.0], "devices[1].block_seconds[1]", "> 0"),
+    (("devices", 1, "block_seconds"), [1.0, -2.0], "devices[1].block_seconds[1]", "> 1e-09"),
     (("devices", 1, "speed"), 3, "devices[1].speed", "unknown field"),
     (("bandwith_hz",), 1e6, "bandwith_hz", "unknown field"),
 ]
@@ -144,10 +150,10 @@ def test_errors_name_the_device_by_its_place_in_the_instance() -> None:
     with pytest.raises(InstanceError, match=r"^devices\[2\]\.compute_factor: is required"):
         parse_instance(doc)
     doc["devices"][2]["compute_factor"] = 0.0
-    with pytest.raises(InstanceError, match=r"^devices\[2\]\.compute_factor: must be > 0"):
+    with pytest.raises(InstanceError, match=r"^devices\[2\]\.compute_factor: must be > 1e-06"):
         parse_instance(doc)
     doc["devices"][2]["compute_factor"] = 1e-320
-    with pytest.raises(InstanceError, match=r"^devices\[2\]\.compute_factor: is too small"):
+    with pytest.raises(InstanceError, match=r"^devices\[2\]\.compute_factor: must be > 1e-06"):
         parse_instance(doc)
     doc["devices"][2] = {"id": "a", "memory_bytes": 1, "spectral_efficiency": 1.0}
     with pytest.raises(InstanceError, match=r"^devices\[2\]\.id: duplicate device id 'a'"):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +22,7 @@ from lola_deft.scheduler import (
 )
 from lola_deft.scheduler.allocation import InvalidAllocationError, make_allocation
 from lola_deft.scheduler.synthetic import PaperSetting, paper_round
-from tests.scheduler.strategies import instances
+from tests.scheduler.strategies import extreme_instance_docs, instances
 
 EXAMPLE = Path(__file__).parents[2] / "scheduler" / "examples" / "paper_round.json"
 
@@ -66,6 +68,31 @@ def test_every_policy_is_valid_or_explains_itself(instance: Instance) -> None:
         except InstanceError as error:  # crunch on costs that fall with depth
             assert policy == "crunch" and error.field == "policy"
             assert "use policy 'ba'" in str(error)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(extreme_instance_docs())
+def test_every_legal_instance_gets_a_finite_answer_or_a_named_refusal(doc: dict) -> None:
+    """Anywhere inside the legal ranges, every policy answers with a finite, valid allocation
+    or refuses with the errors callers map to INVALID_ARGUMENT / FAILED_PRECONDITION, and no
+    arithmetic warning reaches stderr (an overflow there would be a wrong answer later)."""
+    instance = parse_instance(doc)
+    for policy in POLICIES:
+        if policy == "linear-hungarian" and instance.num_devices > 4:
+            continue  # exhaustive over K x L latencies: the property is the same, only slower
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            try:
+                allocation = solve(instance, policy, seed=3)
+            except (InfeasibleError, InstanceError) as error:
+                assert str(error)
+                continue
+        answer = allocation.to_json()
+        assert math.isfinite(answer["latency_s"]) and answer["latency_s"] > 0
+        for entry in answer["assignment"]:
+            for key in ("bandwidth_hz", "latency_s", "compute_s", "upload_s"):
+                assert math.isfinite(entry[key]) and entry[key] >= 0, (policy, key, entry)
+        assert allocation.bandwidth_hz.sum() <= instance.bandwidth_hz * (1 + 1e-9)
 
 
 def test_policies_order_on_the_embedded_round() -> None:

@@ -158,3 +158,25 @@ def test_request_fields_mirror_the_json_instance_format() -> None:
     assert isinstance(request, scheduler_pb2.AllocateRequest)
     assert request.blocks == 12 and request.policy == "ba" and request.seed == 3
     assert request.devices[0].id == EXAMPLE["devices"][0]["id"]
+
+
+def test_a_solver_bug_is_internal_and_the_service_keeps_serving(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import lola_deft.scheduler.service as service
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise ValueError("f(a) and f(b) must have different signs")
+
+    running = start_scheduler("127.0.0.1", 0)
+    try:
+        with SchedulerClient(f"127.0.0.1:{running.port}", timeout_s=30) as client:
+            with monkeypatch.context() as patched:
+                patched.setattr(service, "solve", broken)
+                with pytest.raises(grpc.RpcError) as caught:
+                    allocate(client, EXAMPLE)
+            assert caught.value.code() == grpc.StatusCode.INTERNAL
+            assert caught.value.details() == "solver failed: ValueError"
+            assert len(allocate(client, EXAMPLE).assignment) == 12
+    finally:
+        running.stop(grace=None)

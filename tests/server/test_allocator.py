@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from lola_deft.server.allocator import (
     AllocationFailed,
     FallbackAllocator,
@@ -72,3 +74,16 @@ def test_a_refusal_is_an_answer_not_an_outage() -> None:
     else:
         raise AssertionError("an infeasible round must not be solved by the fallback")
     assert allocator.available and allocator.fallback_rounds == 0
+
+
+def test_a_solver_bug_in_process_costs_the_round_not_the_coordinator(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import lola_deft.scheduler.policies as policies
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise ValueError("f(a) and f(b) must have different signs")
+
+    monkeypatch.setattr(policies, "solve", broken)
+    with pytest.raises(AllocationFailed, match="scheduler failed: ValueError: f\\(a\\)"):
+        InProcessAllocator().allocate(request())

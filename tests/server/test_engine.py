@@ -69,13 +69,14 @@ class DepthOrderAllocator:
 
     def __init__(self) -> None:
         self.failures = 0
+        self.failure: Exception = AllocationFailed("scheduler at test: UNAVAILABLE")
         self.requests: list[AllocationRequest] = []
 
     def allocate(self, request: AllocationRequest) -> Allocation:
         self.requests.append(request)
         if self.failures:
             self.failures -= 1
-            raise AllocationFailed("scheduler at test: UNAVAILABLE")
+            raise self.failure
         devices = sorted(d.id for d in request.devices)
         share = request.bandwidth_hz / request.blocks
         return Allocation(
@@ -184,9 +185,16 @@ def test_a_round_goes_through_every_phase(tmp_path: Path) -> None:
     assert engine.unfinished_agents() == {"dev1", "dev2", "dev3"}
 
 
-def test_a_scheduler_outage_sits_the_round_out_and_training_goes_on(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "failure",
+    [AllocationFailed("scheduler at test: UNAVAILABLE"), ValueError("f(a) and f(b) must differ")],
+    ids=["outage", "solver-bug"],
+)
+def test_a_scheduler_outage_sits_the_round_out_and_training_goes_on(
+    tmp_path: Path, failure: Exception
+) -> None:
     engine, trainer, allocator, _ = make_engine(tmp_path)
-    allocator.failures = 1
+    allocator.failures, allocator.failure = 1, failure
     devices = [f"dev{i}" for i in range(3)]
     for device in devices:
         join(engine, device)
