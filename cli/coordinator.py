@@ -132,6 +132,13 @@ def add_coordinator_command(subparsers: Any) -> None:
         help="seconds a round waits for its gradients",
     )
     serve.add_argument(
+        "--holder-grace",
+        type=positive_seconds,
+        default=30.0,
+        help="seconds a block holder has beyond 3x the latency its own report predicts; then "
+        "its block goes to an idle device (at most --round-timeout)",
+    )
+    serve.add_argument(
         "--report-poll",
         type=positive_seconds,
         default=120.0,
@@ -288,6 +295,7 @@ def run_coordinator(args: argparse.Namespace) -> int:
         min_agents=args.min_agents,
         report_wait_s=args.report_wait,
         round_timeout_s=args.round_timeout,
+        holder_grace_s=args.holder_grace,
         report_poll_s=args.report_poll,
         forget_after_s=args.forget_after,
         liveness_timeout_s=args.liveness_timeout,

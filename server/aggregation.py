@@ -45,13 +45,19 @@ class RoundCollector:
     # Per block, how much its upload counts in the head's mean (PAC+: its device's mini-batches
     # when the round's work was shared by speed); None: equally.
     weights: dict[int, float] | None = None
+    # A first holder's own deadline, where it is earlier than `deadline` (from the latency
+    # its report predicts: a silent holder is found out early).
+    holder_deadlines: dict[str, float] | None = None
     clock: Callable[[], float] = time.monotonic
 
     def __post_init__(self) -> None:
         self.assignment = dict(self.assignment)
         self.blocks = set(self.assignment.values())  # what this round trains
         self.carriers: set[int] = set(self.blocks if self.head_blocks is None else self.head_blocks)
-        self.deadlines = {device: self.deadline for device in self.assignment}
+        own = self.holder_deadlines or {}
+        self.deadlines = {
+            device: min(own.get(device, self.deadline), self.deadline) for device in self.assignment
+        }
         self.uploads: dict[int, Upload] = {}  # block -> the accepted upload
         self.norms: dict[int, float] = {}  # block -> the accepted upload's total norm
         self.failures: list[Refusal] = []

@@ -24,6 +24,11 @@ class CoordinatorConfig(TrainingSettings):
     min_agents: int = 0  # agents the first round waits for; 0: as many as there are blocks
     report_wait_s: float = 2.0
     round_timeout_s: float = 300.0
+    # A block holder's own deadline: this many seconds, plus `holder_slack` times the latency
+    # its own report predicts (capped by round_timeout_s). A device that takes a block and then
+    # stays silent holds the round this long, not round_timeout_s; its block is handed on.
+    holder_grace_s: float = 30.0
+    holder_slack: float = 3.0
     heartbeat_interval_s: float = 2.0
     liveness_timeout_s: float = 10.0
     # Server-side bounds: a report waits at most this long for its instruction (then "report

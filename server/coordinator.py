@@ -92,7 +92,8 @@ class Coordinator:
         Unauthenticated otherwise); marks the device as seen only after the checks."""
         caller = self.enrolment.identify(peer)  # first: an unidentified caller learns nothing
         self.enrolment.check(caller, self.registry.device_of(session))
-        return self.registry.touch(session).device_id
+        identity = peer.certificate_sha256 if self.enrolment.require_identity else None
+        return self.registry.touch(session, identity).device_id
 
     def heartbeat(self, session: str, peer: Peer = PLAINTEXT_PEER) -> int:
         self.authenticate(session, peer)

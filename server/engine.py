@@ -32,6 +32,7 @@ import numpy as np
 from lola_deft.scheduler.bounds import SPECTRAL_EFFICIENCY
 from lola_deft.server.aggregation import RoundCollector
 from lola_deft.server.allocator import AllocationFailed, Allocator
+from lola_deft.server.claims import ClaimChecker
 from lola_deft.server.config import CoordinatorConfig
 from lola_deft.server.errors import InvalidRequest, NonFiniteStep, NotAssigned, NotNow, quote
 from lola_deft.server.gradient_guard import GradientGuard
@@ -41,6 +42,7 @@ from lola_deft.server.messages import (
     AllocationRequest,
     Assignment,
     AssignmentRecord,
+    ClaimClamp,
     DeviceOffer,
     Evaluation,
     Instruction,
@@ -115,8 +117,8 @@ class RunningRound:
     reports: list[ResourceReport]
     request: AllocationRequest
     allocation: Allocation
-    block_memory: dict[int, float]  # block -> the largest peak any reporting device measured
     reassignments: list[Reassignment] = field(default_factory=list)
+    clamped: list[ClaimClamp] = field(default_factory=list)
 
     def entry_of(self, block: int) -> Assignment:
         return next(entry for entry in self.allocation.assignment if entry.block == block)
@@ -182,6 +184,7 @@ class RoundEngine:
         self._pending: dict[str, PendingReport] = {}
         self._reports_changed = asyncio.Event()
         self.guard = GradientGuard(config.max_grad_norm, config.grad_norm_factor)
+        self.claims = ClaimChecker(registry.hardware_class)
         self.head = HeadPolicy(config.head_training, config.head_warmup_rounds)
         self.rounds_dispatched = 0  # by this process
         self.last_trained: dict[int, int] = {}  # block -> last round that updated it
@@ -326,6 +329,7 @@ class RoundEngine:
         reports = await self.start_pipelines(reports, number)
         if not reports:
             return
+        reports, clamped = self.claims.plausible(reports)
         blocks = self.choose_blocks(len(reports))
         request = self.build_request(reports, number, blocks)
         allocation = await self._timed(phases, "schedule", self.allocate(request, number))
@@ -348,6 +352,7 @@ class RoundEngine:
         running = await self._timed(
             phases, "dispatch", self.dispatch(number, reports, request, allocation, iterations)
         )
+        running.clamped = clamped
         self.rounds_dispatched += 1
         await self.collect_uploads(running)
         uploads, rolled_back = await self._timed(phases, "apply", self.apply(running))
@@ -528,19 +533,16 @@ class RoundEngine:
         chosen = np.asarray(blocks or range(1, self.blocks + 1)) - 1
         full = len(chosen) == self.blocks
         needs = np.asarray([report.block_memory_bytes for report in reports])[:, chosen]
-        if self.trainer.independent_slots:
-            # Each device needs what it reported (a cold cache needs the backbone, a warm one
-            # the side network alone): the slots need the least any device does, and each
-            # device offers its memory less its own excess over that, so "fits" stays exact.
-            block_memory = needs.min(axis=0)
-            offered = [
-                report.available_memory_bytes - float(need.max() - block_memory.max())
-                for report, need in zip(reports, needs, strict=True)
-            ]
-        else:
-            # The largest requirement any device measured: conservative across hardware.
-            block_memory = needs.max(axis=0)
-            offered = [report.available_memory_bytes for report in reports]
+        # Each device needs what it measured itself (hardware differs; a PAC+ cold cache
+        # needs the backbone, a warm one the side network alone), and one device's claim must
+        # move no other device: the blocks are given the least need any device reported, and
+        # each device offers its memory less its own largest excess over that. A device fits
+        # a block in the request only if its memory covers its own need of the block.
+        block_memory = needs.min(axis=0)
+        offered = [
+            report.available_memory_bytes - float((need - block_memory).max())
+            for report, need in zip(reports, needs, strict=True)
+        ]
         efficiencies = channel_efficiencies(
             reports, self.config.bandwidth_hz, self.blocks, self.config.prior_uplink_bps
         )
@@ -610,20 +612,16 @@ class RoundEngine:
             weights={e.block: float(iterations[e.device]) for e in allocation.assignment}
             if iterations
             else None,
+            holder_deadlines={
+                e.device: started + self.holder_allowance(e.latency_s)
+                for e in allocation.assignment
+            },
         )
-        memory = np.max([report.block_memory_bytes for report in reports], axis=0)
         running = RunningRound(
-            number,
-            self.trainer.snapshot(),
-            collector,
-            started,
-            reports,
-            request,
-            allocation,
-            {block: float(memory[block - 1]) for block in range(1, self.blocks + 1)},
+            number, self.trainer.snapshot(), collector, started, reports, request, allocation
         )
         self.current = running
-        deadline_unix = time.time() + self.config.round_timeout_s
+        unix_offset = time.time() - time.monotonic()
 
         def instruction(report: ResourceReport) -> Instruction:
             entry = by_device.get(report.device_id)
@@ -632,7 +630,7 @@ class RoundEngine:
             return self._instruction(
                 number,
                 entry,
-                deadline_unix,
+                collector.deadline_for(entry.device) + unix_offset,
                 collector.carriers,
                 iterations.get(report.device_id, self.config.local_iterations),
             )
@@ -644,6 +642,12 @@ class RoundEngine:
             " ".join(f"{e.block}:{e.device}" for e in sorted(allocation.assignment, key=_block)),
         )
         return running
+
+    def holder_allowance(self, predicted_s: float) -> float:
+        """Seconds a block holder has to deliver, from the latency its own report predicts: a
+        silent holder costs the round this, not the whole round timeout."""
+        allowance = self.config.holder_grace_s + self.config.holder_slack * predicted_s
+        return min(allowance, self.config.round_timeout_s)
 
     def _instruction(
         self,
@@ -708,11 +712,15 @@ class RoundEngine:
                 continue
             failure = next(f for f in reversed(collector.failures) if f.block == block)
             pending = self._pending.pop(device)
-            deadline = time.monotonic() + self.config.round_timeout_s
+            entry = running.entry_of(block)
+            predicted = (
+                pending.report.block_seconds[block - 1] * self.config.local_iterations
+                + entry.upload_s
+            )
+            deadline = time.monotonic() + self.holder_allowance(predicted)
             collector.reassign(block, device, deadline)
             if collector.weights is not None:  # the new device trains the round's default M
                 collector.weights[block] = float(self.config.local_iterations)
-            entry = running.entry_of(block)
             running.reassignments.append(
                 Reassignment(
                     block,
@@ -736,7 +744,7 @@ class RoundEngine:
                 self._instruction(
                     running.number,
                     dataclasses.replace(entry, device=device),
-                    time.time() + self.config.round_timeout_s,
+                    deadline + time.time() - time.monotonic(),
                     collector.carriers,  # the head's upload follows its block
                 ),
             )
@@ -751,16 +759,15 @@ class RoundEngine:
             for device, pending in self._pending.items()
             if device not in collector.assignment
             and device not in failed
-            and pending.report.available_memory_bytes >= self._need(running, pending, block)
+            and pending.report.available_memory_bytes >= self._need(pending, block)
             and self.registry.is_live(device)
         ]
         return min(candidates)[1] if candidates else None
 
-    def _need(self, running: RunningRound, pending: PendingReport, block: int) -> float:
-        """Memory `block` needs on the device of `pending`."""
-        if self.trainer.independent_slots:
-            return pending.report.block_memory_bytes[block - 1]
-        return running.block_memory[block]
+    @staticmethod
+    def _need(pending: PendingReport, block: int) -> float:
+        """Memory `block` needs on the device of `pending`: what it measured itself."""
+        return pending.report.block_memory_bytes[block - 1]
 
     async def apply(self, running: RunningRound) -> tuple[dict[int, Upload], bool]:
         """Close the round and apply what arrived with Adam; a step that would leave the model
@@ -824,6 +831,7 @@ class RoundEngine:
             reassignments=list(running.reassignments),
             refusals=list(running.collector.failures),
             head_blocks=sorted(running.collector.carriers),
+            clamped=list(running.clamped),
             rolled_back=rolled_back,
             allocator=allocation.source,
         )

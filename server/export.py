@@ -38,6 +38,8 @@ def export_metrics(
         m.failed_blocks.labels(failure.kind).inc()
     for moved in record.reassignments:
         m.reassignments.labels(moved.kind).inc()
+    for clamp in record.clamped:
+        m.clamped_claims.labels(clamp.device).inc()
     if record.rolled_back:
         m.rollbacks.inc()
     if record.eval is not None:

@@ -269,6 +269,19 @@ class Evaluation:
 
 
 @dataclass
+class ClaimClamp:
+    """A report's block cost the coordinator did not believe: the device claimed `claimed`
+    seconds per iteration of `block`, far faster than its evidence, and was scheduled at
+    `used` (see server/claims.py)."""
+
+    device: str
+    evidence: str
+    block: int
+    claimed: float
+    used: float
+
+
+@dataclass
 class RoundRecord:
     round: int
     policy: str
@@ -286,6 +299,7 @@ class RoundRecord:
     rolled_back: bool = False  # the step made the model non-finite and was undone
     allocator: str = "service"  # who solved the round: the scheduler "service" or "fallback"
     head_blocks: list[int] = field(default_factory=list)  # whose uploads carried the head
+    clamped: list[ClaimClamp] = field(default_factory=list)  # claims scheduled as evidence says
 
     def to_dict(self) -> dict[str, Any]:
         doc = asdict(self)
@@ -300,6 +314,7 @@ class RoundRecord:
         values["assignment"] = [AssignmentRecord(**a) for a in doc["assignment"]]
         values["reassignments"] = [Reassignment(**r) for r in doc.get("reassignments", [])]
         values["refusals"] = [Refusal(**r) for r in doc.get("refusals", [])]
+        values["clamped"] = [ClaimClamp(**c) for c in doc.get("clamped", [])]
         values["eval"] = Evaluation.from_dict(doc["eval"]) if doc.get("eval") else None
         return cls(**values)
 

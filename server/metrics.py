@@ -112,6 +112,13 @@ class CoordinatorMetrics:
         self.rejected = Counter(
             "deft_rejected_uploads_total", "Gradient uploads rejected", ["reason"], registry=r
         )
+        self.clamped_claims = Counter(
+            "deft_clamped_claims_total",
+            "Reported block costs far faster than the device's own history or its hardware "
+            "class, scheduled as the evidence says",
+            ["device"],
+            registry=r,
+        )
 
     def serve(self, port: int, host: str = "0.0.0.0") -> int:
         return serve_metrics(self.registry, port, host, ROLE)

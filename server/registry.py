@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from lola_deft.server.errors import AlreadyRegistered, TooLarge, UnknownSession
+from lola_deft.server.errors import AlreadyRegistered, Forbidden, TooLarge, UnknownSession
 from lola_deft.server.messages import Registration
 
 
@@ -114,11 +114,23 @@ class AgentRegistry:
             raise UnknownSession("unknown session; register again")
         return device_id
 
-    def touch(self, session: str) -> AgentRecord:
-        """The session's agent, marked as seen now; UnknownSession if it has none."""
+    def touch(self, session: str, identity: str | None = None) -> AgentRecord:
+        """The session's agent, marked as seen now; UnknownSession if it has none. A session
+        opened under a certificate is that certificate's alone (`identity`: the caller's
+        fingerprint): another certificate of the same device cannot use it."""
         record = self._by_device[self.device_of(session)]
+        if record.identity is not None and identity != record.identity:
+            raise Forbidden("this session was opened with another certificate; register again")
         record.last_seen = self.clock()
         return record
+
+    def hardware_class(self, device_id: str) -> str:
+        """What makes two devices' compute comparable: the hardware they describe and the
+        capabilities they offer (a CUDA board and a CPU-only one of the same name differ)."""
+        record = self._by_device.get(device_id)
+        if record is None:
+            return ""
+        return f"{record.hardware}|{','.join(sorted(record.capabilities))}"
 
     def is_live(self, device_id: str) -> bool:
         record = self._by_device.get(device_id)

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from lola_deft.server.allocator import AllocationFailed
+from lola_deft.server.allocator import AllocationFailed, InProcessAllocator
 from lola_deft.server.config import CoordinatorConfig
 from lola_deft.server.engine import RoundEngine, channel_efficiencies
 from lola_deft.server.errors import InvalidRequest, NotAssigned, NotNow
@@ -302,31 +303,120 @@ def test_both_allocators_send_the_scheduler_the_same_instance(tmp_path: Path) ->
 
 
 @pytest.mark.parametrize("independent", [False, True])
-def test_slots_that_each_train_the_whole_model_fit_each_device_by_its_own_need(
+def test_each_device_fits_a_block_by_its_own_measured_need(
     tmp_path: Path, independent: bool
 ) -> None:
-    """PAC+: a cold device needs the backbone, a warm one the side network alone. With
-    independent slots the request must say "fits" exactly when a device's memory covers its
-    own need; LoRA blocks keep the fleet's largest measured need."""
+    """A device fits a block in the request exactly when its memory covers its own need of
+    that block, whatever the others measured (PAC+ cold and warm caches; LoRA blocks on
+    different hardware)."""
     engine, trainer, _, _ = make_engine(tmp_path)
     trainer.independent_slots = independent  # type: ignore[misc]
-    # (memory, need per slot): cold and roomy, warm and small, cold and too small.
-    offers = {"cold": (6e6, 5e6), "warm": (2e6, 1e6), "short": (3e6, 5e6)}
+    # (memory, need of blocks 1..3): roomy, small but frugal, too small for its deepest block.
+    offers = {
+        "roomy": (6e6, (3e6, 4e6, 5e6)),
+        "frugal": (2e6, (1e6, 1e6, 2e6)),
+        "short": (3e6, (1e6, 2e6, 5e6)),
+    }
     reports = [
-        dataclasses.replace(
-            report(name), available_memory_bytes=memory, block_memory_bytes=(need,) * BLOCKS
-        )
+        dataclasses.replace(report(name), available_memory_bytes=memory, block_memory_bytes=need)
         for name, (memory, need) in offers.items()
     ]
     request = engine.build_request(reports, 1)
     fits = {
-        device.id: all(device.memory_bytes >= need for need in request.block_memory_bytes)
+        device.id: device.memory_bytes >= max(request.block_memory_bytes)
         for device in request.devices
     }
-    if independent:
-        assert fits == {"cold": True, "warm": True, "short": False}
-    else:
-        assert fits == {"cold": True, "warm": False, "short": False}
+    assert fits == {"roomy": True, "frugal": True, "short": False}
+    for device, (memory, need) in zip(request.devices, offers.values(), strict=True):
+        for block, block_need in enumerate(request.block_memory_bytes):
+            assert (device.memory_bytes >= block_need) <= (memory >= need[block])
+
+
+class SolvingAllocator(InProcessAllocator):
+    """The real scheduler in process (memory and costs matter), keeping what it was asked."""
+
+    def __init__(self) -> None:
+        self.requests: list[AllocationRequest] = []
+
+    def allocate(self, request: AllocationRequest) -> Allocation:
+        self.requests.append(request)
+        return super().allocate(request)
+
+
+def jbba_engine(tmp_path: Path, rounds: int, **overrides: object) -> RoundEngine:
+    engine, _, _, _ = make_engine(tmp_path, rounds=rounds, **overrides)
+    engine.allocator = SolvingAllocator()
+    return engine
+
+
+async def reporting_agent(
+    engine: RoundEngine, device_id: str, lie: Callable[[ResourceReport], ResourceReport]
+) -> list[int]:
+    """A looping agent whose every report is `lie(honest report)`; it trains what it gets."""
+    uploaded = []
+    while True:
+        instruction = await engine.submit_report(lie(report(device_id, engine.next_round)))
+        if instruction.finished:
+            return uploaded
+        if instruction.block:
+            upload_block(engine, device_id, instruction, 1.0)
+            uploaded.append(instruction.block)
+
+
+@pytest.mark.parametrize(
+    "lie",
+    [
+        lambda r: dataclasses.replace(r, block_memory_bytes=(1e12,) * BLOCKS),
+        lambda r: dataclasses.replace(r, block_memory_bytes=(1.0,) * BLOCKS),
+        lambda r: dataclasses.replace(r, available_memory_bytes=1e15),
+        lambda r: dataclasses.replace(r, block_seconds=(3e5,) * BLOCKS),
+    ],
+    ids=["huge-need", "tiny-need", "huge-memory", "slowest"],
+)
+def test_one_lying_device_moves_only_itself(
+    tmp_path: Path, lie: Callable[[ResourceReport], ResourceReport]
+) -> None:
+    """Rounds go on with every block trained every round, whatever one device claims."""
+    engine = jbba_engine(tmp_path, rounds=3)
+    honest = join_all(engine, 3)
+    join(engine, "liar")
+
+    async def main() -> None:
+        rounds = asyncio.create_task(engine.run())
+        await asyncio.gather(
+            *(looping_agent(engine, device) for device in honest),
+            reporting_agent(engine, "liar", lie),
+        )
+        await rounds
+
+    run(main)
+    assert [record.blocks_updated for record in engine.history.rounds] == [[1, 2, 3]] * 3
+
+
+def test_a_claim_far_faster_than_its_hardware_class_is_clamped(tmp_path: Path) -> None:
+    engine = jbba_engine(tmp_path, rounds=2)
+    honest = join_all(engine, 3)  # one hardware class ("hw"): its claims are evidence
+    join(engine, "liar")
+
+    def lie(honest_report: ResourceReport) -> ResourceReport:
+        return dataclasses.replace(honest_report, block_seconds=(1e-6,) * BLOCKS)
+
+    async def main() -> None:
+        rounds = asyncio.create_task(engine.run())
+        await asyncio.gather(
+            *(looping_agent(engine, device) for device in honest),
+            reporting_agent(engine, "liar", lie),
+        )
+        await rounds
+
+    run(main)
+    for record in engine.history.rounds:
+        (clamp,) = {(c.device, c.claimed) for c in record.clamped}
+        assert clamp == ("liar", 1e-6)
+        assert all(c.used >= 0.1 / 10 for c in record.clamped)
+    assert isinstance(engine.allocator, SolvingAllocator)
+    offers = {device.id: device for device in engine.allocator.requests[-1].devices}
+    assert min(offers["liar"].block_seconds) >= 0.1 / 10
 
 
 async def looping_agent(engine: RoundEngine, device_id: str, value: float = 1.0) -> list[int]:
@@ -373,6 +463,39 @@ def test_a_dead_agents_block_is_handed_to_an_idle_device_in_the_same_round(
     assert moved.reason == "stopped responding" and moved.kind == "died"
     assert [(r.device, r.block, r.kind) for r in record.refusals] == [("dev2", 3, "died")]
     assert np.all(trainer.params["b3"] == -1.0)
+
+
+def test_a_silent_block_holder_loses_its_block_after_its_own_expected_time(
+    tmp_path: Path,
+) -> None:
+    """A device that takes a block and stays live but never uploads: its deadline follows from
+    the latency its report predicts, not the 300 s round timeout (the test's 60 s bound)."""
+    engine, _, _, _ = make_engine(tmp_path, round_timeout_s=300, holder_grace_s=0.2)
+    engine.config.holder_slack = 0.0
+    for device in ("dev0", "dev1", "dev2", "spare"):
+        join(engine, device)
+
+    async def main() -> None:
+        rounds = asyncio.create_task(engine.run())
+        spare = asyncio.create_task(looping_agent(engine, "spare"))
+        silent = engine.submit_report(report("dev2"))  # takes block 3, says nothing more
+        instructions = await asyncio.gather(
+            honest_agent(engine, "dev0"), honest_agent(engine, "dev1"), silent
+        )
+        assert instructions[2].deadline_unix_s < time.time() + 300 / 2
+        assert await spare == [3]
+        await rounds
+
+    run(main)
+    (record,) = engine.history.rounds
+    assert record.blocks_updated == [1, 2, 3]
+    (moved,) = record.reassignments
+    assert (moved.block, moved.from_device, moved.to_device, moved.kind) == (
+        3,
+        "dev2",
+        "spare",
+        "late",
+    )
 
 
 def test_a_refused_upload_frees_its_block_at_once(tmp_path: Path) -> None:

@@ -196,6 +196,21 @@ def test_another_certificate_for_a_live_device_waits_and_evicts_no_one(
     assert again.session != first.session  # restarting under its own certificate is fine
 
 
+def test_a_session_serves_only_the_certificate_that_opened_it(
+    coordinator: RunningCoordinator, pki: Path, tiny_model_dir: Path
+) -> None:
+    kept = pki / "first-dev2.pem"
+    first = call_register(coordinator, device_tls(pki, "dev2"), "dev2", tiny_model_dir)
+    shutil.copy(pki / "devices" / "dev2.pem", kept)
+    shutil.copy(pki / "devices" / "dev2.key", kept.with_suffix(".key"))
+    issue_device(pki, "dev2", force=True)  # a second, valid certificate for the same id
+    error = refusal(lambda: heartbeat(coordinator, device_tls(pki, "dev2"), first.session))
+    assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "another certificate" in error.details()
+    original = TlsFiles(kept, kept.with_suffix(".key"), pki / "ca.pem")
+    assert heartbeat(coordinator, original, first.session) == 0  # its owner is unaffected
+
+
 def data_download(running: RunningCoordinator, tls: TlsFiles, session: str) -> None:
     link = DataLink("localhost", running.data_port or 0, tls)
     link.download(coordinator_pb2.WeightsRequest(session=session, round=1), timeout_s=10)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lola_deft.server.errors import AlreadyRegistered, TooLarge, UnknownSession
+from lola_deft.server.errors import AlreadyRegistered, Forbidden, TooLarge, UnknownSession
 from lola_deft.server.messages import Registration
 from lola_deft.server.registry import AgentRegistry
 
@@ -29,7 +29,7 @@ def test_a_proven_re_registration_replaces_the_session_and_keeps_the_index() -> 
     assert (first.index, second.index, again.index) == (0, 1, 0)
     with pytest.raises(UnknownSession):
         registry.touch(first.session)
-    assert registry.touch(again.session).device_id == "a"
+    assert registry.touch(again.session, "cert-a").device_id == "a"
     assert {r.device_id for r in registry.live()} == {"a", "b"}
 
 
@@ -41,7 +41,9 @@ def test_an_unproven_claim_on_a_live_id_is_refused_never_an_eviction() -> None:
         registry.register(joining("a"))
     with pytest.raises(AlreadyRegistered):
         registry.register(joining("a"), identity="another certificate for a")
-    assert registry.touch(owner.session).device_id == "a"  # the owner keeps its session
+    assert registry.touch(owner.session, "cert-a").device_id == "a"  # the owner keeps it
+    with pytest.raises(Forbidden, match="another certificate"):
+        registry.touch(owner.session, "another certificate for a")
     clock.now += 11  # the owner went silent: the id may be taken again (a restarted agent)
     assert registry.register(joining("a")).session != owner.session
 
