@@ -36,7 +36,7 @@ def _band(claim: float, evidence: float, factor: float) -> float:
 
 class ClaimChecker:
     """Per-device memory of recent block-cost claims (bounded: HISTORY floats per device, and
-    devices the registry forgets are dropped with `forget`)."""
+    devices the registry forgets are dropped with `retain`)."""
 
     def __init__(
         self,
@@ -48,8 +48,10 @@ class ClaimChecker:
         self.factor = factor
         self._history: dict[str, deque[tuple[float, ...]]] = {}
 
-    def forget(self, device_id: str) -> None:
-        self._history.pop(device_id, None)
+    def retain(self, known: Callable[[str], bool]) -> None:
+        """Drop the history of devices the registry has forgotten (bounded memory)."""
+        for device_id in [d for d in self._history if not known(d)]:
+            del self._history[device_id]
 
     def _own_evidence(self, device_id: str) -> list[float] | None:
         """Per block, the median of this device's recent claims (None: no history yet)."""

@@ -329,6 +329,7 @@ class RoundEngine:
         reports = await self.start_pipelines(reports, number)
         if not reports:
             return
+        self.claims.retain(self.registry.__contains__)
         reports, clamped = self.claims.plausible(reports)
         blocks = self.choose_blocks(len(reports))
         request = self.build_request(reports, number, blocks)

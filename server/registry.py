@@ -64,6 +64,9 @@ class AgentRegistry:
     def __len__(self) -> int:
         return len(self._by_device)
 
+    def __contains__(self, device_id: object) -> bool:
+        return device_id in self._by_device
+
     def register(self, registration: Registration, identity: str | None = None) -> AgentRecord:
         """`identity`: what the caller proved (its certificate's fingerprint); a live
         registration of the same id and identity is this device restarting and is replaced."""

@@ -41,3 +41,11 @@ def test_the_hardware_class_is_evidence_once_it_has_three_members() -> None:
     assert [c.device for c in clamps] == ["liar"]
     assert checked_reports[2].block_seconds == (0.1 / 10,)
     assert checked_reports[3] == reports[3]  # another class: not compared with phones
+
+
+def test_forgotten_devices_leave_no_history() -> None:
+    checker = classes()
+    checker.plausible([claim("a", 0.1), claim("b", 0.1)])
+    checker.retain(lambda device_id: device_id == "b")
+    (checked,), clamps = checker.plausible([claim("a", 1e-4)])  # "a" starts afresh
+    assert checked.block_seconds == (1e-4,) and clamps == []
